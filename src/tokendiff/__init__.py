@@ -1,0 +1,29 @@
+"""tokendiff: train, sample and evaluate discrete diffusion models over tokens.
+
+>>> import tokendiff
+>>> ckpt = tokendiff.load_checkpoint("out/shakespeare_char")          # doctest: +SKIP
+>>> texts, _ = tokendiff.generate(ckpt.model, ckpt.process, ckpt.tokenizer,
+...                               num_samples=2, length=128)          # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from tokendiff.errors import TokenDiffError  # noqa: E402
+from tokendiff.schedules import make_schedule  # noqa: E402
+from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess  # noqa: E402
+from tokendiff.models import Transformer  # noqa: E402
+from tokendiff.samplers import MaskedDiffusionSampler, row_generators  # noqa: E402
+from tokendiff.samplers.text import generate  # noqa: E402
+from tokendiff.build import load_checkpoint  # noqa: E402
+
+__all__ = [
+    "TokenDiffError",
+    "make_schedule",
+    "AbsorbingProcess",
+    "AutoregressiveProcess",
+    "Transformer",
+    "MaskedDiffusionSampler",
+    "row_generators",
+    "generate",
+    "load_checkpoint",
+]

@@ -1,0 +1,1 @@
+"""The ``tokendiff`` command line."""

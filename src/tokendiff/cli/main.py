@@ -1,0 +1,233 @@
+"""``tokendiff <command> [key=value ...]``: prepare, train, sample, eval.
+
+Arguments after the command are Hydra overrides (``model.n_layer=6``, ``+experiment=medium``).
+``prompt=`` and ``template=`` take the rest of their argument verbatim, so a prompt may hold any
+character (commas, brackets, quotes) without Hydra's quoting rules.
+
+Any mistake a user can make ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tokendiff.errors import TokenDiffError
+
+USAGE = """usage: tokendiff <command> [key=value ...]
+
+commands:
+  prepare   tokenize text into train/val token files:  tokendiff prepare data.input=book.txt data.tokenizer=bpe
+  train     train a model:                             tokendiff train +experiment=small training.max_iters=5000
+  sample    generate text from a checkpoint:           tokendiff sample checkpoint=out/shakespeare_char prompt="ROMEO:"
+  eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out/shakespeare_char
+
+Every key=value is a Hydra override of the config in tokendiff/configs/schema.py;
+presets: +experiment=shakespeare_char | shakespeare_char_ar | small | medium.
+"""
+
+VERBATIM_KEYS = ("prompt=", "template=")
+
+
+def split_args(args: list[str]) -> tuple[list[str], dict]:
+    """Separate Hydra overrides from the verbatim ``prompt=`` / ``template=`` values."""
+    overrides, verbatim = [], {}
+    for arg in args:
+        key = next((k for k in VERBATIM_KEYS if arg.startswith(k)), None)
+        if key:
+            verbatim[key[:-1]] = arg[len(key) :]
+        else:
+            overrides.append(arg)
+    return overrides, verbatim
+
+
+def load_config(args: list[str]):
+    from tokendiff.configs import compose_config
+
+    overrides, verbatim = split_args(args)
+    cfg = compose_config(overrides)
+    for key, value in verbatim.items():
+        setattr(cfg, key, value)
+    return cfg, overrides
+
+
+def _dataset(cfg):
+    from tokendiff.data.text import resolve_dataset
+
+    d = cfg.data
+    name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
+    return resolve_dataset(name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir,
+                           min_tokens=cfg.model.block_size + 2)
+
+
+def cmd_prepare(args):
+    cfg, _ = load_config(args)
+    prepared = _dataset(cfg)
+    print(json.dumps({"prepared_dir": str(prepared.root), **prepared.meta}, indent=2))
+
+
+def cmd_train(args):
+    from tokendiff.build import build_model, build_process, load_checkpoint, scheduler_config
+    from tokendiff.configs import config_from_dict, to_dict
+    from tokendiff.training import Trainer
+
+    overrides, verbatim = split_args(args)
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    resume_from = None
+    if resume:
+        if any(o.startswith("+") for o in overrides):
+            raise TokenDiffError("a resumed run keeps its preset; drop +experiment=... when passing resume=")
+        loaded = load_checkpoint(resume, what="resume")
+        resume_from = loaded.path
+        if not (resume_from / "training_state").exists():
+            raise TokenDiffError(f"{resume_from} has no training_state/; it can be sampled but not resumed")
+        base = OmegaConf.structured(loaded.config)
+        try:
+            merged = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("resume=")]))
+        except OmegaConfBaseException as exc:
+            raise TokenDiffError(f"bad override with resume=: {str(exc).splitlines()[0]}") from None
+        cfg = config_from_dict(OmegaConf.to_container(merged))
+        cfg.resume = str(resume_from)
+    else:
+        cfg, _ = load_config(args)
+    data = _dataset(cfg)
+    tokenizer = data.tokenizer()
+    model = build_model(cfg, tokenizer.vocab_size)
+    process = build_process(cfg, tokenizer.vocab_size)
+    kind = "autoregressive" if cfg.model.causal else f"masked diffusion ({cfg.diffusion.schedule})"
+    print(
+        f"tokendiff: {kind} transformer, {model.num_parameters() / 1e6:.2f}M parameters "
+        f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
+        f"train {len(data.split('train')):,} tokens, val {len(data.split('val')):,} tokens; output {cfg.output_dir}",
+        flush=True,
+    )
+    trainer = Trainer(cfg, to_dict(cfg), model, process, tokenizer, data, scheduler_config(cfg, process), resume_from)
+    if resume_from is not None:
+        print(f"resumed from {resume_from} at step {trainer.step}", flush=True)
+    result = trainer.train()
+    print(f"\nsaved {result.checkpoint} (step {result.step})")
+    for i, text in enumerate(result.samples):
+        print(f"\n----- sample {i} -----\n{text}")
+    if result.eval:
+        print("\n" + json.dumps(result.eval))
+
+
+def _device(cfg):
+    from tokendiff.build import default_device
+
+    return default_device(cfg.system.device)
+
+
+def cmd_sample(args):
+    from tokendiff.build import load_checkpoint
+    from tokendiff.samplers.text import generate
+
+    cfg, _ = load_config(args)
+    device = _device(cfg)
+    ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    s = cfg.sampling
+    frames = []
+    callback = None
+    if s.trajectory:
+        from tokendiff.viz.text import check_trajectory_path
+
+        check_trajectory_path(s.trajectory)
+        frames.append(None)  # filled below with the starting sequence
+        callback = lambda step, x: frames.append(x[0].cpu().clone())  # noqa: E731
+    start = time.perf_counter()
+    texts, stats = generate(
+        ckpt.model,
+        ckpt.process,
+        ckpt.tokenizer,
+        num_samples=cfg.num_samples,
+        length=s.length or ckpt.config.model.block_size,
+        steps=s.steps,
+        temperature=s.temperature,
+        strategy=s.strategy,
+        top_p=s.top_p,
+        cache=s.cache,
+        prompt=cfg.prompt,
+        template=cfg.template,
+        seed=cfg.seed,
+        batch_size=s.batch_size,
+        device=device,
+        callback=callback,
+    )
+    seconds = time.perf_counter() - start
+    for i, text in enumerate(texts):
+        print(f"----- sample {i} -----\n{text}\n")
+    print(f"[{cfg.num_samples} samples, {stats['model_calls']} model calls, "
+          f"{stats['tokens'] / seconds:,.0f} tokens/s, checkpoint {ckpt.path}]", file=sys.stderr)
+    if s.trajectory:
+        from tokendiff.viz.text import write_trajectory
+
+        path = write_trajectory(s.trajectory, frames[1:], ckpt.tokenizer, ckpt.process.mask_token_id)
+        print(f"[denoising trajectory of sample 0 written to {path}]", file=sys.stderr)
+
+
+def cmd_eval(args):
+    from tokendiff.build import load_checkpoint
+    from tokendiff.data.paths import sha256_of
+    from tokendiff.data.tokenizers import tokenizer_files
+    from tokendiff.evaluation import evaluate_likelihood
+    from tokendiff.training.checkpoint import read_json
+
+    cfg, _ = load_config(args)
+    device = _device(cfg)
+    ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    data = _dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
+    expected = read_json(ckpt.path / "config.json").get("tokenizer_sha256")
+    if expected and sha256_of(tokenizer_files(data.root)[0]) != expected:
+        raise TokenDiffError(
+            f"the corpus prepared in {data.root} uses another tokenizer than {ckpt.path}; "
+            "was the checkpoint's tokenizer replaced? use the files saved with the checkpoint"
+        )
+    split = data.split(cfg.eval.split)
+    seq_len = ckpt.config.model.block_size + ckpt.process.extra_tokens
+    windows = split.windows(seq_len, cfg.eval.max_windows)
+    if len(windows) == 0:
+        raise TokenDiffError(f"the {cfg.eval.split} split has fewer than {seq_len} tokens; nothing to evaluate")
+    result = evaluate_likelihood(
+        lambda x, t: ckpt.model(x, t if ckpt.config.model.time_conditioning else None),
+        ckpt.process,
+        windows,
+        num_draws=cfg.eval.num_draws,
+        batch_size=cfg.eval.batch_size,
+        seed=cfg.seed,
+        chars_per_token=split.chars_per_token,
+        device=device,
+    )
+    out = {"checkpoint": str(ckpt.path), "step": ckpt.step, "split": cfg.eval.split, **result.to_dict()}
+    print(json.dumps(out, indent=2))
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"tokendiff: error: unknown command {command!r}; use one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        COMMANDS[command](args)
+    except TokenDiffError as exc:
+        print(f"tokendiff {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tokendiff {command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Hydra configuration: typed schema, presets (``+experiment=NAME``) and :func:`compose_config`."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tokendiff.configs.schema import Config
+from tokendiff.errors import TokenDiffError
+
+__all__ = ["Config", "compose_config", "config_from_dict", "to_dict"]
+
+ConfigStore.instance().store(name="tokendiff_schema", node=Config)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _valid_keys_hint(cause) -> str:
+    """For a misspelt key, list the keys its section does have."""
+    full_key = getattr(cause, "full_key", None)
+    if not full_key or "not in" not in str(cause):
+        return ""
+    section = OmegaConf.structured(Config)
+    for part in full_key.split(".")[:-1]:
+        section = section.get(part) if part in section else None
+        if section is None or not OmegaConf.is_dict(section):
+            return ""
+    return f" (valid keys here: {', '.join(section.keys())})"
+
+
+def compose_config(overrides: list[str]) -> Config:
+    """Compose ``config.yaml`` with Hydra overrides (``model.n_layer=6``, ``+experiment=medium``)."""
+    try:
+        with initialize_config_module(config_module="tokendiff.configs", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_object(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = _first_line(exc)
+        if exc.__cause__ is not None:
+            message += f": {_first_line(exc.__cause__)}"
+        message += _valid_keys_hint(exc.__cause__)
+        if "experiment" in message and ("Could not find" in message or "not found" in message):
+            message += " (presets: +experiment=shakespeare_char|shakespeare_char_ar|small|medium)"
+        raise TokenDiffError(f"bad configuration: {message}") from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a typed config from ``config.json`` (unknown keys are an error, missing ones default)."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
+    except OmegaConfBaseException as exc:
+        raise TokenDiffError(f"config.json does not match this version of tokendiff: {_first_line(exc)}") from None

@@ -1,0 +1,200 @@
+"""Typed configuration: one dataclass per section, checked in ``__post_init__``.
+
+Hydra composes ``config.yaml`` (which starts from :class:`Config`), the chosen ``+experiment=...``
+preset and the command-line overrides; :func:`tokendiff.configs.compose_config` then turns the result
+into these dataclasses, so every check below runs on the final values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from tokendiff.errors import TokenDiffError
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DiffusionConfig",
+    "DataConfig",
+    "TrainingConfig",
+    "SystemConfig",
+    "LoggingConfig",
+    "SamplingConfig",
+    "EvalConfig",
+]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TokenDiffError(message)
+
+
+@dataclass
+class ModelConfig:
+    """The transformer backbone."""
+
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads; n_embd / n_head must be even (RoPE)
+    n_embd: int = 256  # width
+    block_size: int = 256  # sequence length the model is trained on
+    dropout: float = 0.0
+    causal: bool = False  # true: the autoregressive baseline (next-token loss, causal mask)
+    time_conditioning: bool = False  # false: time-agnostic denoiser (exact for masked diffusion)
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            _check(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
+        _check(
+            self.n_embd % self.n_head == 0 and (self.n_embd // self.n_head) % 2 == 0,
+            f"model.n_embd={self.n_embd} must be a multiple of 2*model.n_head={2 * self.n_head} "
+            "(RoPE needs an even head size); e.g. model.n_embd=384 model.n_head=6",
+        )
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must lie in [0, 1)")
+        _check(not (self.causal and self.time_conditioning), "model.causal=true has no diffusion time; "
+               "set model.time_conditioning=false")
+
+
+@dataclass
+class DiffusionConfig:
+    """The forward process and noise schedule (ignored by the autoregressive baseline)."""
+
+    process: str = "absorbing"
+    schedule: str = "loglinear"  # loglinear | linear | cosine | geometric
+    eps: float = 1e-3  # alpha(1) = eps for loglinear and cosine
+    t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see AbsorbingProcess)
+    antithetic: bool = True  # low-discrepancy times within a batch
+
+    def __post_init__(self):
+        _check(self.process == "absorbing", f"diffusion.process={self.process!r} is not available yet; "
+               "use diffusion.process=absorbing")
+        _check(0.0 <= self.t_min < 1.0, f"diffusion.t_min={self.t_min} must lie in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    """Which corpus, how it is tokenized, and where raw files live."""
+
+    dataset: str = "shakespeare_char"  # shakespeare_char | shakespeare (BPE) | any name with data.input
+    input: Optional[str] = None  # a text file or a folder of .txt files; overrides the dataset's file
+    tokenizer: str = "char"  # char | bpe (a known dataset fixes its own)
+    vocab_size: int = 2048  # BPE vocabulary size
+    val_fraction: float = 0.1  # the last 10% of the text is the validation split
+    data_dir: Optional[str] = None  # raw data; default $TOKENDIFF_DATA, else the user cache dir
+
+    def __post_init__(self):
+        _check(self.tokenizer in ("char", "bpe"), f"data.tokenizer={self.tokenizer!r} is unknown; use char or bpe")
+        _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
+
+
+@dataclass
+class TrainingConfig:
+    """The optimization loop."""
+
+    max_iters: int = 2000  # optimizer steps
+    batch_size: int = 32  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    learning_rate: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4  # floor of the cosine decay
+    warmup_iters: int = 100  # linear warmup steps
+    lr_decay_iters: Optional[int] = None  # end of the cosine decay; default max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    ema: float = 0.999  # EMA decay of the weights used for sampling and eval; 0 disables
+    eval_interval: int = 250  # steps between evaluations (0: only at the end)
+    eval_iters: int = 20  # validation batches per evaluation
+    sample_interval: int = 500  # steps between logged samples (0: only at the end)
+    checkpoint_interval: int = 500  # steps between checkpoints (the final one is always written)
+    log_interval: int = 10
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this wall-clock time
+    seed: int = 1337
+
+    def __post_init__(self):
+        for name in ("max_iters", "batch_size", "grad_accum", "eval_iters", "log_interval"):
+            _check(getattr(self, name) >= 1, f"training.{name}={getattr(self, name)} must be >= 1")
+        for name in ("eval_interval", "sample_interval", "checkpoint_interval", "warmup_iters"):
+            _check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
+        _check(self.learning_rate > 0, f"training.learning_rate={self.learning_rate} must be > 0, e.g. 6e-4")
+        _check(0 <= self.min_lr <= self.learning_rate,
+               f"training.min_lr={self.min_lr} must lie in [0, training.learning_rate={self.learning_rate}]")
+        _check(0.0 <= self.ema < 1.0, f"training.ema={self.ema} must lie in [0, 1); 0 turns EMA off")
+        _check(self.grad_clip >= 0, f"training.grad_clip={self.grad_clip} must be >= 0 (0 turns it off)")
+
+
+@dataclass
+class SystemConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (mixed precision: weights stay float32)
+    compile: bool = False  # torch.compile the model (slow start, faster steps)
+    threads: Optional[int] = None  # CPU threads; default torch's choice
+
+    def __post_init__(self):
+        _check(self.dtype in ("float32", "bfloat16", "float16"),
+               f"system.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16")
+
+
+@dataclass
+class LoggingConfig:
+    wandb: bool = False  # log to Weights & Biases (pip install 'tokendiff[wandb]')
+    project: str = "tokendiff"
+    name: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 128  # reverse steps
+    temperature: float = 1.0  # 0 = greedy
+    strategy: str = "ancestral"  # ancestral | confidence
+    top_p: float = 1.0  # nucleus filtering; 1.0 = off
+    cache: bool = True  # skip the model call when no token changed (identical output)
+    length: Optional[int] = None  # tokens per sample; default model.block_size
+    batch_size: int = 16  # samples generated at once (the output does not depend on it)
+    trajectory: Optional[str] = None  # write the denoising process to this file (.txt, .html or .png)
+
+    def __post_init__(self):
+        if self.strategy == "stochastic":  # the name the minimal-MDLM seed uses
+            self.strategy = "ancestral"
+        _check(self.steps >= 1, f"sampling.steps={self.steps} must be >= 1, e.g. sampling.steps=128")
+        _check(self.temperature >= 0, f"sampling.temperature={self.temperature} is negative; "
+               "use 0 (greedy) or a positive value such as 0.8")
+        _check(self.strategy in ("ancestral", "confidence"),
+               f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic) or confidence")
+        _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
+        _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    split: str = "val"
+    num_draws: int = 4  # Monte Carlo draws of (t, mask) per sequence
+    max_windows: Optional[int] = None  # evaluate at most this many sequences (default: the whole split)
+    batch_size: int = 32
+
+    def __post_init__(self):
+        _check(self.split in ("train", "val"), f"eval.split={self.split!r} is unknown; use val or train")
+        _check(self.num_draws >= 1, f"eval.num_draws={self.num_draws} must be >= 1")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "out"  # runs write checkpoints under here
+    resume: Optional[str] = None  # a run or checkpoint directory to continue from
+    checkpoint: Optional[str] = None  # for sample / eval: a run or checkpoint directory
+    prompt: Optional[str] = None  # sample: a prefix every sample starts with
+    template: Optional[str] = None  # sample: text with [MASK] or [MASK:N] placeholders to infill
+    num_samples: int = 4
+    seed: int = 0  # seed of sampling and evaluation
+
+    def __post_init__(self):
+        _check(self.num_samples >= 1, f"num_samples={self.num_samples} must be >= 1")

@@ -1,0 +1,94 @@
+"""Where data lives, and downloads that check what they fetched.
+
+- Raw data directory: ``data.data_dir`` if set, else ``$TOKENDIFF_DATA``, else the user cache dir
+  (``~/.cache/tokendiff/data`` on Linux). Files already there are never downloaded again.
+- Prepared data (token files, tokenizers): ``$TOKENDIFF_CACHE`` or the user cache dir
+  (``~/.cache/tokendiff/prepared``), kept apart because the raw directory may be read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from tokendiff.errors import TokenDiffError
+
+__all__ = ["data_dir", "prepared_dir", "RemoteFile", "fetch", "sha256_of", "KNOWN_FILES"]
+
+
+def data_dir(configured: str | None = None) -> Path:
+    """The raw data directory (see module docstring)."""
+    if configured:
+        return Path(configured).expanduser()
+    if os.environ.get("TOKENDIFF_DATA"):
+        return Path(os.environ["TOKENDIFF_DATA"]).expanduser()
+    return Path(platformdirs.user_cache_dir("tokendiff")) / "data"
+
+
+def prepared_dir() -> Path:
+    """Where prepared token files and trained tokenizers are cached."""
+    if os.environ.get("TOKENDIFF_CACHE"):
+        return Path(os.environ["TOKENDIFF_CACHE"]).expanduser()
+    return Path(platformdirs.user_cache_dir("tokendiff")) / "prepared"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of a public data set: where it lives under the data dir, where to fetch it, its sha256."""
+
+    relpath: str
+    url: str
+    sha256: str
+
+
+KNOWN_FILES = {
+    "tinyshakespeare": RemoteFile(
+        "tinyshakespeare/input.txt",
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    ),
+}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(remote: RemoteFile, root: Path) -> Path:
+    """Return ``root / remote.relpath``, downloading it first if it is missing.
+
+    A download is written to a temporary file, its sha256 checked, then moved into place, so a
+    failed or corrupted download never leaves a file that looks valid.
+    """
+    target = root / remote.relpath
+    if target.exists():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+            shutil.copyfileobj(response, out)
+    except OSError as exc:
+        raise TokenDiffError(
+            f"{target} is missing and downloading {remote.url} failed ({exc}); put the file there "
+            "by hand or point TOKENDIFF_DATA (or data.data_dir) at a directory that has it"
+        ) from None
+    digest = sha256_of(Path(tmp))
+    if digest != remote.sha256:
+        os.unlink(tmp)
+        raise TokenDiffError(
+            f"download of {remote.url} has sha256 {digest}, expected {remote.sha256}; try again later"
+        )
+    os.replace(tmp, target)
+    return target

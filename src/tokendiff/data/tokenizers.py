@@ -1,0 +1,142 @@
+"""Tokenizers: characters, or byte-level BPE trained on the corpus with Hugging Face ``tokenizers``.
+
+Both save into a directory and load back with :func:`load_tokenizer`, so a checkpoint carries its
+own tokenizer. The character tokenizer is written by hand because ``tokenizers`` has no model that
+maps each character to one id *and* rejects characters it never saw (its WordLevel model would
+silently map them to an unknown token, which corrupts prompts without a word).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokendiff.errors import TokenDiffError
+
+__all__ = ["CharTokenizer", "BPETokenizer", "load_tokenizer", "train_tokenizer"]
+
+CHAR_FILE = "char_tokenizer.json"
+BPE_FILE = "tokenizer.json"
+
+
+class CharTokenizer:
+    """One id per distinct character of the training text, in sorted order (nanoGPT's shakespeare_char).
+
+    >>> tok = CharTokenizer.train("hello")
+    >>> tok.encode("hole"), tok.vocab_size
+    ([1, 3, 2, 0], 4)
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: list[str]):
+        self.chars = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int | None = None) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            raise TokenDiffError(
+                f"characters {''.join(unknown)!r} of {text[:40]!r} are not in this model's vocabulary; "
+                "remove them (the model knows: " + repr("".join(self.chars))[:80] + ")"
+            )
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / CHAR_FILE).write_text(json.dumps({"type": "char", "chars": self.chars}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "CharTokenizer":
+        data = json.loads((Path(directory) / CHAR_FILE).read_text())
+        if data.get("type") != "char" or not isinstance(data.get("chars"), list):
+            raise TokenDiffError(f"{directory / CHAR_FILE} is not a tokendiff character tokenizer")
+        return cls(data["chars"])
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style) trained on the corpus; every string is encodable."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int = 2048) -> "BPETokenizer":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < 257:
+            raise TokenDiffError(
+                f"data.vocab_size={vocab_size} is too small for byte-level BPE (needs > 256); try 2048"
+            )
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        lines = text.splitlines(keepends=True)
+        tok.train_from_iterator((lines[i : i + 1000] for i in range(0, len(lines), 1000)), trainer)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    def save(self, directory: Path) -> None:
+        self.tokenizer.save(str(Path(directory) / BPE_FILE))
+
+    @classmethod
+    def load(cls, directory: Path) -> "BPETokenizer":
+        from tokenizers import Tokenizer
+
+        try:
+            return cls(Tokenizer.from_file(str(Path(directory) / BPE_FILE)))
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise TokenDiffError(f"{directory / BPE_FILE} is not a valid tokenizer file ({exc})") from None
+
+
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
+
+
+def train_tokenizer(kind: str, text: str, vocab_size: int):
+    if kind not in TOKENIZERS:
+        raise TokenDiffError(f"data.tokenizer={kind!r} is unknown; use one of {sorted(TOKENIZERS)}")
+    return TOKENIZERS[kind].train(text, vocab_size)
+
+
+def load_tokenizer(directory) -> CharTokenizer | BPETokenizer:
+    """Load whichever tokenizer ``directory`` holds."""
+    directory = Path(directory)
+    if (directory / CHAR_FILE).exists():
+        return CharTokenizer.load(directory)
+    if (directory / BPE_FILE).exists():
+        return BPETokenizer.load(directory)
+    raise TokenDiffError(
+        f"no tokenizer in {directory} (expected {CHAR_FILE} or {BPE_FILE}); "
+        "was this directory written by tokendiff?"
+    )
+
+
+def tokenizer_files(directory) -> list[Path]:
+    directory = Path(directory)
+    return [p for p in (directory / CHAR_FILE, directory / BPE_FILE) if p.exists()]

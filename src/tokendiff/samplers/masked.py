@@ -1,0 +1,169 @@
+"""Reverse loops for masked (absorbing) diffusion: ancestral and confidence-ordered unmasking.
+
+Noise: every random draw is float64 (float32 Gumbel noise measurably lowers sample diversity, because
+its tail is cut at ~-log(-log(1 - 2^-24)) ~ 16.6) and comes from one seeded generator per sample
+(:func:`row_generators`), so that sample ``i`` of seed ``s`` is the same whatever the batch size.
+
+Cache: a time-agnostic denoiser (the default) gives the same logits for the same input. A step in
+which no token was revealed leaves ``x`` unchanged, so the next step reuses the logits instead of
+calling the model. With many steps most steps reveal nothing; the output is identical to the uncached
+loop because both draw exactly the same noise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tokendiff.errors import TokenDiffError
+from tokendiff.processes.absorbing import AbsorbingProcess
+
+__all__ = ["MaskedDiffusionSampler", "row_generators", "row_uniform", "process_log_probs"]
+
+STRATEGIES = ("ancestral", "confidence")
+
+
+def row_generators(seed: int, n: int, start: int = 0) -> list[torch.Generator]:
+    """One CPU generator per sample; sample ``i`` is seeded from ``(seed, start + i)`` only."""
+    gens = []
+    for i in range(start, start + n):
+        state = int(np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint64)[0] >> 1)
+        gens.append(torch.Generator().manual_seed(state))
+    return gens
+
+
+def row_uniform(generators: list[torch.Generator], shape: tuple, device) -> torch.Tensor:
+    """Float64 uniforms in (0, 1), shape (B, *shape), row ``b`` drawn from ``generators[b]``."""
+    u = torch.stack([torch.rand(shape, generator=g, dtype=torch.float64) for g in generators])
+    tiny = torch.finfo(torch.float64).tiny
+    return u.clamp_(min=tiny, max=1.0 - 2**-53).to(device)
+
+
+def gumbel_argmax(log_probs: torch.Tensor, generators) -> torch.Tensor:
+    """Exact categorical draw ``argmax(log p + Gumbel)`` in float64. log_probs: (B, L, K) -> (B, L)."""
+    u = row_uniform(generators, tuple(log_probs.shape[1:]), log_probs.device)  # (B, L, K)
+    gumbel = -torch.log(-torch.log(u))  # (B, L, K)
+    return torch.argmax(log_probs.double() + gumbel, dim=-1)
+
+
+def process_log_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Float64 log-probabilities after temperature and nucleus (top-p) filtering, (B, L, V).
+
+    ``temperature == 0`` is greedy: a point mass on the most likely token.
+    """
+    logits = logits.double()
+    if temperature == 0.0:
+        greedy = torch.full_like(logits, float("-inf"))
+        return greedy.scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
+    log_probs = torch.log_softmax(logits / temperature, dim=-1)  # (B, L, V)
+    if top_p < 1.0:
+        sorted_lp, order = log_probs.sort(dim=-1, descending=True)  # (B, L, V)
+        mass_before = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()  # mass of strictly better tokens
+        drop_sorted = mass_before >= top_p  # always keeps the top token
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        log_probs = torch.log_softmax(log_probs.masked_fill(drop, float("-inf")), dim=-1)
+    return log_probs
+
+
+class MaskedDiffusionSampler:
+    """Reverse loop from all-masked (or partly fixed) sequences to clean ones.
+
+    Args:
+        model: ``model(x, t) -> logits (B, L, V)``; ``model.time_conditioning`` tells whether it uses t.
+        process: the :class:`AbsorbingProcess` it was trained with.
+        steps: number of reverse steps ``N``; times ``1 = t_0 > t_1 > ... > t_N = 0`` evenly spaced.
+        temperature: divides the logits (0 = greedy).
+        strategy: ``ancestral`` (exact MDLM reverse step: each masked token is revealed with
+            probability ``(alpha_s - alpha_t) / (1 - alpha_t)``) or ``confidence`` (reveal, at each
+            step, the masked tokens whose sampled value is most probable; the number revealed
+            follows the schedule so that none remain after the last step).
+        top_p: nucleus filtering of the clean-token distribution (1.0 = off).
+        cache: reuse the logits when ``x`` did not change (time-agnostic models only).
+    """
+
+    def __init__(
+        self,
+        model,
+        process: AbsorbingProcess,
+        steps: int = 128,
+        temperature: float = 1.0,
+        strategy: str = "ancestral",
+        top_p: float = 1.0,
+        cache: bool = True,
+    ):
+        if not isinstance(steps, int) or steps < 1:
+            raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
+        if temperature < 0:
+            raise TokenDiffError(
+                f"sampling.temperature={temperature} is negative; use 0 (greedy) or a positive value like 0.8"
+            )
+        if strategy not in STRATEGIES:
+            raise TokenDiffError(f"sampling.strategy={strategy!r} is unknown; use one of {list(STRATEGIES)}")
+        if not 0.0 < top_p <= 1.0:
+            raise TokenDiffError(f"sampling.top_p={top_p} must lie in (0, 1]; 1.0 turns it off")
+        self.model = model
+        self.process = process
+        self.steps = steps
+        self.temperature = float(temperature)
+        self.strategy = strategy
+        self.top_p = float(top_p)
+        self.cache = cache and not getattr(model, "time_conditioning", False)
+        self.model_calls = 0  # counted for the benchmark and the cache test
+
+    def _logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        self.model_calls += 1
+        t_batch = torch.full((x.shape[0],), t, device=x.device)
+        return self.model(x, t_batch if getattr(self.model, "time_conditioning", False) else None)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x_init: torch.Tensor,
+        generators: list[torch.Generator],
+        callback: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Fill every mask of ``x_init`` (B, L); other positions never change. Returns (B, L) ids.
+
+        ``generators``: one per row (see :func:`row_generators`). ``callback(step, x)`` is called
+        after each step, e.g. to record the denoising trajectory.
+        """
+        if len(generators) != x_init.shape[0]:
+            raise TokenDiffError(f"got {len(generators)} generators for a batch of {x_init.shape[0]}")
+        mask_id = self.process.mask_token_id
+        schedule = self.process.schedule
+        times = torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
+        alphas = schedule.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
+        alphas[-1] = 1.0
+        x = x_init.clone()
+        masked0 = (x == mask_id).sum(-1)  # (B,) masks to fill
+        logits, logits_input = None, None
+        for i in range(self.steps):
+            if not (x == mask_id).any():
+                break  # every position is known; later steps could change nothing
+            if logits is None or not self.cache or not torch.equal(x, logits_input):
+                logits = self._logits(x, float(times[i]))  # (B, L, V)
+                logits_input = x.clone()
+            log_p_x0 = process_log_probs(logits, self.temperature, self.top_p)  # (B, L, V)
+            if self.strategy == "ancestral":
+                log_q = self.process.reverse_log_probs(log_p_x0, x, alphas[i], alphas[i + 1])  # (B, L, V+1)
+                x = gumbel_argmax(log_q, generators)  # (B, L)
+            else:
+                x = self._confidence_step(x, log_p_x0, masked0, alphas[0], alphas[i + 1], generators)
+            if callback is not None:
+                callback(i, x)
+        return x
+
+    def _confidence_step(self, x, log_p_x0, masked0, alpha_start, alpha_s, generators):
+        """Reveal the most confident masked tokens so that ``round(M0 (1-a_s)/(1-a_1))`` stay masked."""
+        mask_id = self.process.mask_token_id
+        masked = x == mask_id  # (B, L)
+        candidates = gumbel_argmax(log_p_x0, generators)  # (B, L) a sampled value per position
+        confidence = log_p_x0.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)  # (B, L)
+        confidence = confidence.masked_fill(~masked, float("-inf"))
+        keep_masked = torch.round(masked0 * (1.0 - alpha_s) / (1.0 - alpha_start)).long()  # (B,)
+        n_reveal = (masked.sum(-1) - keep_masked).clamp(min=0)  # (B,)
+        rank = confidence.argsort(dim=-1, descending=True).argsort(dim=-1)  # (B, L) 0 = most confident
+        reveal = masked & (rank < n_reveal[:, None])  # (B, L)
+        return torch.where(reveal, candidates, x)

@@ -1,0 +1,316 @@
+"""The training loop: accelerate for devices and mixed precision, AdamW with warmup and cosine decay,
+EMA weights, periodic evaluation, samples and checkpoints, exact resume.
+
+Exact resume: every random draw of step ``k`` (the batch offsets, the times, the masks) comes from a
+generator seeded by ``(seed, k, micro-step)``, and the checkpoint holds the raw and EMA weights, the
+optimizer moments, the global torch RNG (dropout) and ``k``. So a run stopped at step ``k`` and resumed
+ends with the same parameters as one that ran straight through (``tests/test_training.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+import tokendiff
+from tokendiff.data.paths import sha256_of
+from tokendiff.data.tokenizers import tokenizer_files
+from tokendiff.errors import TokenDiffError
+from tokendiff.evaluation.likelihood import evaluate_likelihood
+from tokendiff.samplers.text import generate
+from tokendiff.training.checkpoint import (
+    CHECKPOINTS,
+    FINAL,
+    load_weights,
+    optimizer_tensors,
+    read_json,
+    restore_optimizer,
+    save_checkpoint,
+)
+from tokendiff.training.logger import RunLogger
+from tokendiff.training.schedule import learning_rate, param_groups
+
+__all__ = ["Trainer", "TrainResult"]
+
+MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def step_generator(seed: int, step: int, micro: int, device) -> torch.Generator:
+    """The generator of all random draws of one micro-step: a function of (seed, step, micro) only."""
+    state = int(np.random.SeedSequence([seed, step, micro]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(state)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    step: int
+    eval: dict | None
+    samples: list[str]
+
+
+class Trainer:
+    """Train ``model`` under ``process`` on a prepared corpus.
+
+    Args:
+        config: the resolved :class:`~tokendiff.configs.Config`; ``config_dict`` its JSON form, saved
+            into every checkpoint.
+        model, process, tokenizer, data, scheduler_config: built by the CLI (``tokendiff.build``).
+        resume_from: a checkpoint directory to continue from, or None.
+    """
+
+    def __init__(
+        self,
+        config,
+        config_dict: dict,
+        model,
+        process,
+        tokenizer,
+        data,
+        scheduler_config: dict,
+        resume_from: Path | None = None,
+    ):
+        self.cfg = config
+        self.config_dict = config_dict
+        self.tcfg = config.training
+        self.process = process
+        self.tokenizer = tokenizer
+        self.data = data
+        self.output_dir = Path(config.output_dir)
+        self.seq_len = config.model.block_size + process.extra_tokens
+        self.train_split = data.split("train")
+        self.val_split = data.split("val")
+        self.scheduler_config = scheduler_config
+        device = config.system.device
+        if config.system.dtype == "float16" and (device == "cpu" or not torch.cuda.is_available()):
+            raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
+        if config.system.threads:
+            torch.set_num_threads(config.system.threads)
+        self.accelerator = Accelerator(
+            cpu=device == "cpu",
+            mixed_precision=MIXED_PRECISION[config.system.dtype],
+            gradient_accumulation_steps=self.tcfg.grad_accum,
+        )
+        self.device = self.accelerator.device
+        self.raw_model = model.to(self.device)
+        self.ema = (
+            AveragedModel(self.raw_model, multi_avg_fn=get_ema_multi_avg_fn(self.tcfg.ema), use_buffers=False)
+            if self.tcfg.ema > 0
+            else None
+        )
+        fused = self.device.type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(
+            param_groups(self.raw_model, self.tcfg.weight_decay),
+            lr=self.tcfg.learning_rate,
+            betas=(self.tcfg.beta1, self.tcfg.beta2),
+            fused=fused,
+        )
+        self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
+        self.forward = torch.compile(self.model) if config.system.compile else self.model
+        self.step = 0
+        self.last_eval: dict | None = None
+        if resume_from is not None:
+            self._load_state(Path(resume_from))
+
+    # ------------------------------------------------------------------ state
+    def inference_model(self):
+        """The weights to evaluate and sample with: EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.raw_model
+
+    def _save(self, target: Path) -> Path:
+        state = {
+            "step": self.step,
+            "torch_rng_state": torch.get_rng_state().tolist(),
+            "ema_n_averaged": int(self.ema.n_averaged.item()) if self.ema is not None else 0,
+            "last_eval": self.last_eval,
+        }
+        config = {
+            "tokendiff_version": tokendiff.__version__,
+            "step": self.step,
+            "vocab_size": self.tokenizer.vocab_size,
+            "num_parameters": self.raw_model.num_parameters(),
+            "tokenizer_sha256": sha256_of(tokenizer_files(self.data.root)[0]),
+            "config": self.config_dict,
+        }
+        return save_checkpoint(
+            target,
+            config=config,
+            weights=self.inference_model().state_dict(),
+            scheduler_config=self.scheduler_config,
+            tokenizer=self.tokenizer,
+            training_state={
+                "model": self.raw_model.state_dict(),
+                "optimizer": optimizer_tensors(self.optimizer.state_dict()),
+                "state": state,
+            },
+        )
+
+    def _load_state(self, ckpt: Path) -> None:
+        raw = load_weights(ckpt / "training_state" / "model.safetensors")
+        self.raw_model.load_state_dict(raw)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(load_weights(ckpt / "model.safetensors"))
+        state = read_json(ckpt / "training_state" / "state.json")
+        if self.ema is not None:
+            self.ema.n_averaged.fill_(state.get("ema_n_averaged", 0))
+        restore_optimizer(self.optimizer.optimizer, load_weights(ckpt / "training_state" / "optimizer.safetensors"))
+        torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
+        self.step = int(state["step"])
+        self.last_eval = state.get("last_eval")
+
+    # ------------------------------------------------------------------ pieces
+    def _denoiser(self, model):
+        return lambda xt, t: model(xt, t if self.cfg.model.time_conditioning else None)
+
+    def evaluate(self, num_batches: int | None = None, split: str = "val") -> dict:
+        """Validation NELBO on a fixed set of windows (the same every time, so curves are comparable)."""
+        model = self.inference_model()
+        was_training = model.training
+        model.eval()
+        tokens = self.val_split if split == "val" else self.train_split
+        g = torch.Generator().manual_seed(self.tcfg.seed)
+        n = (num_batches or self.tcfg.eval_iters) * self.tcfg.batch_size
+        windows = tokens.batch(n, self.seq_len, g)
+        result = evaluate_likelihood(
+            self._denoiser(model),
+            self.process,
+            windows,
+            num_draws=1,
+            batch_size=self.tcfg.batch_size,
+            seed=self.tcfg.seed,
+            chars_per_token=tokens.chars_per_token,
+            device=self.device,
+            autocast=self.accelerator.autocast,
+        )
+        model.train(was_training)
+        return result.to_dict()
+
+    def sample(self, num_samples: int = 2) -> list[str]:
+        s = self.cfg.sampling
+        model = self.inference_model()
+        model.eval()
+        texts, _ = generate(
+            model,
+            self.process,
+            self.tokenizer,
+            num_samples=num_samples,
+            length=s.length or self.cfg.model.block_size,
+            steps=s.steps,
+            temperature=s.temperature,
+            strategy=s.strategy,
+            top_p=s.top_p,
+            cache=s.cache,
+            seed=self.step,
+            batch_size=s.batch_size,
+            device=self.device,
+        )
+        return texts
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        t = self.tcfg
+        decay_end = t.lr_decay_iters or t.max_iters
+        logger = RunLogger(self.cfg.logging, self.config_dict, self.raw_model.num_parameters(), self.output_dir)
+        tokens_per_step = t.batch_size * t.grad_accum * self.seq_len
+        start_time = time.time()
+        ckpt_dir = self.output_dir / CHECKPOINTS
+        bar = tqdm(total=t.max_iters, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not self.accelerator.is_main_process)
+        self.model.train()
+        last_ckpt = None
+        loss_avg = None
+        try:
+            while self.step < t.max_iters:
+                step_start = time.perf_counter()
+                lr = learning_rate(self.step, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = 0.0
+                for micro in range(t.grad_accum):
+                    g = step_generator(t.seed, self.step, micro, self.device)
+                    x = self.train_split.batch(t.batch_size, self.seq_len, g).to(self.device)  # (B, L)
+                    with self.accelerator.accumulate(self.model):
+                        terms = self.process.loss_terms(self._denoiser(self.forward), x, g)  # (B, L)
+                        loss = terms.mean()
+                        self.accelerator.backward(loss)
+                        loss_sum += loss.item()
+                        if self.accelerator.sync_gradients:
+                            grad_norm = self._clip()
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                loss_value = loss_sum / t.grad_accum
+                if not math.isfinite(loss_value):
+                    raise TokenDiffError(
+                        f"the training loss became {loss_value} at step {self.step}; lower "
+                        f"training.learning_rate (now {t.learning_rate}) or use system.dtype=float32 "
+                        f"and resume from the last checkpoint ({last_ckpt or 'none written yet'})"
+                    )
+                if self.ema is not None:
+                    self.ema.update_parameters(self.raw_model)
+                self.step += 1
+                dt = time.perf_counter() - step_start
+                loss_avg = loss_value if loss_avg is None else 0.9 * loss_avg + 0.1 * loss_value
+                bar.update(1)
+                if self.step % t.log_interval == 0 or self.step == 1:
+                    bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
+                    logger.log(
+                        {"train/loss": loss_value, "train/loss_avg": loss_avg, "train/lr": lr,
+                         "train/grad_norm": grad_norm, "train/time_ms": dt * 1000.0,
+                         "train/tokens_per_s": tokens_per_step / dt},
+                        self.step,
+                    )
+                done = self.step >= t.max_iters
+                out_of_time = t.max_minutes is not None and time.time() - start_time > 60.0 * t.max_minutes
+                if t.eval_interval and self.step % t.eval_interval == 0 and not done:
+                    self._log_eval(logger, bar)
+                if t.sample_interval and self.step % t.sample_interval == 0 and not done:
+                    logger.log_samples(self.sample(), self.step)
+                if t.checkpoint_interval and self.step % t.checkpoint_interval == 0 and not done:
+                    last_ckpt = self._save(ckpt_dir / f"step_{self.step:06d}")
+                if out_of_time:
+                    bar.write(f"training.max_minutes={t.max_minutes} reached at step {self.step}")
+                    break
+        except KeyboardInterrupt:
+            bar.close()
+            path = self._save(ckpt_dir / f"step_{self.step:06d}")
+            logger.finish()
+            raise TokenDiffError(f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}")
+        bar.close()
+        final_eval = self._log_eval(logger, None)
+        samples = self.sample()
+        logger.log_samples(samples, self.step)
+        path = self._save(self.output_dir / FINAL)
+        logger.finish()
+        return TrainResult(path, self.step, final_eval, samples)
+
+    def _clip(self) -> float:
+        params = self.raw_model.parameters()
+        if self.tcfg.grad_clip > 0:
+            return float(self.accelerator.clip_grad_norm_(params, self.tcfg.grad_clip))
+        norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+        return float(torch.stack(norms).norm()) if norms else 0.0
+
+    def _log_eval(self, logger, bar) -> dict:
+        val = self.evaluate()
+        train = self.evaluate(split="train")
+        self.last_eval = {
+            "step": self.step,
+            "val_loss": val["nelbo_nats_per_token"],
+            "val_ppl": val["perplexity"],
+            "val_bpc": val["bits_per_char"],
+            "train_loss": train["nelbo_nats_per_token"],
+            "train_ppl": train["perplexity"],
+        }
+        logger.log({f"eval/{k}": v for k, v in self.last_eval.items() if k != "step"}, self.step)
+        line = (f"step {self.step}: val loss {val['nelbo_nats_per_token']:.4f} nats/token, "
+                f"val bpc {val['bits_per_char']:.4f}, val ppl {val['perplexity']:.3f}")
+        (bar.write if bar is not None else print)(line)
+        return self.last_eval
