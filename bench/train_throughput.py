@@ -1,0 +1,441 @@
+"""Training throughput of tokendiff's default model on the CPU, against a plain fp32 eager baseline.
+
+What is measured
+    Tokens per second of one optimizer step (forward, masked-diffusion loss, backward, grad clip,
+    optimizer step) of the 4-layer, 4-head, 256-wide transformer (vocab 65, sequence length 256,
+    batch 32 by default) in up to three configurations:
+
+    (a) ``fp32 eager baseline``: a straightforward reference implementation of the same model written
+        in this file (RMSNorm, RoPE, SwiGLU, SDPA attention, separate q/k/v and gate/up matrices),
+        trained in float32 without autocast by plain ``torch.optim.AdamW`` (neither fused nor foreach,
+        the CPU default).
+    (b) ``tokendiff bf16``: the training step as ``tokendiff.training.Trainer`` does it: tokendiff's
+        ``Transformer``, bfloat16 autocast on the CPU around the forward, fused AdamW with the
+        trainer's weight-decay groups, grad clipping and the EMA update of the weights.
+    (c) ``tokendiff bf16 + compile`` (only with ``--compile``): (b) with ``torch.compile`` of the model.
+
+    Every configuration computes the same loss: ``AbsorbingProcess.loss_terms`` with a log-linear
+    schedule (the loss is not what is compared), on the same random token batches and the same
+    seeded draws of ``t`` and the masks. Both models start from the same weights: the reference
+    copies tokendiff's initial weights, and the script checks that the two give the same logits and
+    have the same parameter count before timing anything.
+
+How
+    A few warm-up steps per configuration, then ``--rounds`` rounds; each round runs
+    ``--steps-per-round`` steps of (a), then of (b), then of (c): A/B/A/B, so that a slow spell of the
+    machine hits every configuration alike. Reported: the median step time, tokens/s, the speedup over
+    (a), and the model FLOPs utilisation (MFU)::
+
+        model FLOPs per token = 6 * N_nonembedding + 12 * n_layer * n_embd * seq_len
+
+    (``N_nonembedding``: all parameters but the token-embedding table; the output head is a real
+    matmul and is counted; the second term is the attention score and value matmuls), divided by a
+    peak measured in the same run: the best time of a large ``torch.matmul`` (2048 x 2048 by default)
+    in float32 and in bfloat16. Each configuration's MFU is against the peak of its own compute
+    dtype: (a) against the fp32 peak, (b) and (c) against the bf16 peak.
+
+Why ratios, side by side, in one run
+    Absolute timings on a small shared CPU (2 cores here) drift by tens of percent between runs
+    (frequency scaling, other processes, memory bandwidth). Interleaving the configurations in one
+    process and reporting ratios (speedup, MFU against a peak timed minutes apart) cancels most of
+    that drift; the absolute numbers are only indicative.
+
+Target: a speedup of at least 2x over the fp32 eager baseline.
+
+Full run::
+
+    /work/venv/bin/python bench/train_throughput.py              # add --compile for (c)
+
+Smoke test::
+
+    /work/venv/bin/python bench/train_throughput.py --batch-size 2 --seq-len 64 --warmup 1 \
+        --rounds 2 --steps-per-round 1 --matmul-size 256 --threads 1 --out /tmp/smoke_train_throughput.json
+
+Writes ``bench/results/train_throughput.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+import tokendiff
+from tokendiff.models import Transformer
+from tokendiff.processes import AbsorbingProcess
+from tokendiff.schedules import LogLinearSchedule
+from tokendiff.training.schedule import param_groups
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------- the reference model
+class RefRMSNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.eps = torch.finfo(torch.float32).eps  # nn.RMSNorm's default
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+class RefAttention(nn.Module):
+    def __init__(self, dim: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Linear(dim, dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, L, D = x.shape
+        hd = D // self.n_head
+        q = self.wq(x).view(B, L, self.n_head, hd).transpose(1, 2)  # (B, H, L, hd)
+        k = self.wk(x).view(B, L, self.n_head, hd).transpose(1, 2)
+        v = self.wv(x).view(B, L, self.n_head, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin  # RoPE, cos/sin: (L, hd)
+        k = k * cos + rotate_half(k) * sin
+        y = F.scaled_dot_product_attention(q, k, v)  # bidirectional
+        return self.wo(y.transpose(1, 2).reshape(B, L, D))
+
+
+class RefSwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)  # gate
+        self.w3 = nn.Linear(dim, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, dim, bias=False)  # down
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class RefBlock(nn.Module):
+    def __init__(self, dim: int, n_head: int, hidden: int):
+        super().__init__()
+        self.attn_norm = RefRMSNorm(dim)
+        self.attn = RefAttention(dim, n_head)
+        self.mlp_norm = RefRMSNorm(dim)
+        self.mlp = RefSwiGLU(dim, hidden)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class RefTransformer(nn.Module):
+    """The same network as ``tokendiff.models.Transformer`` (no dropout, no time input), written plainly."""
+
+    def __init__(self, vocab_size: int, n_layer: int, n_head: int, n_embd: int, block_size: int):
+        super().__init__()
+        hidden = 64 * math.ceil(8 * n_embd / 3 / 64)
+        self.tok_emb = nn.Embedding(vocab_size + 1, n_embd)  # + the mask token
+        self.layers = nn.ModuleList(RefBlock(n_embd, n_head, hidden) for _ in range(n_layer))
+        self.norm = RefRMSNorm(n_embd)
+        self.out = nn.Linear(n_embd, vocab_size, bias=False)
+        hd = n_embd // n_head
+        inv_freq = 1.0 / 10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # (L, hd)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x):
+        L = x.shape[1]
+        h = self.tok_emb(x)
+        cos, sin = self.cos[:L], self.sin[:L]
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        return self.out(self.norm(h))
+
+    @torch.no_grad()
+    def copy_from(self, td: Transformer) -> None:
+        """Take the weights of a tokendiff ``Transformer`` (same init for both runs)."""
+        self.tok_emb.weight.copy_(td.embed.weight)
+        for mine, theirs in zip(self.layers, td.blocks):
+            mine.attn_norm.weight.copy_(theirs.norm1.weight)
+            mine.mlp_norm.weight.copy_(theirs.norm2.weight)
+            q, k, v = theirs.attn.qkv.weight.chunk(3, dim=0)
+            mine.attn.wq.weight.copy_(q)
+            mine.attn.wk.weight.copy_(k)
+            mine.attn.wv.weight.copy_(v)
+            mine.attn.wo.weight.copy_(theirs.attn.proj.weight)
+            gate, up = theirs.mlp.gate_up.weight.chunk(2, dim=0)
+            mine.mlp.w1.weight.copy_(gate)
+            mine.mlp.w3.weight.copy_(up)
+            mine.mlp.w2.weight.copy_(theirs.mlp.down.weight)
+        self.norm.weight.copy_(td.norm.weight)
+        self.out.weight.copy_(td.head.weight)
+
+
+# --------------------------------------------------------------------------- the configurations
+class Config:
+    """One way of doing a training step; ``step(x, g)`` returns the loss."""
+
+    def __init__(self, name: str, dtype: str, step_fn, model):
+        self.name, self.dtype, self.step, self.model = name, dtype, step_fn, model
+        self.times: list[float] = []
+        self.round_medians: list[float] = []
+        self.losses: list[float] = []
+
+
+def baseline_config(ref: RefTransformer, process: AbsorbingProcess, lr: float, clip: float) -> Config:
+    opt = torch.optim.AdamW(ref.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1, foreach=False, fused=False)
+    denoiser = lambda xt, t: ref(xt)  # noqa: E731
+
+    def step(x, g):
+        loss = process.loss_terms(denoiser, x, g).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    ref.train()
+    return Config("fp32 eager baseline", "float32", step, ref)
+
+
+def tokendiff_config(model: Transformer, process: AbsorbingProcess, lr: float, clip: float, ema: float,
+                     compile_model: bool) -> Config:
+    """The Trainer's step: autocast (as accelerate's bf16 wraps the forward), fused AdamW, clip, EMA."""
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.99), fused=True)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=False) if ema > 0 else None
+    forward = torch.compile(model) if compile_model else model
+
+    def denoiser(xt, t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(xt, None)
+
+    def step(x, g):
+        loss = process.loss_terms(denoiser, x, g).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if averaged is not None:
+            averaged.update_parameters(model)
+        return loss.item()
+
+    model.train()
+    name = "tokendiff bf16 + compile" if compile_model else "tokendiff bf16"
+    return Config(name, "bfloat16", step, model)
+
+
+# --------------------------------------------------------------------------- measurement
+def matmul_peak(n: int, dtype: torch.dtype, reps: int) -> float:
+    """Best FLOP/s of an n x n by n x n matmul."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def flops_per_token(model: Transformer, n_layer: int, n_embd: int, seq_len: int) -> tuple[float, int]:
+    n_nonembed = model.num_parameters() - model.embed.weight.numel()
+    return 6.0 * n_nonembed + 12.0 * n_layer * n_embd * seq_len, n_nonembed
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def run_steps(cfg: Config, batches: list[torch.Tensor], seed: int, first: int, n: int, record: bool) -> None:
+    times = []
+    for k in range(first, first + n):
+        x = batches[k % len(batches)]
+        g = step_generator(seed, k)
+        start = time.perf_counter()
+        loss = cfg.step(x, g)
+        times.append(time.perf_counter() - start)
+        if not math.isfinite(loss):
+            raise SystemExit(f"{cfg.name}: loss became {loss} at step {k}")
+        cfg.losses.append(loss)
+    if record:
+        cfg.times += times
+        cfg.round_medians.append(statistics.median(times))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--vocab-size", type=int, default=65)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration (compile: more)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds A/B[/C]")
+    p.add_argument("--steps-per-round", type=int, default=5, help="timed steps per configuration per round")
+    p.add_argument("--compile", action="store_true", help="also time (c): tokendiff bf16 + torch.compile")
+    p.add_argument("--compile-warmup", type=int, default=3, help="untimed steps of (c) after compiling")
+    p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--matmul-reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.999, help="the Trainer's EMA decay for (b)/(c); 0 disables")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    B, L = args.batch_size, args.seq_len
+    tokens_per_step = B * L
+
+    # Same initial weights for every configuration; the reference is checked to be the same network.
+    td = Transformer(args.vocab_size, args.n_layer, args.n_head, args.n_embd, block_size=L)
+    ref = RefTransformer(args.vocab_size, args.n_layer, args.n_head, args.n_embd, block_size=L)
+    n_td, n_ref = td.num_parameters(), sum(q.numel() for q in ref.parameters())
+    assert n_td == n_ref, f"parameter counts differ: tokendiff {n_td:,} vs reference {n_ref:,}"
+    ref.copy_from(td)
+    with torch.no_grad():
+        probe = torch.randint(0, args.vocab_size + 1, (2, min(L, 64)), generator=torch.Generator().manual_seed(0))
+        diff = (td(probe) - ref(probe)).abs().max().item()
+    assert diff < 1e-4, f"the reference model does not compute the same logits (max |diff| {diff:.2e})"
+
+    process = AbsorbingProcess(args.vocab_size, LogLinearSchedule(eps=1e-3))
+    data_gen = torch.Generator().manual_seed(args.seed)
+    batches = [torch.randint(0, args.vocab_size, (B, L), generator=data_gen) for _ in range(4)]
+    fpt, n_nonembed = flops_per_token(td, args.n_layer, args.n_embd, L)
+
+    configs = [
+        baseline_config(ref, process, args.lr, clip=1.0),
+        tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=False),
+    ]
+    if args.compile:
+        configs.append(tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=True))
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"model: {args.n_layer} layers x {args.n_head} heads x {args.n_embd} wide, vocab {args.vocab_size}; "
+          f"{n_td:,} parameters ({n_nonembed:,} non-embedding); reference matches (max |logit diff| {diff:.1e})")
+    print(f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True)
+
+    peaks_before = {
+        "float32": matmul_peak(args.matmul_size, torch.float32, args.matmul_reps),
+        "bfloat16": matmul_peak(args.matmul_size, torch.bfloat16, args.matmul_reps),
+    }
+
+    compile_seconds = None
+    step_no = {c.name: 0 for c in configs}
+    for cfg in configs:  # warm-up (and compilation)
+        start = time.perf_counter()
+        n = args.warmup + (args.compile_warmup if "compile" in cfg.name else 0)
+        run_steps(cfg, batches, args.seed, step_no[cfg.name], n, record=False)
+        step_no[cfg.name] += n
+        if "compile" in cfg.name:
+            compile_seconds = time.perf_counter() - start
+        print(f"warmed up {cfg.name} ({n} steps, {time.perf_counter() - start:.1f}s)", flush=True)
+
+    for r in range(args.rounds):  # A/B/A/B...
+        for cfg in configs:
+            run_steps(cfg, batches, args.seed, step_no[cfg.name], args.steps_per_round, record=True)
+            step_no[cfg.name] += args.steps_per_round
+        line = ", ".join(f"{c.name} {1e3 * c.round_medians[-1]:.0f} ms" for c in configs)
+        print(f"round {r + 1}/{args.rounds}: {line}", flush=True)
+
+    peaks_after = {
+        "float32": matmul_peak(args.matmul_size, torch.float32, args.matmul_reps),
+        "bfloat16": matmul_peak(args.matmul_size, torch.bfloat16, args.matmul_reps),
+    }
+    peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
+
+    base_median = statistics.median(configs[0].times)
+    rows = []
+    for cfg in configs:
+        med = statistics.median(cfg.times)
+        tok_s = tokens_per_step / med
+        achieved = tok_s * fpt
+        rows.append({
+            "name": cfg.name,
+            "compute_dtype": cfg.dtype,
+            "median_step_s": med,
+            "min_step_s": min(cfg.times),
+            "max_step_s": max(cfg.times),
+            "round_median_step_s": cfg.round_medians,
+            "step_times_s": cfg.times,
+            "tokens_per_s": tok_s,
+            "speedup_vs_fp32_baseline": base_median / med,
+            "achieved_flops_per_s": achieved,
+            "peak_flops_per_s": peaks[cfg.dtype],
+            "mfu": achieved / peaks[cfg.dtype],
+            "loss_first": cfg.losses[0],
+            "loss_last": cfg.losses[-1],
+        })
+
+    header = f"{'configuration':<26}{'step ms':>9}{'tokens/s':>11}{'speedup':>9}{'GFLOP/s':>9}{'peak':>7}{'MFU':>8}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['name']:<26}{1e3 * row['median_step_s']:>9.0f}{row['tokens_per_s']:>11,.0f}"
+              f"{row['speedup_vs_fp32_baseline']:>8.2f}x{row['achieved_flops_per_s'] / 1e9:>9.1f}"
+              f"{'fp32' if row['compute_dtype'] == 'float32' else 'bf16':>7}{100 * row['mfu']:>7.1f}%")
+    print(f"\nmatmul peak ({args.matmul_size}^2, best of {args.matmul_reps}, before/after): "
+          f"fp32 {peaks_before['float32'] / 1e9:.1f}/{peaks_after['float32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {peaks_before['bfloat16'] / 1e9:.1f}/{peaks_after['bfloat16'] / 1e9:.1f} GFLOP/s "
+          f"(bf16/fp32 {peaks['bfloat16'] / peaks['float32']:.2f}x)")
+    best = max(rows[1:], key=lambda r: r["speedup_vs_fp32_baseline"])
+    target_met = best["speedup_vs_fp32_baseline"] >= 2.0
+    print(f"target >= 2.00x over the fp32 eager baseline: {'met' if target_met else 'NOT met'} "
+          f"(best: {best['name']}, {best['speedup_vs_fp32_baseline']:.2f}x)")
+    if compile_seconds is not None:
+        print(f"torch.compile warm-up (compilation + {args.warmup + args.compile_warmup} steps): {compile_seconds:.0f}s")
+
+    result = {
+        "benchmark": "train_throughput",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "environment": {
+            "torch": torch.__version__,
+            "tokendiff": tokendiff.__version__,
+            "python": sys.version.split()[0],
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+        },
+        "model": {
+            "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd, "vocab_size": args.vocab_size,
+            "parameters": n_td, "parameters_nonembedding": n_nonembed, "reference_max_logit_diff": diff,
+        },
+        "tokens_per_step": tokens_per_step,
+        "model_flops_per_token": fpt,
+        "matmul_peak_flops_per_s": {"before": peaks_before, "after": peaks_after, "used": peaks},
+        "compile_warmup_s": compile_seconds,
+        "configs": rows,
+        "target_speedup": 2.0,
+        "target_met": target_met,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
