@@ -283,7 +283,8 @@ class Trainer:
             path = self._save(ckpt_dir / f"step_{self.step:06d}")
             logger.finish()
             raise TokenDiffError(f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}")
-        bar.close()
+        finally:
+            bar.close()  # so that an error message starts on a line of its own
         final_eval = self._log_eval(logger, None)
         samples = self.sample()
         logger.log_samples(samples, self.step)

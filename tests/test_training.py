@@ -1,0 +1,122 @@
+"""Training: exact resume, atomic checkpoints, no lost work on a bad loss."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tokendiff.cli.main import main
+from tokendiff.errors import TokenDiffError
+
+TINY = [
+    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
+    "training.batch_size=4", "training.eval_iters=1", "training.warmup_iters=2",
+    "training.eval_interval=0", "training.sample_interval=0", "training.log_interval=1",
+    "sampling.steps=4", "system.device=cpu",
+]
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("extra", [["model.dropout=0.1"], ["model.causal=true", "training.grad_accum=2"]])
+def test_stopped_and_resumed_run_ends_with_the_same_parameters(tmp_path, extra):
+    # Run A goes straight through 6 steps, writing a checkpoint at step 3. Run B starts from that
+    # checkpoint, on disk, and does steps 4-6. Batches, times, masks and dropout come from seeded state
+    # that the checkpoint holds, so B's final raw weights, EMA weights and optimizer moments equal A's.
+    args = TINY + extra + ["training.max_iters=6", "training.checkpoint_interval=3"]
+    assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
+    assert main(["train", f"resume={tmp_path}/a/checkpoints/step_000003", f"output_dir={tmp_path}/b"]) == 0
+    a, b = tmp_path / "a" / "final", tmp_path / "b" / "final"
+    assert_same_weights(weights(a / "training_state/model.safetensors"), weights(b / "training_state/model.safetensors"))
+    assert_same_weights(weights(a / "model.safetensors"), weights(b / "model.safetensors"))
+    assert_same_weights(weights(a / "training_state/optimizer.safetensors"),
+                        weights(b / "training_state/optimizer.safetensors"))
+    # ...and the weights did change during steps 4-6 (so the comparison means something).
+    step3 = weights(tmp_path / "a/checkpoints/step_000003/training_state/model.safetensors")
+    assert any(not torch.equal(step3[k], weights(a / "training_state/model.safetensors")[k]) for k in step3)
+
+
+def test_checkpoint_directory_layout(tmp_path):
+    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={tmp_path}"]) == 0
+    final = tmp_path / "final"
+    names = {p.name for p in final.iterdir()}
+    assert {"config.json", "model.safetensors", "scheduler_config.json", "char_tokenizer.json",
+            "training_state"} <= names
+    sched = json.loads((final / "scheduler_config.json").read_text())
+    assert sched["mask_token_id"] == sched["vocab_size"] == 65
+    assert sched["alpha_schedule"] == "loglinear" and sched["eps"] == 1e-3
+    cfg = json.loads((final / "config.json").read_text())
+    assert cfg["config"]["model"]["n_embd"] == 32 and cfg["step"] == 2
+    # no temporary directories are left beside the checkpoints
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
+    from tokendiff.processes import AbsorbingProcess
+
+    original = AbsorbingProcess.loss_terms
+    calls = {"n": 0}
+
+    def poisoned(self, denoiser, x0, generator=None):
+        calls["n"] += 1
+        terms = original(self, denoiser, x0, generator)
+        return terms * float("nan") if calls["n"] > 4 else terms
+
+    monkeypatch.setattr(AbsorbingProcess, "loss_terms", poisoned)
+    code = main(["train", *TINY, "training.max_iters=8", "training.checkpoint_interval=2", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert "loss became nan at step 4" in err[-1] and "Traceback" not in "\n".join(err)
+    assert (tmp_path / "checkpoints" / "step_000004" / "model.safetensors").exists()
+    assert not (tmp_path / "final").exists()
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
+    from tokendiff.training.schedule import learning_rate
+
+    lrs = [learning_rate(s, 1.0, 0.1, warmup=10, decay_end=100) for s in range(120)]
+    assert lrs[0] < lrs[5] < lrs[9] < 1.0  # 1) warmup rises
+    assert lrs[10] == pytest.approx(1.0)  # peak right after warmup
+    assert all(a >= b for a, b in zip(lrs[10:100], lrs[11:101]))  # 3) cosine never increases
+    assert lrs[100] == lrs[119] == 0.1  # 2) floor after the decay
+
+
+def test_wandb_offline_run_logs_metrics(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")  # an optional extra; CI installs it
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = TINY + ["training.max_iters=2", "logging.wandb=true", "logging.name=ci", "logging.tags=[a,b]",
+                   f"output_dir={tmp_path}"]
+    assert main(["train", *args]) == 0
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, "wandb wrote no offline run"
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    logged = set().union(*lines)
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/time_ms", "train/tokens_per_s",
+            "eval/val_loss", "eval/val_ppl", "eval/val_bpc", "samples"} <= logged
+
+
+def test_interrupted_run_saves_a_checkpoint(tmp_path, monkeypatch):
+    from tokendiff.training import trainer as trainer_module
+
+    real = trainer_module.learning_rate
+
+    def interrupt_at_3(step, *a):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(step, *a)
+
+    monkeypatch.setattr(trainer_module, "learning_rate", interrupt_at_3)
+    with pytest.raises(TokenDiffError, match="interrupted at step 3"):
+        from tokendiff.cli.main import cmd_train
+
+        cmd_train([*TINY, "training.max_iters=6", f"output_dir={tmp_path}"])
+    assert (tmp_path / "checkpoints" / "step_000003" / "training_state" / "state.json").exists()
