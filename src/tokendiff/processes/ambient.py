@@ -1,0 +1,214 @@
+"""Masked diffusion learned from corrupted data (ambient training), and the naive baseline.
+
+Setting (``shared/notes/ambient.md``): each training sequence ``x`` was observed only partly, as
+``y``: each token kept with probability ``q`` (``observed_fraction``), else the mask. Since masking is
+independent of values, ``y`` has exactly the law of ``x_{t_n}`` with ``alpha(t_n) = q``.
+
+Times are drawn ``t ~ U[0, 1]`` (antithetic) and each sequence of the batch gets one of two losses:
+
+* ``t >= t_n``, the **easy loss** (exact). Mask each observed token of ``y`` again with probability
+  ``r = 1 - alpha(t)/q``: the result ``z`` has the law of ``x_t``. Let ``N`` be the tokens observed in
+  ``y`` and masked in ``z``; given ``z`` each masked token is in ``N`` with probability
+  ``(q - alpha)/(1 - alpha)`` independently of the values, so::
+
+      L_easy = w(t) sum_{i in N} -log p_theta(y_i | z),     w(t) = -alpha'(t) / (q - alpha(t))
+
+  is an unbiased estimate of the clean-data NELBO integrand at ``t`` (``tests/test_ambient.py``).
+
+* ``t < t_n``, the **consistency loss**. No data exists below ``t_n``; what pins those levels down is
+  the tower property of the true conditionals: for any partly masked ``z`` and masked token ``j``,
+  ``p(x_i | z) = sum_v p(x_j = v | z) p(x_i | z, x_j = v)`` for every other masked ``i``. With a
+  one-token reveal the expectation is exact in ``V`` forward passes, so::
+
+      L_cons = sum_{i masked, i != j} || sum_v g_j(v) f^v_i - g_i ||^2,
+      g = p_theta(. | z) (stop-gradient: the anchor),  f^v = p_theta(. | z, x_j = v) (gradient)
+
+  The gradient goes through the lower-noise side, the levels no data constrains. To reach levels
+  far below ``t_n``, ``z`` is reached from ``y`` by the model's own reverse sampler (no gradient),
+  revealing tokens until a fraction ``1 - alpha(t)`` remains masked. The loss is zero in expectation
+  for the exact conditionals of any distribution and not for others (tested).
+
+The naive baseline treats ``y`` as clean data whose masked tokens are simply not scored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tokendiff.errors import TokenDiffError
+from tokendiff.processes.absorbing import AbsorbingProcess
+
+__all__ = ["AmbientProcess", "NaiveCorruptedProcess", "level_of_alpha"]
+
+
+def level_of_alpha(schedule, q: float, iters: int = 80) -> float:
+    """The time ``t_n`` with ``alpha(t_n) = q``, by bisection (alpha decreases in t)."""
+    lo, hi = 0.0, 1.0
+    if not float(schedule.alpha(torch.tensor(1.0, dtype=torch.float64))) <= q <= 1.0:
+        raise TokenDiffError(f"data.observed_fraction={q} is below alpha(1) of the schedule; use a larger value")
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if float(schedule.alpha(torch.tensor(mid, dtype=torch.float64))) > q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _scored_nll(logits: torch.Tensor, target: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """``-log p(target)`` where ``scored``, 0 elsewhere (target may hold the mask id there). (B, L)."""
+    V = logits.shape[-1]
+    nll = F.cross_entropy(logits.float().transpose(1, 2), target.clamp(max=V - 1), reduction="none")
+    return torch.where(scored, nll, torch.zeros_like(nll))
+
+
+class AmbientProcess:
+    """Easy loss above the corruption level ``t_n``, consistency loss below it.
+
+    Args:
+        base: the clean :class:`AbsorbingProcess` (schedule, mask id); also used for evaluation.
+        observed_fraction: ``q``, the probability that a token of the data was observed.
+        consistency_weight: weight of the consistency loss (0 = easy loss only).
+        descent_steps: reverse steps the model takes (no gradient) from ``y`` to the anchor level.
+    """
+
+    name = "ambient"
+    extra_tokens = 0
+
+    def __init__(self, base: AbsorbingProcess, observed_fraction: float, consistency_weight: float = 1.0,
+                 descent_steps: int = 2):
+        if not 0.0 < observed_fraction <= 1.0:
+            raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
+        if consistency_weight < 0:
+            raise TokenDiffError(f"ambient.consistency_weight={consistency_weight} must be >= 0")
+        self.base = base
+        self.eval_process = base
+        self.schedule = base.schedule
+        self.vocab_size = base.vocab_size
+        self.mask_token_id = base.mask_token_id
+        self.q = observed_fraction
+        self.t_n = level_of_alpha(base.schedule, observed_fraction)
+        self.consistency_weight = consistency_weight
+        self.descent_steps = descent_steps
+
+    # ------------------------------------------------------------------ easy
+    def easy_terms_given(self, logits, y, z, t):
+        """Deterministic part of the easy loss: (B, L) terms for given ``y``, ``z`` and ``t`` (B,)."""
+        alpha, alpha_prime = self.schedule.alpha(t.double()), self.schedule.alpha_prime(t.double())
+        weight = (-alpha_prime / (self.q - alpha)).float()[:, None]  # (B, 1)
+        newly_masked = (y != self.mask_token_id) & (z == self.mask_token_id)  # N: (B, L)
+        return weight * _scored_nll(logits, y, newly_masked)
+
+    def remask(self, y, t, generator):
+        """``z``: each observed token of ``y`` masked again with probability ``1 - alpha(t)/q``."""
+        keep = (self.schedule.alpha(t.double()) / self.q).float()[:, None]  # (B, 1)
+        u = torch.rand(y.shape, generator=generator, device=y.device)
+        return torch.where(u < keep, y, torch.full_like(y, self.mask_token_id))
+
+    def easy_terms(self, denoiser, y, t, generator):
+        z = self.remask(y, t, generator)
+        return self.easy_terms_given(denoiser(z, t), y, z, t)
+
+    # ------------------------------------------------------------------ consistency
+    @torch.no_grad()
+    def descend(self, denoiser, y, t, generator):
+        """Reveal tokens of ``y`` with the model's own predictions until ~``1 - alpha(t)`` stay masked."""
+        mask = self.mask_token_id
+        z = y.clone()
+        L = y.shape[1]
+        target = torch.round(L * (1.0 - self.schedule.alpha(t.double()))).long()  # (B,) masks to keep
+        n0 = (z == mask).sum(1)  # (B,)
+        for k in range(self.descent_steps):
+            masked = z == mask  # (B, L)
+            keep = n0 - (n0 - target).clamp(min=0) * (k + 1) // self.descent_steps  # (B,) after this step
+            n_reveal = (masked.sum(1) - keep).clamp(min=0)  # (B,)
+            # reveal a uniformly random subset of the masked tokens: random scores, lowest first
+            scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, 2.0)
+            rank = scores.argsort(1).argsort(1)  # (B, L)
+            reveal = masked & (rank < n_reveal[:, None])
+            if not reveal.any():
+                break
+            log_p = torch.log_softmax(denoiser(z, None).double(), dim=-1)  # (B, L, V)
+            z = torch.where(reveal, _gumbel_argmax_g(log_p, generator), z)
+        return z
+
+    def consistency_terms_given(self, denoiser, z, j):
+        """(B, L) consistency terms for anchors ``z`` (B, L) and revealed positions ``j`` (B,)."""
+        mask = self.mask_token_id
+        B, L = z.shape
+        with torch.no_grad():
+            g = torch.softmax(denoiser(z, None).float(), dim=-1)  # (B, L, V) anchor, stop-gradient
+        rows = torch.arange(B, device=z.device)
+        expected = torch.zeros_like(g)  # (B, L, V): sum_v g_j(v) f^v
+        for v in range(self.vocab_size):
+            z_v = z.clone()
+            z_v[rows, j] = v
+            f_v = torch.softmax(denoiser(z_v, None).float(), dim=-1)  # (B, L, V) with gradient
+            expected = expected + g[rows, j, v][:, None, None] * f_v
+        scored = z == mask  # (B, L)
+        scored[rows, j] = False
+        sq = ((expected - g) ** 2).sum(-1)  # (B, L)
+        return torch.where(scored, sq, torch.zeros_like(sq))
+
+    def consistency_terms(self, denoiser, y, t, generator):
+        z = self.descend(denoiser, y, t, generator)  # (B, L) anchors below t_n
+        masked = z == self.mask_token_id
+        # one masked position per row, uniformly (rows with fewer than two masks contribute nothing)
+        scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, -1.0)
+        j = scores.argmax(1)  # (B,)
+        terms = self.consistency_terms_given(denoiser, z, j)
+        return terms * (masked.sum(1, keepdim=True) >= 2)
+
+    # ------------------------------------------------------------------ training entry point
+    def loss_terms(self, denoiser, y, generator=None):
+        """(B, L) terms: easy for rows with ``t >= t_n``, weighted consistency for the others."""
+        B = y.shape[0]
+        u = torch.rand(B, generator=generator, device=y.device)
+        t = (u / B + torch.arange(B, device=y.device) / B) % 1.0  # antithetic over [0, 1]
+        high = t >= self.t_n
+        terms = torch.zeros(y.shape, device=y.device)
+        if high.any():
+            # the weight -alpha'/(q - alpha) diverges at t_n like 1/t at 0 for clean data: truncate the
+            # same way (AbsorbingProcess.t_min), a bias below 0.1%
+            t_high = t[high].clamp(min=self.t_n + self.base.t_min * (1 - self.t_n))
+            terms[high] = self.easy_terms(denoiser, y[high], t_high, generator)
+        if (~high).any() and self.consistency_weight > 0:
+            low = ~high
+            terms[low] = self.consistency_weight * self.consistency_terms(denoiser, y[low], t[low], generator)
+        return terms
+
+    def to_dict(self) -> dict:
+        return {**self.base.to_dict(), "forward_process": "absorbing", "training": "ambient",
+                "observed_fraction": self.q, "consistency_weight": self.consistency_weight}
+
+
+def _gumbel_argmax_g(log_probs, generator):
+    """Categorical draw from one generator for the whole batch (training-time, not the sampler's rule)."""
+    u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float64)
+    u = u.clamp(min=torch.finfo(torch.float64).tiny, max=1 - 2**-53)
+    return torch.argmax(log_probs - torch.log(-torch.log(u)), dim=-1)
+
+
+class NaiveCorruptedProcess:
+    """The baseline: train on ``y`` as if it were clean, scoring only its observed tokens, at all ``t``."""
+
+    name = "naive_corrupted"
+    extra_tokens = 0
+
+    def __init__(self, base: AbsorbingProcess):
+        self.base = base
+        self.eval_process = base
+        self.schedule = base.schedule
+        self.vocab_size = base.vocab_size
+        self.mask_token_id = base.mask_token_id
+
+    def loss_terms(self, denoiser, y, generator=None):
+        t = self.base.sample_t(y.shape[0], generator, y.device)  # (B,)
+        z = self.base.corrupt(y, t, generator)  # already-masked tokens stay masked
+        scored = (y != self.mask_token_id) & (z == self.mask_token_id)
+        weight = self.schedule.weight(t.float())[:, None]
+        return weight * _scored_nll(denoiser(z, t), y, scored)
+
+    def to_dict(self) -> dict:
+        return {**self.base.to_dict(), "training": "naive_corrupted"}

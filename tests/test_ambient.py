@@ -1,0 +1,157 @@
+"""Ambient training from corrupted data: the easy loss is unbiased, the consistency loss vanishes for
+true conditionals (shared/notes/ambient.md)."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from conftest import ExactConditionals, random_joint
+from test_absorbing import quadrature
+from tokendiff.errors import TokenDiffError
+from tokendiff.processes import AbsorbingProcess
+from tokendiff.processes.ambient import AmbientProcess, NaiveCorruptedProcess, level_of_alpha
+from tokendiff.schedules import LogLinearSchedule
+
+V, L, Q = 2, 3, 0.4
+
+
+def make(q=Q, eps=0.0):
+    return AmbientProcess(AbsorbingProcess(V, LogLinearSchedule(eps=eps), t_min=0.0), q)
+
+
+def test_corruption_level_solves_alpha_equals_q():
+    # For alpha(t) = 1 - (1 - eps) t the level is t_n = (1 - q) / (1 - eps): 0.9 / 0.999 for q = 0.1.
+    p = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule(eps=1e-3)), 0.1)
+    assert p.t_n == pytest.approx(0.9 / 0.999, abs=1e-12)
+    with pytest.raises(TokenDiffError, match="observed_fraction=0.0"):
+        AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.0)
+
+
+def expected_easy(process, model, x, t):
+    """E over y (observed w.p. q) and z (observed re-masked w.p. 1 - alpha/q) of the easy terms, by
+    enumerating each token's three fates: visible in z (prob alpha), observed-then-masked (q - alpha),
+    never observed (1 - q)."""
+    a = float(process.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+    M = V
+    total = 0.0
+    for fates in itertools.product(range(3), repeat=L):
+        prob = math.prod([a, Q - a, 1 - Q][f] for f in fates)
+        y = torch.tensor([[xi if f < 2 else M for xi, f in zip(x, fates)]])
+        z = torch.tensor([[xi if f == 0 else M for xi, f in zip(x, fates)]])
+        tt = torch.tensor([t], dtype=torch.float64)
+        total += prob * float(process.easy_terms_given(model(z), y, z, tt).sum())
+    return total
+
+
+def expected_clean(process, model, x, t):
+    base = process.base
+    a = float(base.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+    total = 0.0
+    for pattern in itertools.product([0, 1], repeat=L):
+        prob = math.prod((1 - a) if m else a for m in pattern)
+        xt = torch.tensor([[V if m else xi for m, xi in zip(pattern, x)]])
+        total += prob * float(base.nelbo_terms(model(xt), torch.tensor([x]), xt, torch.tensor([t])).sum())
+    return total
+
+
+def test_easy_loss_is_an_unbiased_estimate_of_the_clean_nelbo_above_the_corruption_level():
+    # For a model that is NOT the truth (so the loss is not trivially small), at every t >= t_n and for
+    # every x the expectation over the corruption and the re-masking equals the clean NELBO integrand;
+    # hence, integrated over [t_n, 1] and averaged over x ~ p, the restricted clean NELBO.
+    joint, other = random_joint(V, L, seed=11), random_joint(V, L, seed=12)
+    model = ExactConditionals(other, V, L)
+    process = make()
+    for x in joint:
+        for t in (process.t_n + 0.01, 0.8, 0.97):
+            assert expected_easy(process, model, x, t) == pytest.approx(expected_clean(process, model, x, t), rel=1e-5)
+    easy = sum(p * quadrature(lambda t: expected_easy(process, model, x, t), process.t_n, 1.0, n=6)
+               for x, p in joint.items())
+    clean = sum(p * quadrature(lambda t: expected_clean(process, model, x, t), process.t_n, 1.0, n=6)
+                for x, p in joint.items())
+    assert easy == pytest.approx(clean, rel=1e-5)
+
+
+def test_remask_has_the_law_of_x_t():
+    # y keeps a token w.p. q, remask keeps an observed one w.p. alpha/q: z keeps it w.p. alpha.
+    process = make(q=0.5, eps=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, V, (200, 400), generator=g)
+    y = torch.where(torch.rand(x.shape, generator=g) < 0.5, x, torch.full_like(x, V))
+    t = torch.full((200,), 0.7)
+    z = process.remask(y, t, g)
+    kept = (z != V).double().mean().item()
+    alpha = float(process.schedule.alpha(torch.tensor(0.7)))
+    assert abs(kept - alpha) < 5 * math.sqrt(alpha * (1 - alpha) / x.numel())
+    assert torch.equal(z[z != V], x[z != V])
+
+
+class Perturbed(torch.nn.Module):
+    """Exact conditionals plus a fixed input-dependent distortion: not the conditionals of any joint."""
+
+    time_conditioning = False
+
+    def __init__(self, exact):
+        super().__init__()
+        self.exact = exact
+
+    def forward(self, z, t=None):
+        logits = self.exact(z)
+        bias = torch.sin(3.0 * (z.double() + 1) * torch.arange(1, L + 1))  # depends on the visible tokens
+        return logits + torch.stack([bias, -bias], dim=-1)
+
+
+def all_states():
+    """Every partly masked state with at least two masks, and every masked position j in it."""
+    for z in itertools.product(range(V + 1), repeat=L):
+        masked = [i for i, v in enumerate(z) if v == V]
+        if len(masked) >= 2:
+            for j in masked:
+                yield torch.tensor([z]), torch.tensor([j])
+
+
+def test_consistency_loss_is_zero_for_true_conditionals_and_not_for_a_perturbed_model():
+    # Tower property: p(x_i | z) = sum_v p(x_j = v | z) p(x_i | z, x_j = v) for the conditionals of any
+    # distribution, and with a one-token reveal we compute the expectation exactly, so the loss is zero
+    # state by state (up to float32). A distorted model breaks the identity somewhere.
+    exact = ExactConditionals(random_joint(V, L, seed=21), V, L)
+    process = make()
+    worst_exact = max(float(process.consistency_terms_given(exact, z, j).sum()) for z, j in all_states())
+    worst_perturbed = max(float(process.consistency_terms_given(Perturbed(exact), z, j).sum()) for z, j in all_states())
+    assert worst_exact < 1e-12
+    assert worst_perturbed > 1e-3
+
+
+def test_descend_reveals_down_to_the_level_and_keeps_observed_tokens():
+    torch.manual_seed(0)
+    from tokendiff.models.image import ImagePatchTransformer
+
+    model = ImagePatchTransformer(n_layer=1, n_head=2, n_embd=32).eval()
+    process = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (4, 784), generator=g)
+    y = torch.where(torch.rand(x.shape, generator=g) < 0.1, x, torch.full_like(x, 2))
+    t = torch.tensor([0.1, 0.3, 0.5, 0.85])
+    z = process.descend(lambda a, b: model(a), y, t, g)
+    target = torch.round(784 * (1 - process.schedule.alpha(t.double()))).long()
+    assert torch.equal((z == 2).sum(1), torch.minimum(target, (y == 2).sum(1)))
+    observed = y != 2
+    assert torch.equal(z[observed], y[observed])
+
+
+def test_loss_terms_train_both_parts_and_the_naive_baseline_scores_only_observed_tokens():
+    torch.manual_seed(0)
+    from tokendiff.models.image import ImagePatchTransformer
+
+    model = ImagePatchTransformer(n_layer=1, n_head=2, n_embd=32)
+    base = AbsorbingProcess(2, LogLinearSchedule())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (8, 784), generator=g)
+    y = torch.where(torch.rand(x.shape, generator=g) < 0.1, x, torch.full_like(x, 2))
+    terms = AmbientProcess(base, 0.1).loss_terms(lambda a, t: model(a), y, g)
+    assert terms.shape == (8, 784) and torch.isfinite(terms).all() and terms.sum() > 0
+    terms.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    naive = NaiveCorruptedProcess(base).loss_terms(lambda a, t: model(a), y, g)
+    assert (naive[y == 2] == 0).all()
