@@ -77,9 +77,17 @@ MODELS = {
     "ar": ("autoregressive baseline", ["+experiment=shakespeare_char_ar"]),
 }
 # Keys this script sets itself; --override must not touch them.
-RESERVED = ("training.max_iters", "training.max_minutes", "training.warmup_iters", "output_dir", "resume",
-            "training.eval_interval", "training.sample_interval", "training.checkpoint_interval",
-            "training.log_interval")
+RESERVED = (
+    "training.max_iters",
+    "training.max_minutes",
+    "training.warmup_iters",
+    "output_dir",
+    "resume",
+    "training.eval_interval",
+    "training.sample_interval",
+    "training.checkpoint_interval",
+    "training.log_interval",
+)
 
 
 def tokendiff_cmd(*args: str) -> list[str]:
@@ -90,8 +98,12 @@ def run_cli(args: list[str], log: Path, env: dict) -> subprocess.CompletedProces
     """Run a tokendiff command; stdout is returned, stdout+stderr also go to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print("$ tokendiff " + " ".join(args), flush=True)
-    proc = subprocess.run(tokendiff_cmd(*args), capture_output=True, text=True, env=env, cwd=REPO)
-    log.write_text(f"$ tokendiff {' '.join(args)}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    proc = subprocess.run(
+        tokendiff_cmd(*args), check=False, capture_output=True, text=True, env=env, cwd=REPO
+    )
+    log.write_text(
+        f"$ tokendiff {' '.join(args)}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise SystemExit(f"tokendiff {args[0]} failed (exit {proc.returncode}); log: {log}\n{tail}")
@@ -111,8 +123,16 @@ def calibrate(name: str, common: list[str], steps: int, env: dict) -> dict:
     """Train ``steps`` steps and return the median step time (first step excluded)."""
     run_dir = RUNS / f"calibrate_{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    args = ["train", *MODELS[name][1], *common, f"output_dir={run_dir}", f"training.max_iters={steps}",
-            "training.eval_iters=1", "sampling.steps=1", "training.warmup_iters=0"]
+    args = [
+        "train",
+        *MODELS[name][1],
+        *common,
+        f"output_dir={run_dir}",
+        f"training.max_iters={steps}",
+        "training.eval_iters=1",
+        "sampling.steps=1",
+        "training.warmup_iters=0",
+    ]
     start = time.perf_counter()
     run_cli(args, RUNS / "logs" / f"calibrate_{name}.log", env)
     wall = time.perf_counter() - start
@@ -120,9 +140,14 @@ def calibrate(name: str, common: list[str], steps: int, env: dict) -> dict:
     steady = [ms for step, ms in times if step > 1] or [ms for _, ms in times]
     median_ms = statistics.median(steady)
     saved = json.loads((run_dir / "final" / "config.json").read_text())
-    return {"steps": steps, "median_step_ms": median_ms, "steps_per_s": 1000.0 / median_ms,
-            "step_times_ms": [ms for _, ms in times], "wall_s": wall,
-            "ema": saved.get("config", saved)["training"]["ema"]}
+    return {
+        "steps": steps,
+        "median_step_ms": median_ms,
+        "steps_per_s": 1000.0 / median_ms,
+        "step_times_ms": [ms for _, ms in times],
+        "wall_s": wall,
+        "ema": saved.get("config", saved)["training"]["ema"],
+    }
 
 
 def parse_json(stdout: str) -> dict:
@@ -137,19 +162,32 @@ def fmt(x, digits=4):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=15.0, help="wall-clock training budget of each model")
     p.add_argument("--calib-steps", type=int, default=20, help="steps of the calibration run of each model")
     p.add_argument("--safety", type=float, default=0.95, help="max_iters = steps/s * budget * safety")
     p.add_argument("--warmup-iters", type=int, default=None, help="default: min(100, max_iters // 10)")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--eval-draws", type=int, default=4, help="eval.num_draws (diffusion Monte Carlo draws)")
-    p.add_argument("--eval-max-windows", type=int, default=None, help="eval.max_windows (default: the whole split)")
+    p.add_argument(
+        "--eval-max-windows", type=int, default=None, help="eval.max_windows (default: the whole split)"
+    )
     p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=1337, help="training.seed (the eval seed stays tokendiff's default)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (system.threads and OMP_NUM_THREADS)")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra Hydra override for both models (repeatable), e.g. training.batch_size=4")
+    p.add_argument(
+        "--seed", type=int, default=1337, help="training.seed (the eval seed stays tokendiff's default)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (system.threads and OMP_NUM_THREADS)"
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for both models (repeatable), e.g. training.batch_size=4",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = p.parse_args(argv)
 
@@ -162,11 +200,19 @@ def main(argv=None) -> int:
     env.setdefault("WANDB_MODE", "offline")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    print(f"TOKENDIFF_DATA={env['TOKENDIFF_DATA']}; TOKENDIFF_CACHE={env.get('TOKENDIFF_CACHE', '(default)')}")
+    print(
+        f"TOKENDIFF_DATA={env['TOKENDIFF_DATA']}; TOKENDIFF_CACHE={env.get('TOKENDIFF_CACHE', '(default)')}"
+    )
 
-    common = ["system.device=cpu", "logging.wandb=false", f"training.seed={args.seed}",
-              "training.eval_interval=0", "training.sample_interval=0", "training.checkpoint_interval=0",
-              "training.log_interval=1"]
+    common = [
+        "system.device=cpu",
+        "logging.wandb=false",
+        f"training.seed={args.seed}",
+        "training.eval_interval=0",
+        "training.sample_interval=0",
+        "training.checkpoint_interval=0",
+        "training.log_interval=1",
+    ]
     if args.threads:
         common.append(f"system.threads={args.threads}")
     common += args.override
@@ -177,7 +223,10 @@ def main(argv=None) -> int:
     for name in args.models:
         calib[name] = calibrate(name, common, args.calib_steps, env)
         c = calib[name]
-        print(f"calibration {name}: {c['median_step_ms']:.0f} ms/step ({c['steps_per_s']:.2f} steps/s)", flush=True)
+        print(
+            f"calibration {name}: {c['median_step_ms']:.0f} ms/step ({c['steps_per_s']:.2f} steps/s)",
+            flush=True,
+        )
 
     # 2) training for the budget, with the cosine schedule sized to fit in it
     runs = {}
@@ -186,32 +235,61 @@ def main(argv=None) -> int:
         warmup = args.warmup_iters if args.warmup_iters is not None else min(100, max_iters // 10)
         run_dir = RUNS / name
         shutil.rmtree(run_dir, ignore_errors=True)
-        train_args = ["train", *MODELS[name][1], *common, f"output_dir={run_dir}",
-                      f"training.max_iters={max_iters}", f"training.warmup_iters={warmup}",
-                      f"training.max_minutes={args.minutes}"]
-        print(f"training {name} for {args.minutes:g} min: max_iters={max_iters}, warmup_iters={warmup}", flush=True)
+        train_args = [
+            "train",
+            *MODELS[name][1],
+            *common,
+            f"output_dir={run_dir}",
+            f"training.max_iters={max_iters}",
+            f"training.warmup_iters={warmup}",
+            f"training.max_minutes={args.minutes}",
+        ]
+        print(
+            f"training {name} for {args.minutes:g} min: max_iters={max_iters}, warmup_iters={warmup}",
+            flush=True,
+        )
         ema = calib[name]["ema"]
         stale = ema ** (max_iters - 1) if ema > 0 else 0.0  # weight of the first step's weights in the EMA
         if stale > 0.05:
-            print(f"  WARNING: training.ema={ema} is long for {max_iters} steps: the EMA weights that "
-                  f"`tokendiff eval` uses still hold {100 * stale:.0f}% of the step-1 weights; consider "
-                  f"--override training.ema={max(0.0, 1 - 10 / max_iters):.3g}", flush=True)
+            print(
+                f"  WARNING: training.ema={ema} is long for {max_iters} steps: the EMA weights that "
+                f"`tokendiff eval` uses still hold {100 * stale:.0f}% of the step-1 weights; consider "
+                f"--override training.ema={max(0.0, 1 - 10 / max_iters):.3g}",
+                flush=True,
+            )
         start = time.perf_counter()
         run_cli(train_args, RUNS / "logs" / f"train_{name}.log", env)
         wall = time.perf_counter() - start
         times = step_times_ms(run_dir)
         steps_done = max((s for s, _ in times), default=0)
         loop_s = sum(ms for _, ms in times) / 1000.0
-        runs[name] = {"max_iters": max_iters, "warmup_iters": warmup, "train_command_wall_s": wall,
-                      "train_loop_s": loop_s, "steps_per_s": steps_done / loop_s if loop_s else None,
-                      "ema": ema, "ema_weight_of_first_step": stale, "overrides": train_args[1:]}
-        print(f"  {steps_done} steps in {loop_s:.0f}s of steps ({runs[name]['steps_per_s']:.2f} steps/s); command "
-              f"took {wall:.0f}s (including startup, final eval and checkpoint)", flush=True)
+        runs[name] = {
+            "max_iters": max_iters,
+            "warmup_iters": warmup,
+            "train_command_wall_s": wall,
+            "train_loop_s": loop_s,
+            "steps_per_s": steps_done / loop_s if loop_s else None,
+            "ema": ema,
+            "ema_weight_of_first_step": stale,
+            "overrides": train_args[1:],
+        }
+        print(
+            f"  {steps_done} steps in {loop_s:.0f}s of steps "
+            f"({runs[name]['steps_per_s']:.2f} steps/s); command "
+            f"took {wall:.0f}s (including startup, final eval and checkpoint)",
+            flush=True,
+        )
 
     # 3) evaluation on the validation split
     for name in args.models:
-        eval_args = ["eval", f"checkpoint={RUNS / name}", "eval.split=val", f"eval.num_draws={args.eval_draws}",
-                     f"eval.batch_size={args.eval_batch_size}", "system.device=cpu"]
+        eval_args = [
+            "eval",
+            f"checkpoint={RUNS / name}",
+            "eval.split=val",
+            f"eval.num_draws={args.eval_draws}",
+            f"eval.batch_size={args.eval_batch_size}",
+            "system.device=cpu",
+        ]
         if args.eval_max_windows:
             eval_args.append(f"eval.max_windows={args.eval_max_windows}")
         start = time.perf_counter()
@@ -223,32 +301,51 @@ def main(argv=None) -> int:
         runs[name]["schedule_completed"] = result["step"] >= runs[name]["max_iters"]
 
     # 4) report
-    header = (f"{'model':<36}{'steps':>12}{'schedule':>10}{'val bpc':>9}{'stderr':>9}{'sequences':>11}{'draws':>7}")
+    header = (
+        f"{'model':<36}{'steps':>12}{'schedule':>10}{'val bpc':>9}{'stderr':>9}{'sequences':>11}{'draws':>7}"
+    )
     print()
     print(header)
     print("-" * len(header))
     for name in args.models:
         r, e = runs[name], runs[name]["eval"]
-        print(f"{name + ': ' + MODELS[name][0]:<36}{str(r['steps_done']) + '/' + str(r['max_iters']):>12}"
-              f"{'done' if r['schedule_completed'] else 'cut':>10}{fmt(e['bits_per_char']):>9}"
-              f"{fmt(e['bits_per_char_stderr']):>9}{e['sequences']:>11}{e['draws']:>7}")
+        print(
+            f"{name + ': ' + MODELS[name][0]:<36}{str(r['steps_done']) + '/' + str(r['max_iters']):>12}"
+            f"{'done' if r['schedule_completed'] else 'cut':>10}{fmt(e['bits_per_char']):>9}"
+            f"{fmt(e['bits_per_char_stderr']):>9}{e['sequences']:>11}{e['draws']:>7}"
+        )
     gap = gap_se = None
     if "mdlm" in runs and "ar" in runs:
         m, a = runs["mdlm"]["eval"], runs["ar"]["eval"]
         gap = m["bits_per_char"] - a["bits_per_char"]
         se_m = m["bits_per_char_stderr"] or 0.0
         se_a = a["bits_per_char_stderr"] or 0.0
-        gap_se = math.sqrt((0.0 if math.isnan(se_m) else se_m) ** 2 + (0.0 if math.isnan(se_a) else se_a) ** 2)
+        gap_se = math.sqrt(
+            (0.0 if math.isnan(se_m) else se_m) ** 2 + (0.0 if math.isnan(se_a) else se_a) ** 2
+        )
         rel = 100.0 * gap / a["bits_per_char"]
-        print(f"\ngap (mdlm - ar): {gap:+.4f} +- {gap_se:.4f} bits per char ({rel:+.1f}% of the AR value); "
-              "the diffusion value is a NELBO, an upper bound")
-    print(f"budget {args.minutes:g} min per model; steps/s calibrated -> achieved: "
-          + ", ".join(f"{n} {calib[n]['steps_per_s']:.2f} -> {runs[n]['steps_per_s']:.2f}" for n in args.models))
+        print(
+            f"\ngap (mdlm - ar): {gap:+.4f} +- {gap_se:.4f} bits per char ({rel:+.1f}% of the AR value); "
+            "the diffusion value is a NELBO, an upper bound"
+        )
+    print(
+        f"budget {args.minutes:g} min per model; steps/s calibrated -> achieved: "
+        + ", ".join(f"{n} {calib[n]['steps_per_s']:.2f} -> {runs[n]['steps_per_s']:.2f}" for n in args.models)
+    )
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True,
-                                    cwd=REPO).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, cwd=REPO
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "src"],
+                check=False,
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = None, None
     result = {

@@ -82,8 +82,9 @@ def expected_calls(process: AbsorbingProcess, steps: int, masked: int) -> float:
 
 
 def run(model, process, x_init, steps, cache, seed, strategy, temperature):
-    sampler = MaskedDiffusionSampler(model, process, steps=steps, temperature=temperature, strategy=strategy,
-                                     cache=cache)
+    sampler = MaskedDiffusionSampler(
+        model, process, steps=steps, temperature=temperature, strategy=strategy, cache=cache
+    )
     gens = row_generators(seed, x_init.shape[0])
     start = time.perf_counter()
     out = sampler.sample(x_init, gens)
@@ -91,17 +92,31 @@ def run(model, process, x_init, steps, cache, seed, strategy, temperature):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, nargs="+", default=[64, 256, 1024], help="reverse step counts")
-    p.add_argument("--batch-size", type=int, default=4,
-                   help="sequences sampled at once (4: what `tokendiff sample` does with its default num_samples=4)")
-    p.add_argument("--length", type=int, default=256, help="tokens per sequence (at most the model's block size)")
-    p.add_argument("--checkpoint", default=None, help="a run or checkpoint directory; default: a random-init model")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="sequences sampled at once (4: what `tokendiff sample` does with its default num_samples=4)",
+    )
+    p.add_argument(
+        "--length", type=int, default=256, help="tokens per sequence (at most the model's block size)"
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="a run or checkpoint directory; default: a random-init model"
+    )
     p.add_argument("--strategy", choices=["ancestral", "confidence"], default="ancestral")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=1, help="runs of each setting per step count; the median time counts")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="runs of each setting per step count; the median time counts"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "sample_speed.json")
     args = p.parse_args(argv)
 
@@ -111,7 +126,9 @@ def main(argv=None) -> int:
         ckpt = tokendiff.load_checkpoint(args.checkpoint)
         model, process = ckpt.model, ckpt.process
         if getattr(process, "mask_token_id", None) is None:
-            raise SystemExit(f"{ckpt.path} is an autoregressive model; this benchmark needs a masked diffusion one")
+            raise SystemExit(
+                f"{ckpt.path} is an autoregressive model; this benchmark needs a masked diffusion one"
+            )
         source = str(ckpt.path)
     else:
         torch.manual_seed(args.seed)
@@ -126,10 +143,15 @@ def main(argv=None) -> int:
     x_init = torch.full((B, L), process.mask_token_id, dtype=torch.long)
     tokens = B * L
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {source}, "
-          f"{model.num_parameters():,} parameters")
-    print(f"{B} samples x {L} tokens, strategy {args.strategy}, temperature {args.temperature}, seed {args.seed}"
-          + ("; time-conditioned model: the cache is disabled" if time_conditioned else ""), flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {source}, "
+        f"{model.num_parameters():,} parameters"
+    )
+    print(
+        f"{B} samples x {L} tokens, strategy {args.strategy}, temperature {args.temperature}, "
+        f"seed {args.seed}" + ("; time-conditioned model: the cache is disabled" if time_conditioned else ""),
+        flush=True,
+    )
 
     with torch.no_grad():  # warm-up: the first call of a process pays for allocations and kernel selection
         model(x_init, torch.ones(B) if time_conditioned else None)
@@ -140,8 +162,9 @@ def main(argv=None) -> int:
         for rep in range(args.repeats):  # alternate which setting goes first
             order = (False, True) if rep % 2 == 0 else (True, False)
             for cache in order:
-                out, seconds, calls = run(model, process, x_init, steps, cache, args.seed, args.strategy,
-                                          args.temperature)
+                out, seconds, calls = run(
+                    model, process, x_init, steps, cache, args.seed, args.strategy, args.temperature
+                )
                 if cache:
                     out_on, calls_on = out, calls
                     times_on.append(seconds)
@@ -149,37 +172,62 @@ def main(argv=None) -> int:
                     out_off, calls_off = out, calls
                     times_off.append(seconds)
         s_off, s_on = statistics.median(times_off), statistics.median(times_on)
-        assert torch.equal(out_on, out_off), f"cache=True and cache=False gave different samples at {steps} steps"
+        assert torch.equal(out_on, out_off), (
+            f"cache=True and cache=False gave different samples at {steps} steps"
+        )
         assert not (out_on == process.mask_token_id).any(), "masks remain after the last step"
         expected = expected_calls(process, steps, B * L) if args.strategy == "ancestral" else None
-        rows.append({
-            "steps": steps,
-            "no_cache": {"seconds": s_off, "all_seconds": times_off, "tokens_per_s": tokens / s_off, "model_calls": calls_off},
-            "cache": {"seconds": s_on, "all_seconds": times_on, "tokens_per_s": tokens / s_on, "model_calls": calls_on},
-            "expected_model_calls_cache": expected,
-            "speedup": s_off / s_on,
-            "identical": True,
-        })
-        print(f"  {steps} steps: no cache {s_off:.1f}s ({calls_off} calls), cache {s_on:.1f}s ({calls_on} calls)",
-              flush=True)
+        rows.append(
+            {
+                "steps": steps,
+                "no_cache": {
+                    "seconds": s_off,
+                    "all_seconds": times_off,
+                    "tokens_per_s": tokens / s_off,
+                    "model_calls": calls_off,
+                },
+                "cache": {
+                    "seconds": s_on,
+                    "all_seconds": times_on,
+                    "tokens_per_s": tokens / s_on,
+                    "model_calls": calls_on,
+                },
+                "expected_model_calls_cache": expected,
+                "speedup": s_off / s_on,
+                "identical": True,
+            }
+        )
+        print(
+            f"  {steps} steps: no cache {s_off:.1f}s ({calls_off} calls), "
+            f"cache {s_on:.1f}s ({calls_on} calls)",
+            flush=True,
+        )
 
-    header = (f"{'steps':>6}{'tok/s no cache':>16}{'tok/s cache':>13}{'calls no cache':>16}"
-              f"{'calls cache':>13}{'expected':>10}{'speedup':>9}  identical")
+    header = (
+        f"{'steps':>6}{'tok/s no cache':>16}{'tok/s cache':>13}{'calls no cache':>16}"
+        f"{'calls cache':>13}{'expected':>10}{'speedup':>9}  identical"
+    )
     print()
     print(header)
     print("-" * len(header))
     for r in rows:
         exp = f"{r['expected_model_calls_cache']:.1f}" if r["expected_model_calls_cache"] is not None else "-"
-        print(f"{r['steps']:>6}{r['no_cache']['tokens_per_s']:>16,.0f}{r['cache']['tokens_per_s']:>13,.0f}"
-              f"{r['no_cache']['model_calls']:>16}{r['cache']['model_calls']:>13}{exp:>10}"
-              f"{r['speedup']:>8.2f}x  {'yes' if r['identical'] else 'NO'}")
+        print(
+            f"{r['steps']:>6}{r['no_cache']['tokens_per_s']:>16,.0f}{r['cache']['tokens_per_s']:>13,.0f}"
+            f"{r['no_cache']['model_calls']:>16}{r['cache']['model_calls']:>13}{exp:>10}"
+            f"{r['speedup']:>8.2f}x  {'yes' if r['identical'] else 'NO'}"
+        )
 
     result = {
         "benchmark": "sample_speed",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": {"torch": torch.__version__, "tokendiff": tokendiff.__version__,
-                        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+        "environment": {
+            "torch": torch.__version__,
+            "tokendiff": tokendiff.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+        },
         "model": source,
         "parameters": model.num_parameters(),
         "time_conditioned": time_conditioned,

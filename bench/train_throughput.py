@@ -68,8 +68,8 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import tokendiff
@@ -199,8 +199,10 @@ class Config:
 
 
 def baseline_config(ref: RefTransformer, process: AbsorbingProcess, lr: float, clip: float) -> Config:
-    opt = torch.optim.AdamW(ref.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1, foreach=False, fused=False)
-    denoiser = lambda xt, t: ref(xt)  # noqa: E731
+    opt = torch.optim.AdamW(
+        ref.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1, foreach=False, fused=False
+    )
+    denoiser = lambda xt, t: ref(xt)
 
     def step(x, g):
         loss = process.loss_terms(denoiser, x, g).mean()
@@ -214,11 +216,14 @@ def baseline_config(ref: RefTransformer, process: AbsorbingProcess, lr: float, c
     return Config("fp32 eager baseline", "float32", step, ref)
 
 
-def tokendiff_config(model: Transformer, process: AbsorbingProcess, lr: float, clip: float, ema: float,
-                     compile_model: bool) -> Config:
+def tokendiff_config(
+    model: Transformer, process: AbsorbingProcess, lr: float, clip: float, ema: float, compile_model: bool
+) -> Config:
     """The Trainer's step: autocast (as accelerate's bf16 wraps the forward), fused AdamW, clip, EMA."""
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.99), fused=True)
-    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=False) if ema > 0 else None
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=False) if ema > 0 else None
+    )
     forward = torch.compile(model) if compile_model else model
 
     def denoiser(xt, t):
@@ -281,7 +286,9 @@ def run_steps(cfg: Config, batches: list[torch.Tensor], seed: int, first: int, n
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--n-layer", type=int, default=4)
@@ -295,7 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("--compile-warmup", type=int, default=3, help="untimed steps of (c) after compiling")
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--matmul-reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.999, help="the Trainer's EMA decay for (b)/(c); 0 disables")
     p.add_argument("--seed", type=int, default=1337)
@@ -315,7 +324,9 @@ def main(argv=None) -> int:
     assert n_td == n_ref, f"parameter counts differ: tokendiff {n_td:,} vs reference {n_ref:,}"
     ref.copy_from(td)
     with torch.no_grad():
-        probe = torch.randint(0, args.vocab_size + 1, (2, min(L, 64)), generator=torch.Generator().manual_seed(0))
+        probe = torch.randint(
+            0, args.vocab_size + 1, (2, min(L, 64)), generator=torch.Generator().manual_seed(0)
+        )
         diff = (td(probe) - ref(probe)).abs().max().item()
     assert diff < 1e-4, f"the reference model does not compute the same logits (max |diff| {diff:.2e})"
 
@@ -329,12 +340,21 @@ def main(argv=None) -> int:
         tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=False),
     ]
     if args.compile:
-        configs.append(tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=True))
+        configs.append(
+            tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=True)
+        )
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"model: {args.n_layer} layers x {args.n_head} heads x {args.n_embd} wide, vocab {args.vocab_size}; "
-          f"{n_td:,} parameters ({n_nonembed:,} non-embedding); reference matches (max |logit diff| {diff:.1e})")
-    print(f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    print(
+        f"model: {args.n_layer} layers x {args.n_head} heads x {args.n_embd} wide, vocab {args.vocab_size}; "
+        f"{n_td:,} parameters ({n_nonembed:,} non-embedding); reference matches (max |logit diff| {diff:.1e})"
+    )
+    print(
+        f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True
+    )
 
     peaks_before = {
         "float32": matmul_peak(args.matmul_size, torch.float32, args.matmul_reps),
@@ -371,41 +391,55 @@ def main(argv=None) -> int:
         med = statistics.median(cfg.times)
         tok_s = tokens_per_step / med
         achieved = tok_s * fpt
-        rows.append({
-            "name": cfg.name,
-            "compute_dtype": cfg.dtype,
-            "median_step_s": med,
-            "min_step_s": min(cfg.times),
-            "max_step_s": max(cfg.times),
-            "round_median_step_s": cfg.round_medians,
-            "step_times_s": cfg.times,
-            "tokens_per_s": tok_s,
-            "speedup_vs_fp32_baseline": base_median / med,
-            "achieved_flops_per_s": achieved,
-            "peak_flops_per_s": peaks[cfg.dtype],
-            "mfu": achieved / peaks[cfg.dtype],
-            "loss_first": cfg.losses[0],
-            "loss_last": cfg.losses[-1],
-        })
+        rows.append(
+            {
+                "name": cfg.name,
+                "compute_dtype": cfg.dtype,
+                "median_step_s": med,
+                "min_step_s": min(cfg.times),
+                "max_step_s": max(cfg.times),
+                "round_median_step_s": cfg.round_medians,
+                "step_times_s": cfg.times,
+                "tokens_per_s": tok_s,
+                "speedup_vs_fp32_baseline": base_median / med,
+                "achieved_flops_per_s": achieved,
+                "peak_flops_per_s": peaks[cfg.dtype],
+                "mfu": achieved / peaks[cfg.dtype],
+                "loss_first": cfg.losses[0],
+                "loss_last": cfg.losses[-1],
+            }
+        )
 
-    header = f"{'configuration':<26}{'step ms':>9}{'tokens/s':>11}{'speedup':>9}{'GFLOP/s':>9}{'peak':>7}{'MFU':>8}"
+    header = (
+        f"{'configuration':<26}{'step ms':>9}{'tokens/s':>11}{'speedup':>9}"
+        f"{'GFLOP/s':>9}{'peak':>7}{'MFU':>8}"
+    )
     print()
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['name']:<26}{1e3 * row['median_step_s']:>9.0f}{row['tokens_per_s']:>11,.0f}"
-              f"{row['speedup_vs_fp32_baseline']:>8.2f}x{row['achieved_flops_per_s'] / 1e9:>9.1f}"
-              f"{'fp32' if row['compute_dtype'] == 'float32' else 'bf16':>7}{100 * row['mfu']:>7.1f}%")
-    print(f"\nmatmul peak ({args.matmul_size}^2, best of {args.matmul_reps}, before/after): "
-          f"fp32 {peaks_before['float32'] / 1e9:.1f}/{peaks_after['float32'] / 1e9:.1f} GFLOP/s, "
-          f"bf16 {peaks_before['bfloat16'] / 1e9:.1f}/{peaks_after['bfloat16'] / 1e9:.1f} GFLOP/s "
-          f"(bf16/fp32 {peaks['bfloat16'] / peaks['float32']:.2f}x)")
+        print(
+            f"{row['name']:<26}{1e3 * row['median_step_s']:>9.0f}{row['tokens_per_s']:>11,.0f}"
+            f"{row['speedup_vs_fp32_baseline']:>8.2f}x{row['achieved_flops_per_s'] / 1e9:>9.1f}"
+            f"{'fp32' if row['compute_dtype'] == 'float32' else 'bf16':>7}{100 * row['mfu']:>7.1f}%"
+        )
+    print(
+        f"\nmatmul peak ({args.matmul_size}^2, best of {args.matmul_reps}, before/after): "
+        f"fp32 {peaks_before['float32'] / 1e9:.1f}/{peaks_after['float32'] / 1e9:.1f} GFLOP/s, "
+        f"bf16 {peaks_before['bfloat16'] / 1e9:.1f}/{peaks_after['bfloat16'] / 1e9:.1f} GFLOP/s "
+        f"(bf16/fp32 {peaks['bfloat16'] / peaks['float32']:.2f}x)"
+    )
     best = max(rows[1:], key=lambda r: r["speedup_vs_fp32_baseline"])
     target_met = best["speedup_vs_fp32_baseline"] >= 2.0
-    print(f"target >= 2.00x over the fp32 eager baseline: {'met' if target_met else 'NOT met'} "
-          f"(best: {best['name']}, {best['speedup_vs_fp32_baseline']:.2f}x)")
+    print(
+        f"target >= 2.00x over the fp32 eager baseline: {'met' if target_met else 'NOT met'} "
+        f"(best: {best['name']}, {best['speedup_vs_fp32_baseline']:.2f}x)"
+    )
     if compile_seconds is not None:
-        print(f"torch.compile warm-up (compilation + {args.warmup + args.compile_warmup} steps): {compile_seconds:.0f}s")
+        print(
+            f"torch.compile warm-up (compilation + {args.warmup + args.compile_warmup} steps): "
+            f"{compile_seconds:.0f}s"
+        )
 
     result = {
         "benchmark": "train_throughput",
@@ -420,8 +454,13 @@ def main(argv=None) -> int:
             "machine": platform.machine(),
         },
         "model": {
-            "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd, "vocab_size": args.vocab_size,
-            "parameters": n_td, "parameters_nonembedding": n_nonembed, "reference_max_logit_diff": diff,
+            "n_layer": args.n_layer,
+            "n_head": args.n_head,
+            "n_embd": args.n_embd,
+            "vocab_size": args.vocab_size,
+            "parameters": n_td,
+            "parameters_nonembedding": n_nonembed,
+            "reference_max_logit_diff": diff,
         },
         "tokens_per_step": tokens_per_step,
         "model_flops_per_token": fpt,
