@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from tokendiff.configs import Config, config_from_dict
-from tokendiff.data.tokenizers import load_tokenizer, tokenizer_files
-from tokendiff.data.paths import sha256_of
+from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess
@@ -86,11 +85,10 @@ def load_checkpoint(path, device="cpu", weights_file: str = "model.safetensors",
             f"the tokenizer in {ckpt} has {tokenizer.vocab_size} tokens but the model was trained with "
             f"{vocab_size}; put back the tokenizer file that was saved with this checkpoint"
         )
-    expected = saved.get("tokenizer_sha256")
-    files = tokenizer_files(ckpt)
-    if expected and files and sha256_of(files[0]) != expected:
+    expected = saved.get("tokenizer_fingerprint")
+    if expected and tokenizer.fingerprint() != expected:
         raise TokenDiffError(
-            f"{files[0]} does not match the tokenizer this model was trained with (sha256 differs); "
+            f"the tokenizer in {ckpt} is not the one this model was trained with (fingerprint differs); "
             "put back the tokenizer file that was saved with this checkpoint"
         )
     model = build_model(cfg, vocab_size)

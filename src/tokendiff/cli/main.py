@@ -137,7 +137,6 @@ def cmd_sample(args):
         from tokendiff.viz.text import check_trajectory_path
 
         check_trajectory_path(s.trajectory)
-        frames.append(None)  # filled below with the starting sequence
         callback = lambda step, x: frames.append(x[0].cpu().clone())  # noqa: E731
     start = time.perf_counter()
     texts, stats = generate(
@@ -166,23 +165,19 @@ def cmd_sample(args):
     if s.trajectory:
         from tokendiff.viz.text import write_trajectory
 
-        path = write_trajectory(s.trajectory, frames[1:], ckpt.tokenizer, ckpt.process.mask_token_id)
+        path = write_trajectory(s.trajectory, frames, ckpt.tokenizer, ckpt.process.mask_token_id)
         print(f"[denoising trajectory of sample 0 written to {path}]", file=sys.stderr)
 
 
 def cmd_eval(args):
     from tokendiff.build import load_checkpoint
-    from tokendiff.data.paths import sha256_of
-    from tokendiff.data.tokenizers import tokenizer_files
     from tokendiff.evaluation import evaluate_likelihood
-    from tokendiff.training.checkpoint import read_json
 
     cfg, _ = load_config(args)
     device = _device(cfg)
     ckpt = load_checkpoint(cfg.checkpoint, device=device)
     data = _dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
-    expected = read_json(ckpt.path / "config.json").get("tokenizer_sha256")
-    if expected and sha256_of(tokenizer_files(data.root)[0]) != expected:
+    if data.tokenizer().fingerprint() != ckpt.tokenizer.fingerprint():
         raise TokenDiffError(
             f"the corpus prepared in {data.root} uses another tokenizer than {ckpt.path}; "
             "was the checkpoint's tokenizer replaced? use the files saved with the checkpoint"

@@ -8,6 +8,7 @@ silently map them to an unknown token, which corrupts prompts without a word).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -52,6 +53,10 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
+
+    def fingerprint(self) -> str:
+        """sha256 of the vocabulary: equal fingerprints encode every text the same way."""
+        return hashlib.sha256(json.dumps(self.chars).encode()).hexdigest()
 
     def save(self, directory: Path) -> None:
         (Path(directory) / CHAR_FILE).write_text(json.dumps({"type": "char", "chars": self.chars}))
@@ -102,6 +107,10 @@ class BPETokenizer:
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids])
 
+    def fingerprint(self) -> str:
+        """sha256 of the serialized tokenizer (vocabulary, merges, normalization)."""
+        return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
+
     def save(self, directory: Path) -> None:
         self.tokenizer.save(str(Path(directory) / BPE_FILE))
 
@@ -136,7 +145,3 @@ def load_tokenizer(directory) -> CharTokenizer | BPETokenizer:
         "was this directory written by tokendiff?"
     )
 
-
-def tokenizer_files(directory) -> list[Path]:
-    directory = Path(directory)
-    return [p for p in (directory / CHAR_FILE, directory / BPE_FILE) if p.exists()]

@@ -17,12 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 import tokendiff
-from tokendiff.data.paths import sha256_of
-from tokendiff.data.tokenizers import tokenizer_files
 from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.likelihood import evaluate_likelihood
 from tokendiff.samplers.text import generate
@@ -35,6 +32,7 @@ from tokendiff.training.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from tokendiff.training.ema import EMA
 from tokendiff.training.logger import RunLogger
 from tokendiff.training.schedule import learning_rate, param_groups
 
@@ -43,9 +41,13 @@ __all__ = ["Trainer", "TrainResult"]
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 
-def step_generator(seed: int, step: int, micro: int, device) -> torch.Generator:
-    """The generator of all random draws of one micro-step: a function of (seed, step, micro) only."""
-    state = int(np.random.SeedSequence([seed, step, micro]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def step_generator(seed: int, step: int, micro: int, stream: int, device) -> torch.Generator:
+    """A generator for one micro-step's draws: a function of (seed, step, micro, stream) only.
+
+    Stream 0 draws the batch (on the CPU, where the token file is), stream 1 the times and masks (on
+    the model's device); distinct streams keep the two independent.
+    """
+    state = int(np.random.SeedSequence([seed, step, micro, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator(device=device).manual_seed(state)
 
 
@@ -101,11 +103,7 @@ class Trainer:
         )
         self.device = self.accelerator.device
         self.raw_model = model.to(self.device)
-        self.ema = (
-            AveragedModel(self.raw_model, multi_avg_fn=get_ema_multi_avg_fn(self.tcfg.ema), use_buffers=False)
-            if self.tcfg.ema > 0
-            else None
-        )
+        self.ema = EMA(self.raw_model, self.tcfg.ema) if self.tcfg.ema > 0 else None
         fused = self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
             param_groups(self.raw_model, self.tcfg.weight_decay),
@@ -129,7 +127,7 @@ class Trainer:
         state = {
             "step": self.step,
             "torch_rng_state": torch.get_rng_state().tolist(),
-            "ema_n_averaged": int(self.ema.n_averaged.item()) if self.ema is not None else 0,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
             "last_eval": self.last_eval,
         }
         config = {
@@ -137,7 +135,7 @@ class Trainer:
             "step": self.step,
             "vocab_size": self.tokenizer.vocab_size,
             "num_parameters": self.raw_model.num_parameters(),
-            "tokenizer_sha256": sha256_of(tokenizer_files(self.data.root)[0]),
+            "tokenizer_fingerprint": self.tokenizer.fingerprint(),
             "config": self.config_dict,
         }
         return save_checkpoint(
@@ -160,7 +158,7 @@ class Trainer:
             self.ema.module.load_state_dict(load_weights(ckpt / "model.safetensors"))
         state = read_json(ckpt / "training_state" / "state.json")
         if self.ema is not None:
-            self.ema.n_averaged.fill_(state.get("ema_n_averaged", 0))
+            self.ema.updates = int(state.get("ema_updates", 0))
         restore_optimizer(self.optimizer.optimizer, load_weights(ckpt / "training_state" / "optimizer.safetensors"))
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
         self.step = int(state["step"])
@@ -196,6 +194,7 @@ class Trainer:
     def sample(self, num_samples: int = 2) -> list[str]:
         s = self.cfg.sampling
         model = self.inference_model()
+        was_training = model.training
         model.eval()
         texts, _ = generate(
             model,
@@ -212,6 +211,7 @@ class Trainer:
             batch_size=s.batch_size,
             device=self.device,
         )
+        model.train(was_training)
         return texts
 
     # ------------------------------------------------------------------ loop
@@ -235,8 +235,9 @@ class Trainer:
                     group["lr"] = lr
                 loss_sum = 0.0
                 for micro in range(t.grad_accum):
-                    g = step_generator(t.seed, self.step, micro, self.device)
-                    x = self.train_split.batch(t.batch_size, self.seq_len, g).to(self.device)  # (B, L)
+                    g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
+                    g = step_generator(t.seed, self.step, micro, 1, self.device)
+                    x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
                     with self.accelerator.accumulate(self.model):
                         terms = self.process.loss_terms(self._denoiser(self.forward), x, g)  # (B, L)
                         loss = terms.mean()
@@ -254,7 +255,7 @@ class Trainer:
                         f"and resume from the last checkpoint ({last_ckpt or 'none written yet'})"
                     )
                 if self.ema is not None:
-                    self.ema.update_parameters(self.raw_model)
+                    self.ema.update(self.raw_model)
                 self.step += 1
                 dt = time.perf_counter() - step_start
                 loss_avg = loss_value if loss_avg is None else 0.9 * loss_avg + 0.1 * loss_value
