@@ -54,6 +54,27 @@ KNOWN_FILES = {
         "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
     ),
+    # The original LeCun IDX files (byte-identical to yann.lecun.com's), from the mirror torchvision uses.
+    "mnist_train_images": RemoteFile(
+        "mnist/train-images-idx3-ubyte.gz",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    "mnist_train_labels": RemoteFile(
+        "mnist/train-labels-idx1-ubyte.gz",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    "mnist_t10k_images": RemoteFile(
+        "mnist/t10k-images-idx3-ubyte.gz",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    "mnist_t10k_labels": RemoteFile(
+        "mnist/t10k-labels-idx1-ubyte.gz",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
 }
 
 
