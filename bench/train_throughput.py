@@ -70,13 +70,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import tokendiff
 from tokendiff.models import Transformer
 from tokendiff.processes import AbsorbingProcess
 from tokendiff.schedules import LogLinearSchedule
 from tokendiff.training.schedule import param_groups
+from tokendiff.training.ema import EMA
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -221,9 +221,7 @@ def tokendiff_config(
 ) -> Config:
     """The Trainer's step: autocast (as accelerate's bf16 wraps the forward), fused AdamW, clip, EMA."""
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.99), fused=True)
-    averaged = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=False) if ema > 0 else None
-    )
+    averaged = EMA(model, ema) if ema > 0 else None
     forward = torch.compile(model) if compile_model else model
 
     def denoiser(xt, t):
@@ -237,7 +235,7 @@ def tokendiff_config(
         opt.step()
         opt.zero_grad(set_to_none=True)
         if averaged is not None:
-            averaged.update_parameters(model)
+            averaged.update(model)
         return loss.item()
 
     model.train()

@@ -15,7 +15,9 @@ from tokendiff.configs import Config, config_from_dict
 from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
+from tokendiff.models.image import ImagePatchTransformer
 from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess
+from tokendiff.processes.ambient import AmbientProcess, NaiveCorruptedProcess
 from tokendiff.schedules import make_schedule
 from tokendiff.training.checkpoint import load_weights, read_json, resolve_checkpoint
 
@@ -23,14 +25,35 @@ __all__ = ["build_model", "build_process", "scheduler_config", "load_checkpoint"
 
 
 def build_process(cfg: Config, vocab_size: int):
+    """The training process. Its ``eval_process`` (if any) is the clean one to sample and evaluate with."""
     if cfg.model.causal:
         return AutoregressiveProcess(vocab_size)
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.eps)
-    return AbsorbingProcess(vocab_size, schedule, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
+    base = AbsorbingProcess(vocab_size, schedule, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
+    if cfg.diffusion.objective == "naive":
+        return NaiveCorruptedProcess(base)
+    if cfg.diffusion.objective == "ambient":
+        if cfg.model.time_conditioning:
+            raise TokenDiffError("diffusion.objective=ambient needs a time-agnostic model; "
+                                 "set model.time_conditioning=false")
+        return AmbientProcess(base, cfg.data.observed_fraction, cfg.ambient.consistency_weight,
+                              cfg.ambient.descent_steps)
+    return base
 
 
-def build_model(cfg: Config, vocab_size: int) -> Transformer:
+def build_model(cfg: Config, vocab_size: int):
     m = cfg.model
+    if m.arch == "image_patch":
+        return ImagePatchTransformer(
+            vocab_size=vocab_size,
+            image_size=int(round(m.block_size**0.5)),
+            patch=m.patch,
+            n_layer=m.n_layer,
+            n_head=m.n_head,
+            n_embd=m.n_embd,
+            dropout=m.dropout,
+            time_conditioning=m.time_conditioning,
+        )
     return Transformer(
         vocab_size=vocab_size,
         n_layer=m.n_layer,
@@ -101,7 +124,8 @@ def load_checkpoint(path, device="cpu", weights_file: str = "model.safetensors",
         )
     model.to(device).eval()
     step = int(saved.get("step", -1))
-    return LoadedCheckpoint(ckpt, cfg, model, build_process(cfg, vocab_size), tokenizer, step)
+    process = build_process(cfg, vocab_size)
+    return LoadedCheckpoint(ckpt, cfg, model, getattr(process, "eval_process", process), tokenizer, step)
 
 
 def default_device(requested: str = "auto") -> torch.device:

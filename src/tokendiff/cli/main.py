@@ -57,9 +57,14 @@ def load_config(args: list[str]):
 
 
 def _dataset(cfg):
+    from tokendiff.data.images import IMAGE_DATASETS, MnistData
     from tokendiff.data.text import resolve_dataset
 
     d = cfg.data
+    if d.dataset in IMAGE_DATASETS:
+        corrupted = cfg.diffusion.objective != "clean"
+        return MnistData(d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir,
+                         d.limit)
     name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
     return resolve_dataset(name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir,
                            min_tokens=cfg.model.block_size + 2)
@@ -97,13 +102,21 @@ def cmd_train(args):
         cfg, _ = load_config(args)
     data = _dataset(cfg)
     tokenizer = data.tokenizer()
+    if cfg.training.n_epochs:  # the MNIST seed counts in epochs: convert once, here
+        per_step = cfg.training.batch_size * cfg.training.grad_accum
+        seq_len = cfg.model.block_size + (1 if cfg.model.causal else 0)
+        steps_per_epoch = -(-data.split("train").epoch_size(seq_len) // per_step)
+        cfg.training.max_iters = cfg.training.n_epochs * steps_per_epoch
+        cfg.training.checkpoint_interval = cfg.training.epochs_per_checkpoint * steps_per_epoch
+        print(f"{cfg.training.n_epochs} epochs of {steps_per_epoch} steps = {cfg.training.max_iters} steps; "
+              f"a checkpoint every {cfg.training.epochs_per_checkpoint} epochs", flush=True)
     model = build_model(cfg, tokenizer.vocab_size)
     process = build_process(cfg, tokenizer.vocab_size)
-    kind = "autoregressive" if cfg.model.causal else f"masked diffusion ({cfg.diffusion.schedule})"
+    kind = "autoregressive" if cfg.model.causal else f"masked diffusion ({cfg.diffusion.schedule}, {cfg.diffusion.objective})"
     print(
-        f"tokendiff: {kind} transformer, {model.num_parameters() / 1e6:.2f}M parameters "
+        f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
         f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
-        f"train {len(data.split('train')):,} tokens, val {len(data.split('val')):,} tokens; output {cfg.output_dir}",
+        f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {cfg.output_dir}",
         flush=True,
     )
     trainer = Trainer(cfg, to_dict(cfg), model, process, tokenizer, data, scheduler_config(cfg, process), resume_from)
@@ -130,6 +143,10 @@ def cmd_sample(args):
     cfg, _ = load_config(args)
     device = _device(cfg)
     ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    if ckpt.tokenizer.kind == "binary_image":
+        from tokendiff.cli.images import sample_images
+
+        return sample_images(cfg, ckpt, device)
     s = cfg.sampling
     frames = []
     callback = None
@@ -177,16 +194,22 @@ def cmd_eval(args):
     device = _device(cfg)
     ckpt = load_checkpoint(cfg.checkpoint, device=device)
     data = _dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
+    if ckpt.tokenizer.kind == "binary_image":
+        from tokendiff.cli.images import eval_images
+
+        print(json.dumps(eval_images(cfg, ckpt, data, device), indent=2))
+        return
     if data.tokenizer().fingerprint() != ckpt.tokenizer.fingerprint():
         raise TokenDiffError(
             f"the corpus prepared in {data.root} uses another tokenizer than {ckpt.path}; "
             "was the checkpoint's tokenizer replaced? use the files saved with the checkpoint"
         )
-    split = data.split(cfg.eval.split)
+    split_name = cfg.eval.split or "val"
+    split = data.split(split_name)
     seq_len = ckpt.config.model.block_size + ckpt.process.extra_tokens
     windows = split.windows(seq_len, cfg.eval.max_windows)
     if len(windows) == 0:
-        raise TokenDiffError(f"the {cfg.eval.split} split has fewer than {seq_len} tokens; nothing to evaluate")
+        raise TokenDiffError(f"the {split_name} split has fewer than {seq_len} tokens; nothing to evaluate")
     result = evaluate_likelihood(
         lambda x, t: ckpt.model(x, t if ckpt.config.model.time_conditioning else None),
         ckpt.process,
@@ -197,7 +220,7 @@ def cmd_eval(args):
         chars_per_token=split.chars_per_token,
         device=device,
     )
-    out = {"checkpoint": str(ckpt.path), "step": ckpt.step, "split": cfg.eval.split, **result.to_dict()}
+    out = {"checkpoint": str(ckpt.path), "step": ckpt.step, "split": split_name, **result.to_dict()}
     print(json.dumps(out, indent=2))
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "LoggingConfig",
     "SamplingConfig",
     "EvalConfig",
+    "AmbientConfig",
 ]
 
 
@@ -32,8 +33,10 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """The transformer backbone."""
+    """The backbone: the text transformer, or the patch transformer over binary images."""
 
+    arch: str = "transformer"  # transformer (tokens) | image_patch (binary images, e.g. MNIST)
+    patch: int = 4  # image_patch: pixels per patch side (28 = 7 x 4)
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads; n_embd / n_head must be even (RoPE)
     n_embd: int = 256  # width
@@ -43,6 +46,8 @@ class ModelConfig:
     time_conditioning: bool = False  # false: time-agnostic denoiser (exact for masked diffusion)
 
     def __post_init__(self):
+        _check(self.arch in ("transformer", "image_patch"),
+               f"model.arch={self.arch!r} is unknown; use transformer or image_patch")
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             _check(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
         _check(
@@ -60,6 +65,7 @@ class DiffusionConfig:
     """The forward process and noise schedule (ignored by the autoregressive baseline)."""
 
     process: str = "absorbing"
+    objective: str = "clean"  # clean | naive (corrupted data as if clean) | ambient (easy + consistency)
     schedule: str = "loglinear"  # loglinear | linear | cosine | geometric
     eps: float = 1e-3  # alpha(1) = eps for loglinear and cosine
     t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see AbsorbingProcess)
@@ -69,20 +75,31 @@ class DiffusionConfig:
         _check(self.process == "absorbing", f"diffusion.process={self.process!r} is not available yet; "
                "use diffusion.process=absorbing")
         _check(0.0 <= self.t_min < 1.0, f"diffusion.t_min={self.t_min} must lie in [0, 1)")
+        _check(self.objective in ("clean", "naive", "ambient"),
+               f"diffusion.objective={self.objective!r} is unknown; use clean, naive or ambient")
 
 
 @dataclass
 class DataConfig:
     """Which corpus, how it is tokenized, and where raw files live."""
 
-    dataset: str = "shakespeare_char"  # shakespeare_char | shakespeare (BPE) | any name with data.input
+    dataset: str = "shakespeare_char"  # shakespeare_char | shakespeare (BPE) | mnist | any name with data.input
     input: Optional[str] = None  # a text file or a folder of .txt files; overrides the dataset's file
     tokenizer: str = "char"  # char | bpe (a known dataset fixes its own)
     vocab_size: int = 2048  # BPE vocabulary size
     val_fraction: float = 0.1  # the last 10% of the text is the validation split
     data_dir: Optional[str] = None  # raw data; default $TOKENDIFF_DATA, else the user cache dir
+    binarization: str = "static"  # mnist: static (Larochelle & Murray) | dynamic | threshold
+    observed_fraction: float = 0.1  # naive/ambient objectives: fraction of each image's pixels observed
+    corruption_seed: int = 0  # seeds the fixed observation mask of every training image
+    limit: Optional[int] = None  # mnist: use only the first N training images (quick experiments, tests)
 
     def __post_init__(self):
+        _check(self.binarization in ("static", "dynamic", "threshold"),
+               f"data.binarization={self.binarization!r} is unknown; use static, dynamic or threshold")
+        _check(self.limit is None or self.limit >= 1, f"data.limit={self.limit} must be >= 1")
+        _check(0.0 < self.observed_fraction <= 1.0,
+               f"data.observed_fraction={self.observed_fraction} must lie in (0, 1], e.g. 0.1")
         _check(self.tokenizer in ("char", "bpe"), f"data.tokenizer={self.tokenizer!r} is unknown; use char or bpe")
         _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
 
@@ -92,6 +109,8 @@ class TrainingConfig:
     """The optimization loop."""
 
     max_iters: int = 2000  # optimizer steps
+    n_epochs: Optional[int] = None  # if set: train this many passes over the data (sets max_iters)
+    epochs_per_checkpoint: int = 5  # with n_epochs: a checkpoint every this many epochs
     batch_size: int = 32  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     learning_rate: float = 1e-3  # peak learning rate
@@ -112,7 +131,8 @@ class TrainingConfig:
     seed: int = 1337
 
     def __post_init__(self):
-        for name in ("max_iters", "batch_size", "grad_accum", "eval_iters", "log_interval"):
+        _check(self.n_epochs is None or self.n_epochs >= 1, f"training.n_epochs={self.n_epochs} must be >= 1")
+        for name in ("max_iters", "batch_size", "grad_accum", "eval_iters", "log_interval", "epochs_per_checkpoint"):
             _check(getattr(self, name) >= 1, f"training.{name}={getattr(self, name)} must be >= 1")
         for name in ("eval_interval", "sample_interval", "checkpoint_interval", "warmup_iters"):
             _check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
@@ -152,7 +172,9 @@ class SamplingConfig:
     cache: bool = True  # skip the model call when no token changed (identical output)
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
-    trajectory: Optional[str] = None  # write the denoising process to this file (.txt, .html or .png)
+    trajectory: Optional[str] = None  # write the denoising process: text .txt/.html/.gif, images .gif/.png
+    output: Optional[str] = None  # images: the PNG grid of samples (default samples.png)
+    inpaint: bool = False  # images: complete corrupted test images instead of sampling from scratch
 
     def __post_init__(self):
         if self.strategy == "stochastic":  # the name the minimal-MDLM seed uses
@@ -168,14 +190,29 @@ class SamplingConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = "val"
+    split: Optional[str] = None  # val | train | test; default val for text, test for images
     num_draws: int = 4  # Monte Carlo draws of (t, mask) per sequence
     max_windows: Optional[int] = None  # evaluate at most this many sequences (default: the whole split)
     batch_size: int = 32
+    sample_metrics: bool = True  # images: classifier Frechet distance, confidence, coverage, memorization
+    num_samples: int = 1000  # images: samples drawn for the sample metrics
+    sampling_steps: int = 100  # images: reverse steps for those samples and for inpainting
 
     def __post_init__(self):
-        _check(self.split in ("train", "val"), f"eval.split={self.split!r} is unknown; use val or train")
+        _check(self.split in (None, "train", "val", "test"), f"eval.split={self.split!r} is unknown; use val, test or train")
         _check(self.num_draws >= 1, f"eval.num_draws={self.num_draws} must be >= 1")
+
+
+@dataclass
+class AmbientConfig:
+    """Ambient training from corrupted data (diffusion.objective=ambient)."""
+
+    consistency_weight: float = 1.0  # weight of the consistency loss below the corruption level
+    descent_steps: int = 2  # reverse steps from the data level to the consistency anchor
+
+    def __post_init__(self):
+        _check(self.consistency_weight >= 0, f"ambient.consistency_weight={self.consistency_weight} must be >= 0")
+        _check(self.descent_steps >= 1, f"ambient.descent_steps={self.descent_steps} must be >= 1")
 
 
 @dataclass
@@ -188,6 +225,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ambient: AmbientConfig = field(default_factory=AmbientConfig)
     output_dir: str = "out"  # runs write checkpoints under here
     resume: Optional[str] = None  # a run or checkpoint directory to continue from
     checkpoint: Optional[str] = None  # for sample / eval: a run or checkpoint directory

@@ -428,6 +428,10 @@ class ImageTokens:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def epoch_size(self, seq_len: int) -> int:
+        """Sequences in one pass over the split: one per image."""
+        return len(self)
+
     @property
     def seq_len(self) -> int:
         return self.tokens.shape[1]

@@ -131,6 +131,10 @@ class TokenSplit:
     def chars_per_token(self) -> float:
         return self.info["chars"] / max(self.info["tokens"], 1)
 
+    def epoch_size(self, seq_len: int) -> int:
+        """Sequences in one pass over the split."""
+        return len(self) // seq_len
+
     def check_length(self, seq_len: int) -> None:
         if len(self) < seq_len:
             raise TokenDiffError(

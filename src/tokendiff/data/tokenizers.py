@@ -14,10 +14,11 @@ from pathlib import Path
 
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["CharTokenizer", "BPETokenizer", "load_tokenizer", "train_tokenizer"]
+__all__ = ["CharTokenizer", "BPETokenizer", "BinaryImageTokenizer", "load_tokenizer", "train_tokenizer"]
 
 CHAR_FILE = "char_tokenizer.json"
 BPE_FILE = "tokenizer.json"
+IMAGE_FILE = "image_tokenizer.json"
 
 
 class CharTokenizer:
@@ -124,6 +125,39 @@ class BPETokenizer:
             raise TokenDiffError(f"{directory / BPE_FILE} is not a valid tokenizer file ({exc})") from None
 
 
+class BinaryImageTokenizer:
+    """Binary images as pixel tokens: 0 and 1 (the mask is id 2). ``decode`` draws ASCII art, so that
+    image samples show up readably in logs; there is no text to encode."""
+
+    kind = "binary_image"
+    vocab_size = 2
+
+    def __init__(self, height: int = 28, width: int = 28):
+        self.height, self.width = height, width
+
+    def encode(self, text: str) -> list[int]:
+        raise TokenDiffError(
+            "an image model takes no text prompt; use sampling.inpaint=true to complete corrupted images"
+        )
+
+    def decode(self, ids) -> str:
+        glyphs = {0: ".", 1: "#"}
+        flat = [glyphs.get(int(i), "?") for i in ids]
+        return "\n".join("".join(flat[r * self.width : (r + 1) * self.width]) for r in range(self.height))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"binary_image:{self.height}x{self.width}".encode()).hexdigest()
+
+    def save(self, directory: Path) -> None:
+        data = {"type": self.kind, "height": self.height, "width": self.width}
+        (Path(directory) / IMAGE_FILE).write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, directory: Path) -> "BinaryImageTokenizer":
+        data = json.loads((Path(directory) / IMAGE_FILE).read_text())
+        return cls(int(data["height"]), int(data["width"]))
+
+
 TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 
@@ -133,15 +167,17 @@ def train_tokenizer(kind: str, text: str, vocab_size: int):
     return TOKENIZERS[kind].train(text, vocab_size)
 
 
-def load_tokenizer(directory) -> CharTokenizer | BPETokenizer:
+def load_tokenizer(directory) -> CharTokenizer | BPETokenizer | BinaryImageTokenizer:
     """Load whichever tokenizer ``directory`` holds."""
     directory = Path(directory)
     if (directory / CHAR_FILE).exists():
         return CharTokenizer.load(directory)
     if (directory / BPE_FILE).exists():
         return BPETokenizer.load(directory)
+    if (directory / IMAGE_FILE).exists():
+        return BinaryImageTokenizer.load(directory)
     raise TokenDiffError(
-        f"no tokenizer in {directory} (expected {CHAR_FILE} or {BPE_FILE}); "
+        f"no tokenizer in {directory} (expected {CHAR_FILE}, {BPE_FILE} or {IMAGE_FILE}); "
         "was this directory written by tokendiff?"
     )
 

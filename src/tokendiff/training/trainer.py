@@ -84,6 +84,7 @@ class Trainer:
         self.config_dict = config_dict
         self.tcfg = config.training
         self.process = process
+        self.eval_process = getattr(process, "eval_process", process)  # clean process: eval and samples
         self.tokenizer = tokenizer
         self.data = data
         self.output_dir = Path(config.output_dir)
@@ -113,6 +114,7 @@ class Trainer:
         )
         self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
         self.forward = torch.compile(self.model) if config.system.compile else self.model
+        self._compile_checked = not config.system.compile
         self.step = 0
         self.last_eval: dict | None = None
         if resume_from is not None:
@@ -179,12 +181,12 @@ class Trainer:
         windows = tokens.batch(n, self.seq_len, g)
         result = evaluate_likelihood(
             self._denoiser(model),
-            self.process,
+            self.eval_process,
             windows,
             num_draws=1,
             batch_size=self.tcfg.batch_size,
             seed=self.tcfg.seed,
-            chars_per_token=tokens.chars_per_token,
+            chars_per_token=getattr(tokens, "chars_per_token", None),
             device=self.device,
             autocast=self.accelerator.autocast,
         )
@@ -198,7 +200,7 @@ class Trainer:
         model.eval()
         texts, _ = generate(
             model,
-            self.process,
+            self.eval_process,
             self.tokenizer,
             num_samples=num_samples,
             length=s.length or self.cfg.model.block_size,
@@ -239,7 +241,7 @@ class Trainer:
                     g = step_generator(t.seed, self.step, micro, 1, self.device)
                     x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
                     with self.accelerator.accumulate(self.model):
-                        terms = self.process.loss_terms(self._denoiser(self.forward), x, g)  # (B, L)
+                        terms = self._loss_terms(x, g)  # (B, L)
                         loss = terms.mean()
                         self.accelerator.backward(loss)
                         loss_sum += loss.item()
@@ -293,6 +295,22 @@ class Trainer:
         logger.finish()
         return TrainResult(path, self.step, final_eval, samples)
 
+    def _loss_terms(self, x, g):
+        if self._compile_checked:
+            return self.process.loss_terms(self._denoiser(self.forward), x, g)
+        # torch.compile fails only at its first call (e.g. no C++ compiler): fall back to eager, say so
+        state = g.get_state()
+        try:
+            terms = self.process.loss_terms(self._denoiser(self.forward), x, g)
+        except Exception as exc:  # inductor raises many kinds; any failure here means "cannot compile"
+            print(f"system.compile=true failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                  "training without torch.compile", flush=True)
+            self.forward = self.model
+            g.set_state(state)
+            terms = self.process.loss_terms(self._denoiser(self.forward), x, g)
+        self._compile_checked = True
+        return terms
+
     def _clip(self) -> float:
         params = self.raw_model.parameters()
         if self.tcfg.grad_clip > 0:
@@ -302,17 +320,21 @@ class Trainer:
 
     def _log_eval(self, logger, bar) -> dict:
         val = self.evaluate()
-        train = self.evaluate(split="train")
+        # on corrupted data the clean NELBO of the training split is undefined: report val only
+        train = self.evaluate(split="train") if self.eval_process is self.process else None
         self.last_eval = {
             "step": self.step,
             "val_loss": val["nelbo_nats_per_token"],
             "val_ppl": val["perplexity"],
             "val_bpc": val["bits_per_char"],
-            "train_loss": train["nelbo_nats_per_token"],
-            "train_ppl": train["perplexity"],
+            "train_loss": train["nelbo_nats_per_token"] if train else None,
+            "train_ppl": train["perplexity"] if train else None,
         }
-        logger.log({f"eval/{k}": v for k, v in self.last_eval.items() if k != "step"}, self.step)
-        line = (f"step {self.step}: val loss {val['nelbo_nats_per_token']:.4f} nats/token, "
-                f"val bpc {val['bits_per_char']:.4f}, val ppl {val['perplexity']:.3f}")
+        logger.log({f"eval/{k}": v for k, v in self.last_eval.items() if k != "step" and v is not None}, self.step)
+        line = f"step {self.step}: val loss {val['nelbo_nats_per_token']:.4f} nats/token"
+        if val["bits_per_char"] is not None:
+            line += f", val bpc {val['bits_per_char']:.4f}, val ppl {val['perplexity']:.3f}"
+        else:
+            line += f" ({val['nelbo_nats_per_token'] * self.seq_len:.2f} nats/sequence)"
         (bar.write if bar is not None else print)(line)
         return self.last_eval
