@@ -37,7 +37,7 @@ def build_process(cfg: Config, vocab_size: int):
             raise TokenDiffError("diffusion.objective=ambient needs a time-agnostic model; "
                                  "set model.time_conditioning=false")
         return AmbientProcess(base, cfg.data.observed_fraction, cfg.ambient.consistency_weight,
-                              cfg.ambient.descent_steps)
+                              cfg.ambient.descent_steps, cfg.ambient.easy_fraction)
     return base
 
 

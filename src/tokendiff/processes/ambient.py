@@ -4,7 +4,7 @@ Setting (``shared/notes/ambient.md``): each training sequence ``x`` was observed
 ``y``: each token kept with probability ``q`` (``observed_fraction``), else the mask. Since masking is
 independent of values, ``y`` has exactly the law of ``x_{t_n}`` with ``alpha(t_n) = q``.
 
-Times are drawn ``t ~ U[0, 1]`` (antithetic) and each sequence of the batch gets one of two losses:
+A share of each batch (``easy_fraction``) gets the easy loss, the rest the consistency loss:
 
 * ``t >= t_n``, the **easy loss** (exact). Mask each observed token of ``y`` again with probability
   ``r = 1 - alpha(t)/q``: the result ``z`` has the law of ``x_t``. Let ``N`` be the tokens observed in
@@ -71,13 +71,14 @@ class AmbientProcess:
         observed_fraction: ``q``, the probability that a token of the data was observed.
         consistency_weight: weight of the consistency loss (0 = easy loss only).
         descent_steps: reverse steps the model takes (no gradient) from ``y`` to the anchor level.
+        easy_fraction: share of each batch trained with the easy loss (the rest: consistency).
     """
 
     name = "ambient"
     extra_tokens = 0
 
     def __init__(self, base: AbsorbingProcess, observed_fraction: float, consistency_weight: float = 1.0,
-                 descent_steps: int = 2):
+                 descent_steps: int = 2, easy_fraction: float = 0.5):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
         if consistency_weight < 0:
@@ -91,6 +92,9 @@ class AmbientProcess:
         self.t_n = level_of_alpha(base.schedule, observed_fraction)
         self.consistency_weight = consistency_weight
         self.descent_steps = descent_steps
+        if not 0.0 < easy_fraction <= 1.0:
+            raise TokenDiffError(f"ambient.easy_fraction={easy_fraction} must lie in (0, 1], e.g. 0.5")
+        self.easy_fraction = easy_fraction
 
     # ------------------------------------------------------------------ easy
     def easy_terms_given(self, logits, y, z, t):
@@ -162,20 +166,25 @@ class AmbientProcess:
 
     # ------------------------------------------------------------------ training entry point
     def loss_terms(self, denoiser, y, generator=None):
-        """(B, L) terms: easy for rows with ``t >= t_n``, weighted consistency for the others."""
+        """(B, L) terms: a share ``easy_fraction`` of the rows gets the easy loss at a time drawn
+        uniformly in ``[t_n, 1]``, the others the weighted consistency loss at a level uniform in
+        ``[0, t_n)``. Drawing ``t ~ U[0, 1]`` instead would give the easy loss only ``1 - t_n`` = 10% of
+        the rows at q = 0.1, and with it almost all of the data's signal."""
         B = y.shape[0]
         u = torch.rand(B, generator=generator, device=y.device)
-        t = (u / B + torch.arange(B, device=y.device) / B) % 1.0  # antithetic over [0, 1]
-        high = t >= self.t_n
+        u = (u / B + torch.arange(B, device=y.device) / B) % 1.0  # antithetic over [0, 1)
+        p = self.easy_fraction if self.consistency_weight > 0 else 1.0
+        high = u < p
         terms = torch.zeros(y.shape, device=y.device)
         if high.any():
+            t_high = self.t_n + (1.0 - self.t_n) * (u[high] / p)
             # the weight -alpha'/(q - alpha) diverges at t_n like 1/t at 0 for clean data: truncate the
             # same way (AbsorbingProcess.t_min), a bias below 0.1%
-            t_high = t[high].clamp(min=self.t_n + self.base.t_min * (1 - self.t_n))
+            t_high = t_high.clamp(min=self.t_n + self.base.t_min * (1 - self.t_n))
             terms[high] = self.easy_terms(denoiser, y[high], t_high, generator)
-        if (~high).any() and self.consistency_weight > 0:
-            low = ~high
-            terms[low] = self.consistency_weight * self.consistency_terms(denoiser, y[low], t[low], generator)
+        if (~high).any():
+            t_low = self.t_n * (u[~high] - p) / (1.0 - p)
+            terms[~high] = self.consistency_weight * self.consistency_terms(denoiser, y[~high], t_low, generator)
         return terms
 
     def to_dict(self) -> dict:
