@@ -107,11 +107,12 @@ def test_ancestral_marginals_of_a_factorized_model():
 
 def test_ancestral_with_exact_conditionals_reproduces_the_joint():
     # Revealing one token at a time from the exact conditionals samples the joint exactly (chain rule in
-    # a random order). With 64 steps two tokens of L = 2 are revealed in the same step with probability
-    # about sum_k (1/64)^2 * 64 = 1/64, which bounds the total-variation error by ~0.016; with 3000
-    # samples the sampling error of a TV distance over 4 outcomes is below ~0.03. We ask TV < 0.06.
+    # a random order). The joint is strongly correlated (TV 0.4 from the product of its marginals, which
+    # a sampler revealing both tokens at once would produce). With 64 steps both tokens are revealed in
+    # the same step with probability ~1/64, an error of at most 0.4/64 in TV; with 3000 samples the
+    # sampling error of a TV distance over 4 outcomes is ~0.02. We ask TV < 0.05.
     Vj, L, n = 2, 2, 3000
-    joint = random_joint(Vj, L, seed=5)
+    joint = {(0, 0): 0.45, (1, 1): 0.45, (0, 1): 0.05, (1, 0): 0.05}
     model = ExactConditionals(joint, Vj, L)
     table = {}
     for s in [(a, b) for a in range(3) for b in range(3)]:
@@ -123,7 +124,18 @@ def test_ancestral_with_exact_conditionals_reproduces_the_joint():
     for row in out.tolist():
         counts[tuple(row)] = counts.get(tuple(row), 0) + 1
     tv = 0.5 * sum(abs(counts.get(s, 0) / n - p) for s, p in joint.items())
-    assert tv < 0.06
+    assert tv < 0.05
+
+
+def test_each_step_reveals_a_masked_token_with_the_reverse_probability():
+    # MDLM eq. 7: from t to s a masked token is revealed with probability (alpha_s - alpha_t)/(1 - alpha_t).
+    # After the first of 4 steps (t = 1 -> s = 0.75) that is (0.25 * 0.999)/(1 - 0.001) = 0.25.
+    L, n = 16, 500
+    sampler = MaskedDiffusionSampler(FixedLogits(torch.zeros(L, V)), process(), steps=4)
+    seen = []
+    sampler.sample(masked_start(n, L), row_generators(0, n), callback=lambda i, x: seen.append(x.clone()))
+    revealed = (seen[0] != V).double().mean().item()
+    assert abs(revealed - 0.25) < 5 * math.sqrt(0.25 * 0.75 / (n * L))
 
 
 class FixedLookup(torch.nn.Module):
@@ -162,6 +174,8 @@ def test_gumbel_noise_is_float64():
     # float32 uniforms cap the Gumbel tail at -log(-log(1 - 2^-24)) ~ 16.6; float64 reaches ~36.7.
     from tokendiff.samplers.masked import row_uniform
 
-    u = row_uniform(row_generators(0, 2), (5,), "cpu")
-    assert u.dtype == torch.float64 and u.shape == (2, 5)
-    assert -math.log(-math.log(1 - 2**-53)) > 36
+    u = row_uniform(row_generators(0, 2), (1000,), "cpu")
+    assert u.dtype == torch.float64 and u.shape == (2, 1000)
+    assert (u > 0).all() and (u < 1).all()  # so that -log(-log(u)) is finite
+    # float64: values below 2^-24 apart are distinct, which float32 could not represent
+    assert len(torch.unique(u)) == u.numel() and (u * 2**24 % 1 != 0).any()

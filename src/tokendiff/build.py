@@ -68,14 +68,16 @@ def build_model(cfg: Config, vocab_size: int):
 
 def scheduler_config(cfg: Config, process) -> dict:
     """``scheduler_config.json``: the field names of diffusers' proposed ``TokenDiffusionScheduler``."""
+    kernel = getattr(process, "eval_process", process)  # the kernel, not the training objective
+    schedule = kernel.schedule.to_dict() if hasattr(kernel, "schedule") else {"alpha_schedule": None}
     out = {
         "_class_name": "TokenDiffusionScheduler",
         "vocab_size": process.vocab_size,
         "mask_token_id": process.mask_token_id,
         "num_train_timesteps": 1000,  # continuous time; 1000 is the discretization diffusers expects
-        "alpha_schedule": None if cfg.model.causal else cfg.diffusion.schedule,
-        "eps": cfg.diffusion.eps,
-        "forward_process": process.name,
+        **schedule,
+        "forward_process": kernel.name,
+        "training_objective": cfg.diffusion.objective,
         "exclude_mask_from_uniform": True,
         "t_min": cfg.diffusion.t_min,
         "time_conditioning": cfg.model.time_conditioning,

@@ -48,12 +48,15 @@ def sample_images(cfg, ckpt, device) -> None:
     if s.inpaint:
         clean = load_binarized_mnist("test", cfg.data.data_dir)[: cfg.num_samples]
         q = _observed_fraction(ckpt)
-        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed)
+        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed,
+                                                 device=device)
         rows = np.concatenate([corrupted, completed, clean])  # three rows: observed, completed, truth
         save_grid(rows, output, nrow=len(clean))
         print(json.dumps({"inpainting_accuracy": accuracy, "observed_fraction": q, "images": len(clean),
                           "output": str(output)}))
         return
+    if s.trajectory and not s.trajectory.lower().endswith((".gif", ".png")):
+        raise TokenDiffError(f"sampling.trajectory={s.trajectory!r}: images need a .gif or .png file")
     frames = []
     callback = (lambda step, x: frames.append(x.cpu().numpy().copy())) if s.trajectory else None  # noqa: E731
     images = draw_images(ckpt, cfg.num_samples, s.steps, s.temperature, s.strategy, cfg.seed, s.batch_size,
@@ -63,8 +66,6 @@ def sample_images(cfg, ckpt, device) -> None:
     print(f"[{cfg.num_samples} images in {seconds:.1f}s written to {output}; checkpoint {ckpt.path}]",
           file=sys.stderr)
     if s.trajectory:
-        if not s.trajectory.lower().endswith((".gif", ".png")):
-            raise TokenDiffError(f"sampling.trajectory={s.trajectory!r}: images need a .gif or .png file")
         path = save_trajectory(frames, s.trajectory)
         print(f"[denoising trajectory written to {path}]", file=sys.stderr)
 
@@ -115,7 +116,7 @@ def sample_quality(cfg, ckpt, data, device) -> dict:
     metrics = sample_metrics(samples, classifier, reference, train)
     real = sample_metrics(test, classifier, reference, train)
     accuracy, _, _ = inpaint(ckpt.model, ckpt.process, test[: min(n, 1000)], _observed_fraction(ckpt), steps,
-                             cfg.seed)
+                             cfg.seed, device=device)
     # the trivial reference: predict 0 (the majority value) for every hidden pixel
     out = {f"sample_{k}": v for k, v in metrics.items()}
     out.update({f"real_test_{k}": v for k, v in real.items() if k != "num_samples"})

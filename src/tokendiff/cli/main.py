@@ -24,8 +24,8 @@ USAGE = """usage: tokendiff <command> [key=value ...]
 commands:
   prepare   tokenize text into train/val token files:  tokendiff prepare data.input=book.txt data.tokenizer=bpe
   train     train a model:                             tokendiff train +experiment=small training.max_iters=5000
-  sample    generate text from a checkpoint:           tokendiff sample checkpoint=out/shakespeare_char prompt="ROMEO:"
-  eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out/shakespeare_char
+  sample    generate text from a checkpoint:           tokendiff sample checkpoint=out prompt="ROMEO:"
+  eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out
 
 Every key=value is a Hydra override of the config in tokendiff/configs/schema.py;
 presets: +experiment=shakespeare_char | shakespeare_char_ar | small | medium.
@@ -73,6 +73,10 @@ def _dataset(cfg):
 def cmd_prepare(args):
     cfg, _ = load_config(args)
     prepared = _dataset(cfg)
+    if not hasattr(prepared, "meta"):  # images: nothing to tokenize; load (and check) the splits
+        splits = {name: len(prepared.split(name)) for name in ("train", "val", "test")}
+        print(json.dumps({"dataset": cfg.data.dataset, "images": splits}, indent=2))
+        return
     print(json.dumps({"prepared_dir": str(prepared.root), **prepared.meta}, indent=2))
 
 
@@ -100,6 +104,11 @@ def cmd_train(args):
         cfg.resume = str(resume_from)
     else:
         cfg, _ = load_config(args)
+    if any(o.startswith("training.max_iters=") for o in overrides):
+        cfg.training.n_epochs = None  # an explicit step count wins over the preset's epochs
+    from tokendiff.build import default_device
+
+    default_device(cfg.system.device)  # a clear error for a device this machine does not have
     data = _dataset(cfg)
     tokenizer = data.tokenizer()
     if cfg.training.n_epochs:  # the MNIST seed counts in epochs: convert once, here
@@ -136,13 +145,25 @@ def _device(cfg):
     return default_device(cfg.system.device)
 
 
+def inherit_sampling(cfg, overrides: list[str], saved) -> None:
+    """Sampling settings the user did not give on the command line come from the checkpoint's config
+    (a preset's ``sampling.steps: 40`` stays 40)."""
+    from dataclasses import fields
+
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    for f in fields(saved.sampling):
+        if f"sampling.{f.name}" not in given and f.name not in ("trajectory", "output", "inpaint"):
+            setattr(cfg.sampling, f.name, getattr(saved.sampling, f.name))
+
+
 def cmd_sample(args):
     from tokendiff.build import load_checkpoint
     from tokendiff.samplers.text import generate
 
-    cfg, _ = load_config(args)
+    cfg, overrides = load_config(args)
     device = _device(cfg)
     ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    inherit_sampling(cfg, overrides, ckpt.config)
     if ckpt.tokenizer.kind == "binary_image":
         from tokendiff.cli.images import sample_images
 

@@ -200,7 +200,9 @@ class EvalConfig:
 
     def __post_init__(self):
         _check(self.split in (None, "train", "val", "test"), f"eval.split={self.split!r} is unknown; use val, test or train")
-        _check(self.num_draws >= 1, f"eval.num_draws={self.num_draws} must be >= 1")
+        for name in ("num_draws", "batch_size", "num_samples", "sampling_steps"):
+            _check(getattr(self, name) >= 1, f"eval.{name}={getattr(self, name)} must be >= 1")
+        _check(self.max_windows is None or self.max_windows >= 1, f"eval.max_windows={self.max_windows} must be >= 1")
 
 
 @dataclass

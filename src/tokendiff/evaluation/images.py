@@ -64,7 +64,7 @@ def sample_metrics(samples: np.ndarray, classifier, reference: np.ndarray, train
 
 @torch.no_grad()
 def inpaint(model, process, clean: np.ndarray, observed_fraction: float, steps: int, seed: int = 0,
-            corruption_seed: int = 12345, batch_size: int = 100):
+            corruption_seed: int = 12345, batch_size: int = 100, device="cpu"):
     """Fill the unobserved pixels of corrupted ``clean`` images. Returns (accuracy, corrupted, completed).
 
     ``corruption_seed`` differs from the training corruption seed, so test masks are new draws.
@@ -74,8 +74,8 @@ def inpaint(model, process, clean: np.ndarray, observed_fraction: float, steps: 
     sampler = MaskedDiffusionSampler(model, process, steps=steps)
     completed = []
     for i in range(0, len(corrupted), batch_size):
-        x = torch.from_numpy(corrupted[i : i + batch_size].astype(np.int64))
-        completed.append(sampler.sample(x, row_generators(seed, len(x), start=i)).numpy())
+        x = torch.from_numpy(corrupted[i : i + batch_size].astype(np.int64)).to(device)
+        completed.append(sampler.sample(x, row_generators(seed, len(x), start=i)).cpu().numpy())
     completed = np.concatenate(completed)
     hidden = ~observed
     accuracy = float((completed[hidden] == clean[hidden]).mean())

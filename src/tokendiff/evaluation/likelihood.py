@@ -18,6 +18,7 @@ The autoregressive baseline's terms are exact log-likelihoods, so its Monte Carl
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -58,8 +59,13 @@ def evaluate_likelihood(
 ) -> LikelihoodResult:
     """Evaluate ``process.loss_terms`` of ``denoiser`` on ``windows`` (N, L [+1 for autoregressive]).
 
-    Deterministic for a given seed, batch size and device.
+    Deterministic for a given seed, batch size and device. Times are drawn independently for every
+    sequence and draw: the antithetic (stratified) times of training would tie sequence ``n`` to the
+    same time stratum in every draw, a bias that the standard error could not show.
     """
+    if getattr(process, "antithetic", False):
+        process = copy.copy(process)
+        process.antithetic = False
     generator = torch.Generator(device=device).manual_seed(seed)
     exact = getattr(process, "mask_token_id", None) is None  # autoregressive: no randomness
     draws = 1 if exact else num_draws

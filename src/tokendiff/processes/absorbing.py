@@ -80,8 +80,10 @@ class AbsorbingProcess:
         """Per-token NELBO terms ``w(t) * -log p_theta(x0 | x_t)`` at masked positions, 0 elsewhere.
 
         ``logits``: (B, L, V) over real tokens; ``x0``, ``xt``: (B, L); ``t``: (B,).
-        Returns (B, L) float32; ``terms.sum(1)`` is an unbiased estimate of the NELBO of each sequence
-        (over ``t`` in ``[t_min, 1]``).
+        Returns (B, L) float32. With ``t ~ U[t_min, 1]``, ``terms.sum(1)`` is an unbiased estimate of
+        ``(1 / (1 - t_min)) * integral_{t_min}^1`` of the NELBO integrand (MDLM's convention: the factor
+        adds ~t_min relative, the part below t_min is left out, and so is the prior term at t = 1, where
+        a token is still clean with probability alpha(1) = eps).
         """
         # Cross-entropy in float32 whatever the autocast dtype: bf16 log-softmax loses ~2 digits.
         nll = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
@@ -120,8 +122,8 @@ class AbsorbingProcess:
         ``log_p_x0``: (B, L, V) log-probabilities of the clean token at masked positions (after any
         temperature or top-p); ``alpha_t < alpha_s`` are python floats or 0-d tensors.
         """
-        alpha_t = torch.as_tensor(alpha_t, dtype=torch.float64)
-        alpha_s = torch.as_tensor(alpha_s, dtype=torch.float64)
+        alpha_t = torch.as_tensor(alpha_t, dtype=torch.float64, device=log_p_x0.device)
+        alpha_s = torch.as_tensor(alpha_s, dtype=torch.float64, device=log_p_x0.device)
         log_unmask = torch.log((alpha_s - alpha_t) / (1.0 - alpha_t))  # chance to reveal now
         log_stay = torch.log((1.0 - alpha_s) / (1.0 - alpha_t))  # chance to stay masked
         masked = torch.cat(

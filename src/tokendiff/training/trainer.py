@@ -97,6 +97,8 @@ class Trainer:
             raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
         if config.system.threads:
             torch.set_num_threads(config.system.threads)
+        if device.startswith("cuda:"):
+            torch.cuda.set_device(int(device.split(":", 1)[1]))  # accelerate uses the current device
         self.accelerator = Accelerator(
             cpu=device == "cpu",
             mixed_precision=MIXED_PRECISION[config.system.dtype],
@@ -129,6 +131,7 @@ class Trainer:
         state = {
             "step": self.step,
             "torch_rng_state": torch.get_rng_state().tolist(),
+            "cuda_rng_states": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "last_eval": self.last_eval,
         }
@@ -163,6 +166,9 @@ class Trainer:
             self.ema.updates = int(state.get("ema_updates", 0))
         restore_optimizer(self.optimizer.optimizer, load_weights(ckpt / "training_state" / "optimizer.safetensors"))
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
+        cuda_states = state.get("cuda_rng_states") or []
+        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
         self.step = int(state["step"])
         self.last_eval = state.get("last_eval")
 

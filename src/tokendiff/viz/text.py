@@ -41,7 +41,7 @@ def write_trajectory(path: str, frames: list, tokenizer, mask_id: int) -> Path:
         for i, p in enumerate(pieces):
             cells = []
             for j, tok in enumerate(p):
-                new = previous is not None and previous[j] == MASK_GLYPH and tok != MASK_GLYPH
+                new = previous is not None and (j >= len(previous) or previous[j] == MASK_GLYPH) and tok != MASK_GLYPH
                 text = html.escape(tok).replace("\n", "\u21b5")
                 cells.append(f'<span class="new">{text}</span>' if new else text)
             rows.append(f"<div><b>{i:4d}</b> {''.join(cells)}</div>")
