@@ -44,9 +44,16 @@ class ConvDenoiser(nn.Module):
         self.blocks = nn.ModuleList()
         for k in range(blocks):
             d = 2 ** (k % 4)
-            self.blocks.append(nn.Sequential(
-                nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=d, dilation=d),
-                nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1)))
+            self.blocks.append(
+                nn.Sequential(
+                    nn.GroupNorm(8, channels),
+                    nn.SiLU(),
+                    nn.Conv2d(channels, channels, 3, padding=d, dilation=d),
+                    nn.GroupNorm(8, channels),
+                    nn.SiLU(),
+                    nn.Conv2d(channels, channels, 3, padding=1),
+                )
+            )
         self.out = nn.Conv2d(channels, 2, 1)
         self.block_size = 784
         self.time_conditioning = False
@@ -73,6 +80,7 @@ def run(name, make, minutes, batch, train, val, eval_images):
     process = AbsorbingProcess(2, LogLinearSchedule())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
+
     # measure step time first (5 steps), then fix the number of steps so the cosine completes
     def step(i, total):
         lr = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i / total, 1.0))))
@@ -98,11 +106,16 @@ def run(name, make, minutes, batch, train, val, eval_images):
     seconds = time.perf_counter() - start
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        r = evaluate_likelihood(lambda x, t: model(x), process, val.windows(784, eval_images), num_draws=2,
-                                batch_size=250, seed=0)
-    return {"params": params, "steps": total, "images_per_s": (total - 5) * batch / seconds,
-            "nelbo_nats_per_image": r.nelbo_nats_per_token * 784,
-            "nelbo_stderr": r.nelbo_nats_per_token_stderr * 784}
+        r = evaluate_likelihood(
+            lambda x, t: model(x), process, val.windows(784, eval_images), num_draws=2, batch_size=250, seed=0
+        )
+    return {
+        "params": params,
+        "steps": total,
+        "images_per_s": (total - 5) * batch / seconds,
+        "nelbo_nats_per_image": r.nelbo_nats_per_token * 784,
+        "nelbo_stderr": r.nelbo_nats_per_token_stderr * 784,
+    }
 
 
 def main():
@@ -118,8 +131,11 @@ def main():
     for name in args.only:
         results[name] = run(name, CANDIDATES[name], args.minutes, args.batch, train, val, args.eval_images)
         r = results[name]
-        print(f"{name:8s} {r['params']:>10,} params  {r['images_per_s']:7.1f} img/s  {r['steps']:5d} steps  "
-              f"NELBO {r['nelbo_nats_per_image']:.2f} ± {r['nelbo_stderr']:.2f} nats/image", flush=True)
+        print(
+            f"{name:8s} {r['params']:>10,} params  {r['images_per_s']:7.1f} img/s  {r['steps']:5d} steps  "
+            f"NELBO {r['nelbo_nats_per_image']:.2f} ± {r['nelbo_stderr']:.2f} nats/image",
+            flush=True,
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mnist_backbones.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 

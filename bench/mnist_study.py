@@ -42,8 +42,14 @@ MODELS = {
     "easy": ["+experiment=mnist_ambient", "ambient.consistency_weight=0"],
     "ambient": ["+experiment=mnist_ambient"],
 }
-COMMON = ["system.device=cpu", "training.n_epochs=null", "training.eval_interval=0", "training.sample_interval=0",
-          "training.log_interval=1", "logging.wandb=false"]
+COMMON = [
+    "system.device=cpu",
+    "training.n_epochs=null",
+    "training.eval_interval=0",
+    "training.sample_interval=0",
+    "training.log_interval=1",
+    "logging.wandb=false",
+]
 
 
 def tokendiff(args: list[str], log: Path, env: dict) -> str:
@@ -89,17 +95,39 @@ def main() -> None:
     if not args.skip_train:
         for name in args.models:
             run = RUNS / f"calibrate_{name}"
-            tokendiff(["train", *MODELS[name], *COMMON, *threads, *args.override,
-                       f"training.max_iters={args.calib_steps}", "training.eval_iters=1", "sampling.steps=1",
-                       f"output_dir={run}"], RUNS / "logs" / f"calibrate_{name}.log", env)
+            tokendiff(
+                [
+                    "train",
+                    *MODELS[name],
+                    *COMMON,
+                    *threads,
+                    *args.override,
+                    f"training.max_iters={args.calib_steps}",
+                    "training.eval_iters=1",
+                    "sampling.steps=1",
+                    f"output_dir={run}",
+                ],
+                RUNS / "logs" / f"calibrate_{name}.log",
+                env,
+            )
             calib[name] = seconds_per_step(run)
             print(f"calibration {name}: {calib[name] * 1000:.0f} ms/step", flush=True)
 
         def train(name):
             steps = max(1, int(args.minutes * 60 / calib[name]))
-            cmd = ["train", *MODELS[name], *COMMON, *threads, *args.override, f"training.max_iters={steps}",
-                   f"training.warmup_iters={min(200, steps // 10)}", f"output_dir={RUNS / name}"]
-            commands[name] = "tokendiff " + " ".join(c for c in cmd if "output_dir" not in c) + f" output_dir=out/{name}"
+            cmd = [
+                "train",
+                *MODELS[name],
+                *COMMON,
+                *threads,
+                *args.override,
+                f"training.max_iters={steps}",
+                f"training.warmup_iters={min(200, steps // 10)}",
+                f"output_dir={RUNS / name}",
+            ]
+            commands[name] = (
+                "tokendiff " + " ".join(c for c in cmd if "output_dir" not in c) + f" output_dir=out/{name}"
+            )
             start = time.time()
             tokendiff(cmd, RUNS / "logs" / f"train_{name}.log", env)
             print(f"trained {name}: {steps} steps in {(time.time() - start) / 60:.1f} min", flush=True)
@@ -112,9 +140,18 @@ def main() -> None:
 
     results = {}
     for name in args.models:
-        out = tokendiff(["eval", f"checkpoint={RUNS / name}", *threads, f"eval.num_samples={args.eval_samples}",
-                         f"eval.sampling_steps={args.eval_steps}", f"eval.num_draws={args.eval_draws}"],
-                        RUNS / "logs" / f"eval_{name}.log", env)
+        out = tokendiff(
+            [
+                "eval",
+                f"checkpoint={RUNS / name}",
+                *threads,
+                f"eval.num_samples={args.eval_samples}",
+                f"eval.sampling_steps={args.eval_steps}",
+                f"eval.num_draws={args.eval_draws}",
+            ],
+            RUNS / "logs" / f"eval_{name}.log",
+            env,
+        )
         results[name] = json.loads(out)
         results[name]["train_steps"] = steps.get(name)
         results[name]["seconds_per_step"] = calib.get(name)
@@ -142,17 +179,28 @@ def main() -> None:
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     first = results[names[0]]
-    reference = (f"Real test images against the same reference: Frechet distance "
-                 f"{first.get('real_test_frechet_distance', float('nan')):.2f}, confidence "
-                 f"{first.get('real_test_confidence', float('nan')):.3f}, coverage "
-                 f"{first.get('real_test_class_coverage', float('nan')):.2f}, nearest-train Hamming "
-                 f"{first.get('real_test_nearest_train_hamming_mean', float('nan')):.1f}; predicting 0 for every "
-                 f"hidden pixel gives inpainting accuracy {first.get('inpainting_all_zero_accuracy', float('nan')):.4f}.")
+    reference = (
+        f"Real test images against the same reference: Frechet distance "
+        f"{first.get('real_test_frechet_distance', float('nan')):.2f}, confidence "
+        f"{first.get('real_test_confidence', float('nan')):.3f}, coverage "
+        f"{first.get('real_test_class_coverage', float('nan')):.2f}, nearest-train Hamming "
+        f"{first.get('real_test_nearest_train_hamming_mean', float('nan')):.1f}; predicting 0 for every "
+        f"hidden pixel gives inpainting accuracy {first.get('inpainting_all_zero_accuracy', float('nan')):.4f}."
+    )
     table = "\n".join(lines)
     print("\n" + table + "\n\n" + reference)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out), "doc": str(args.doc)},
-                                    "commands": commands, "results": results}, indent=2, default=str))
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": vars(args) | {"out": str(args.out), "doc": str(args.doc)},
+                "commands": commands,
+                "results": results,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     cmd_lines = "\n".join(f"{commands[n]}" for n in names if n in commands)
     args.doc.write_text(

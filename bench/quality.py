@@ -97,12 +97,8 @@ def run_cli(args: list[str], log: Path, env: dict) -> subprocess.CompletedProces
     """Run a tokendiff command; stdout is returned, stdout+stderr also go to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print("$ tokendiff " + " ".join(args), flush=True)
-    proc = subprocess.run(
-        tokendiff_cmd(*args), check=False, capture_output=True, text=True, env=env, cwd=REPO
-    )
-    log.write_text(
-        f"$ tokendiff {' '.join(args)}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    )
+    proc = subprocess.run(tokendiff_cmd(*args), check=False, capture_output=True, text=True, env=env, cwd=REPO)
+    log.write_text(f"$ tokendiff {' '.join(args)}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise SystemExit(f"tokendiff {args[0]} failed (exit {proc.returncode}); log: {log}\n{tail}")
@@ -170,16 +166,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-iters", type=int, default=None, help="default: min(100, max_iters // 10)")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--eval-draws", type=int, default=4, help="eval.num_draws (diffusion Monte Carlo draws)")
-    p.add_argument(
-        "--eval-max-windows", type=int, default=None, help="eval.max_windows (default: the whole split)"
-    )
+    p.add_argument("--eval-max-windows", type=int, default=None, help="eval.max_windows (default: the whole split)")
     p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument(
-        "--seed", type=int, default=1337, help="training.seed (the eval seed stays tokendiff's default)"
-    )
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (system.threads and OMP_NUM_THREADS)"
-    )
+    p.add_argument("--seed", type=int, default=1337, help="training.seed (the eval seed stays tokendiff's default)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (system.threads and OMP_NUM_THREADS)")
     p.add_argument(
         "--override",
         action="append",
@@ -199,9 +189,7 @@ def main(argv=None) -> int:
     env.setdefault("WANDB_MODE", "offline")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    print(
-        f"TOKENDIFF_DATA={env['TOKENDIFF_DATA']}; TOKENDIFF_CACHE={env.get('TOKENDIFF_CACHE', '(default)')}"
-    )
+    print(f"TOKENDIFF_DATA={env['TOKENDIFF_DATA']}; TOKENDIFF_CACHE={env.get('TOKENDIFF_CACHE', '(default)')}")
 
     common = [
         "system.device=cpu",
@@ -291,9 +279,7 @@ def main(argv=None) -> int:
         runs[name]["schedule_completed"] = result["step"] >= runs[name]["max_iters"]
 
     # 4) report
-    header = (
-        f"{'model':<36}{'steps':>12}{'schedule':>10}{'val bpc':>9}{'stderr':>9}{'sequences':>11}{'draws':>7}"
-    )
+    header = f"{'model':<36}{'steps':>12}{'schedule':>10}{'val bpc':>9}{'stderr':>9}{'sequences':>11}{'draws':>7}"
     print()
     print(header)
     print("-" * len(header))
@@ -310,9 +296,7 @@ def main(argv=None) -> int:
         gap = m["bits_per_char"] - a["bits_per_char"]
         se_m = m["bits_per_char_stderr"] or 0.0
         se_a = a["bits_per_char_stderr"] or 0.0
-        gap_se = math.sqrt(
-            (0.0 if math.isnan(se_m) else se_m) ** 2 + (0.0 if math.isnan(se_a) else se_a) ** 2
-        )
+        gap_se = math.sqrt((0.0 if math.isnan(se_m) else se_m) ** 2 + (0.0 if math.isnan(se_a) else se_a) ** 2)
         rel = 100.0 * gap / a["bits_per_char"]
         print(
             f"\ngap (mdlm - ar): {gap:+.4f} +- {gap_se:.4f} bits per char ({rel:+.1f}% of the AR value); "

@@ -102,21 +102,13 @@ def main(argv=None) -> int:
         default=4,
         help="sequences sampled at once (4: what `tokendiff sample` does with its default num_samples=4)",
     )
-    p.add_argument(
-        "--length", type=int, default=256, help="tokens per sequence (at most the model's block size)"
-    )
-    p.add_argument(
-        "--checkpoint", default=None, help="a run or checkpoint directory; default: a random-init model"
-    )
+    p.add_argument("--length", type=int, default=256, help="tokens per sequence (at most the model's block size)")
+    p.add_argument("--checkpoint", default=None, help="a run or checkpoint directory; default: a random-init model")
     p.add_argument("--strategy", choices=["ancestral", "confidence"], default="ancestral")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--repeats", type=int, default=1, help="runs of each setting per step count; the median time counts"
-    )
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
-    )
+    p.add_argument("--repeats", type=int, default=1, help="runs of each setting per step count; the median time counts")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=RESULTS / "sample_speed.json")
     args = p.parse_args(argv)
 
@@ -126,9 +118,7 @@ def main(argv=None) -> int:
         ckpt = tokendiff.load_checkpoint(args.checkpoint)
         model, process = ckpt.model, ckpt.process
         if getattr(process, "mask_token_id", None) is None:
-            raise SystemExit(
-                f"{ckpt.path} is an autoregressive model; this benchmark needs a masked diffusion one"
-            )
+            raise SystemExit(f"{ckpt.path} is an autoregressive model; this benchmark needs a masked diffusion one")
         source = str(ckpt.path)
     else:
         torch.manual_seed(args.seed)
@@ -172,9 +162,7 @@ def main(argv=None) -> int:
                     out_off, calls_off = out, calls
                     times_off.append(seconds)
         s_off, s_on = statistics.median(times_off), statistics.median(times_on)
-        assert torch.equal(out_on, out_off), (
-            f"cache=True and cache=False gave different samples at {steps} steps"
-        )
+        assert torch.equal(out_on, out_off), f"cache=True and cache=False gave different samples at {steps} steps"
         assert not (out_on == process.mask_token_id).any(), "masks remain after the last step"
         expected = expected_calls(process, steps, B * L) if args.strategy == "ancestral" else None
         rows.append(
@@ -198,8 +186,7 @@ def main(argv=None) -> int:
             }
         )
         print(
-            f"  {steps} steps: no cache {s_off:.1f}s ({calls_off} calls), "
-            f"cache {s_on:.1f}s ({calls_on} calls)",
+            f"  {steps} steps: no cache {s_off:.1f}s ({calls_off} calls), cache {s_on:.1f}s ({calls_on} calls)",
             flush=True,
         )
 

@@ -199,9 +199,7 @@ class Config:
 
 
 def baseline_config(ref: RefTransformer, process: AbsorbingProcess, lr: float, clip: float) -> Config:
-    opt = torch.optim.AdamW(
-        ref.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1, foreach=False, fused=False
-    )
+    opt = torch.optim.AdamW(ref.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1, foreach=False, fused=False)
     denoiser = lambda xt, t: ref(xt)
 
     def step(x, g):
@@ -300,9 +298,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile-warmup", type=int, default=3, help="untimed steps of (c) after compiling")
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--matmul-reps", type=int, default=5)
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
-    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.999, help="the Trainer's EMA decay for (b)/(c); 0 disables")
     p.add_argument("--seed", type=int, default=1337)
@@ -322,9 +318,7 @@ def main(argv=None) -> int:
     assert n_td == n_ref, f"parameter counts differ: tokendiff {n_td:,} vs reference {n_ref:,}"
     ref.copy_from(td)
     with torch.no_grad():
-        probe = torch.randint(
-            0, args.vocab_size + 1, (2, min(L, 64)), generator=torch.Generator().manual_seed(0)
-        )
+        probe = torch.randint(0, args.vocab_size + 1, (2, min(L, 64)), generator=torch.Generator().manual_seed(0))
         diff = (td(probe) - ref(probe)).abs().max().item()
     assert diff < 1e-4, f"the reference model does not compute the same logits (max |diff| {diff:.2e})"
 
@@ -342,17 +336,12 @@ def main(argv=None) -> int:
             tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=True)
         )
 
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}"
-    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(
         f"model: {args.n_layer} layers x {args.n_head} heads x {args.n_embd} wide, vocab {args.vocab_size}; "
         f"{n_td:,} parameters ({n_nonembed:,} non-embedding); reference matches (max |logit diff| {diff:.1e})"
     )
-    print(
-        f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True
-    )
+    print(f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True)
 
     peaks_before = {
         "float32": matmul_peak(args.matmul_size, torch.float32, args.matmul_reps),
@@ -408,10 +397,7 @@ def main(argv=None) -> int:
             }
         )
 
-    header = (
-        f"{'configuration':<26}{'step ms':>9}{'tokens/s':>11}{'speedup':>9}"
-        f"{'GFLOP/s':>9}{'peak':>7}{'MFU':>8}"
-    )
+    header = f"{'configuration':<26}{'step ms':>9}{'tokens/s':>11}{'speedup':>9}{'GFLOP/s':>9}{'peak':>7}{'MFU':>8}"
     print()
     print(header)
     print("-" * len(header))
@@ -435,8 +421,7 @@ def main(argv=None) -> int:
     )
     if compile_seconds is not None:
         print(
-            f"torch.compile warm-up (compilation + {args.warmup + args.compile_warmup} steps): "
-            f"{compile_seconds:.0f}s"
+            f"torch.compile warm-up (compilation + {args.warmup + args.compile_warmup} steps): {compile_seconds:.0f}s"
         )
 
     result = {

@@ -44,7 +44,7 @@ def test_nelbo_of_exact_conditionals_is_minus_log_likelihood(V, L):
     model = ExactConditionals(joint, V, L)
     process = AbsorbingProcess(V, LogLinearSchedule(eps=0.0), t_min=0.0)
     for x0, p in joint.items():
-        nelbo = quadrature(lambda t: expected_terms(process, model, x0, t), 0.0, 1.0)
+        nelbo = quadrature(lambda t, x0=x0: expected_terms(process, model, x0, t), 0.0, 1.0)
         assert nelbo == pytest.approx(-math.log(p), rel=1e-6)
 
 
@@ -55,8 +55,9 @@ def test_nelbo_of_a_wrong_model_is_larger():
     joint, other = random_joint(V, L, seed=1), random_joint(V, L, seed=2)
     process = AbsorbingProcess(V, LogLinearSchedule(eps=0.0), t_min=0.0)
     wrong = ExactConditionals(other, V, L)
-    expected_nelbo = sum(p * quadrature(lambda t: expected_terms(process, wrong, x0, t), 0.0, 1.0)
-                         for x0, p in joint.items())
+    expected_nelbo = sum(
+        p * quadrature(lambda t, x0=x0: expected_terms(process, wrong, x0, t), 0.0, 1.0) for x0, p in joint.items()
+    )
     entropy = -sum(p * math.log(p) for p in joint.values())
     assert expected_nelbo > entropy + 1e-3
 
@@ -84,7 +85,7 @@ def test_monte_carlo_estimate_converges_to_the_exact_integral():
     model = ExactConditionals(joint, V, L)
     process = AbsorbingProcess(V, LogLinearSchedule(eps=1e-3), t_min=0.05)
     x0 = max(joint, key=joint.get)
-    exact = quadrature(lambda t: expected_terms(process, model, x0, t), 0.05, 1.0) / 0.95
+    exact = quadrature(lambda t, x0=x0: expected_terms(process, model, x0, t), 0.05, 1.0) / 0.95
     # The model depends only on the mask pattern: precompute its logits for all 2^L patterns.
     table = {}
     for pattern in itertools.product([0, 1], repeat=L):

@@ -23,8 +23,9 @@ def run(capsys, *argv):
 
 
 def test_sample_with_prompt_prints_samples_that_start_with_it(run_dir, capsys):
-    code, out, _ = run(capsys, "sample", f"checkpoint={run_dir}", "prompt=ROMEO: 'a', b", "num_samples=3",
-                       "sampling.steps=8", "seed=1")
+    code, out, _ = run(
+        capsys, "sample", f"checkpoint={run_dir}", "prompt=ROMEO: 'a', b", "num_samples=3", "sampling.steps=8", "seed=1"
+    )
     assert code == 0
     samples = [s for s in out.split("----- sample ") if s.strip()]
     assert len(samples) == 3
@@ -34,9 +35,16 @@ def test_sample_with_prompt_prints_samples_that_start_with_it(run_dir, capsys):
 
 def test_sample_infills_a_template_and_writes_trajectories(run_dir, capsys, tmp_path):
     for suffix in ("txt", "html", "gif"):
-        code, out, err = run(capsys, "sample", f"checkpoint={run_dir}", "template=To be[MASK:5] not", "num_samples=1",
-                             "sampling.strategy=confidence", "sampling.steps=5",
-                             f"sampling.trajectory={tmp_path}/t.{suffix}")
+        code, out, err = run(
+            capsys,
+            "sample",
+            f"checkpoint={run_dir}",
+            "template=To be[MASK:5] not",
+            "num_samples=1",
+            "sampling.strategy=confidence",
+            "sampling.steps=5",
+            f"sampling.trajectory={tmp_path}/t.{suffix}",
+        )
         assert code == 0, err
         text = out.split("-----\n", 1)[1].rstrip("\n")
         assert text.startswith("To be") and text.endswith(" not") and len(text) == len("To be") + 5 + len(" not")
@@ -46,8 +54,10 @@ def test_sample_infills_a_template_and_writes_trajectories(run_dir, capsys, tmp_
 
 
 def test_sample_is_seeded(run_dir, capsys):
-    outs = [run(capsys, "sample", f"checkpoint={run_dir}", "num_samples=2", "sampling.steps=6", f"seed={s}")[1]
-            for s in (4, 4, 5)]
+    outs = [
+        run(capsys, "sample", f"checkpoint={run_dir}", "num_samples=2", "sampling.steps=6", f"seed={s}")[1]
+        for s in (4, 4, 5)
+    ]
     assert outs[0] == outs[1] != outs[2]
 
 
@@ -65,8 +75,14 @@ def test_eval_prints_json_with_stderr_and_is_deterministic(run_dir, capsys):
 def test_prepare_a_folder_with_bpe(tmp_path, capsys):
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "one.txt").write_text("It was the best of times, it was the worst of times. " * 300)
-    code, out, _ = run(capsys, "prepare", f"data.input={tmp_path}/books", "data.tokenizer=bpe",
-                       "data.vocab_size=300", "data.dataset=dickens")
+    code, out, _ = run(
+        capsys,
+        "prepare",
+        f"data.input={tmp_path}/books",
+        "data.tokenizer=bpe",
+        "data.vocab_size=300",
+        "data.dataset=dickens",
+    )
     assert code == 0
     meta = json.loads(out)
     assert meta["tokenizer"] == "bpe" and meta["vocab_size"] <= 300 and meta["dtype"] == "uint16"

@@ -83,8 +83,10 @@ def test_download_checks_the_sha256_and_leaves_nothing_on_mismatch(tmp_path, mon
 def test_present_files_are_never_downloaded(tmp_path, monkeypatch):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "file.txt").write_text("here")
+
     def no_network(*a, **k):
         raise AssertionError("must not download a file that is present")
+
     monkeypatch.setattr(paths.urllib.request, "urlopen", no_network)
     assert paths.fetch(paths.RemoteFile("demo/file.txt", "https://x", "0" * 64), tmp_path).read_text() == "here"
     json.dumps({})

@@ -14,8 +14,9 @@ def test_uniform_model_scores_log_V_per_token_within_its_stderr():
     V = 7
     process = AbsorbingProcess(V, LogLinearSchedule(eps=1e-3))
     windows = torch.randint(0, V, (64, 32), generator=torch.Generator().manual_seed(0))
-    r = evaluate_likelihood(lambda x, t: torch.zeros(*x.shape, V), process, windows, num_draws=8, seed=0,
-                            chars_per_token=1.0)
+    r = evaluate_likelihood(
+        lambda x, t: torch.zeros(*x.shape, V), process, windows, num_draws=8, seed=0, chars_per_token=1.0
+    )
     expected = (1 - 1e-3) * math.log(V)
     assert abs(r.nelbo_nats_per_token - expected) < 4 * r.nelbo_nats_per_token_stderr
     assert r.bits_per_token == r.nelbo_nats_per_token / math.log(2)
@@ -63,10 +64,11 @@ def test_reported_stderr_matches_the_spread_over_seeds():
     # Over 20 seeds the standard deviation of the estimates should match the reported Monte Carlo
     # standard error (their ratio is ~1; [0.5, 2] allows for the sampling error of a 20-sample std).
     process = AbsorbingProcess(2, LogLinearSchedule())
-    windows = torch.stack([torch.tensor([0, 1] * 4) if i % 2 else torch.zeros(8, dtype=torch.long)
-                           for i in range(40)])
-    runs = [evaluate_likelihood(lambda x, t: CopyModel()(x), process, windows, num_draws=4, batch_size=8, seed=s)
-            for s in range(20)]
+    windows = torch.stack([torch.tensor([0, 1] * 4) if i % 2 else torch.zeros(8, dtype=torch.long) for i in range(40)])
+    runs = [
+        evaluate_likelihood(lambda x, t: CopyModel()(x), process, windows, num_draws=4, batch_size=8, seed=s)
+        for s in range(20)
+    ]
     spread = torch.tensor([r.nelbo_nats_per_token for r in runs]).std().item()
     reported = sum(r.nelbo_nats_per_token_stderr for r in runs) / len(runs)
     assert 0.5 < spread / reported < 2.0

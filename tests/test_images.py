@@ -89,9 +89,20 @@ def test_grids_have_the_expected_size(tmp_path):
     assert Image.open(tmp_path / "t.gif").n_frames >= 2
 
 
-TINY_MNIST = ["+experiment=mnist_ambient", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
-              "data.limit=200", "training.batch_size=20", "training.n_epochs=2", "training.epochs_per_checkpoint=1",
-              "training.eval_interval=0", "training.eval_iters=1", "sampling.steps=4", "system.device=cpu"]
+TINY_MNIST = [
+    "+experiment=mnist_ambient",
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "data.limit=200",
+    "training.batch_size=20",
+    "training.n_epochs=2",
+    "training.epochs_per_checkpoint=1",
+    "training.eval_interval=0",
+    "training.eval_iters=1",
+    "sampling.steps=4",
+    "system.device=cpu",
+]
 
 
 def test_mnist_ambient_end_to_end_with_epochs(tmp_path, capsys):
@@ -100,11 +111,32 @@ def test_mnist_ambient_end_to_end_with_epochs(tmp_path, capsys):
     assert (tmp_path / "run/checkpoints/step_000010/model.safetensors").exists()  # 200 / 20 = 10 steps
     assert json.loads((tmp_path / "run/final/config.json").read_text())["step"] == 20
     capsys.readouterr()
-    assert main(["sample", f"checkpoint={tmp_path}/run", "num_samples=6", "sampling.steps=5",
-                 f"sampling.output={tmp_path}/s.png", f"sampling.trajectory={tmp_path}/t.png"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                f"checkpoint={tmp_path}/run",
+                "num_samples=6",
+                "sampling.steps=5",
+                f"sampling.output={tmp_path}/s.png",
+                f"sampling.trajectory={tmp_path}/t.png",
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "s.png").size[0] > 28 and (tmp_path / "t.png").exists()
-    assert main(["eval", f"checkpoint={tmp_path}/run", "eval.max_windows=200", "eval.num_draws=2",
-                 "eval.sample_metrics=false"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                f"checkpoint={tmp_path}/run",
+                "eval.max_windows=200",
+                "eval.num_draws=2",
+                "eval.sample_metrics=false",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["split"] == "test" and result["images"] == 200
     # per image = per pixel * 784; an untrained-ish model is near 784 ln 2 = 543 nats, far from 0

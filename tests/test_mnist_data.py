@@ -173,9 +173,11 @@ def test_missing_mnist_files_are_downloaded_from_the_known_urls(tmp_path, monkey
     t10k = [r for r in paths.KNOWN_FILES.values() if r.relpath.startswith("mnist/t10k")]
     served = {r.url: (paths.data_dir() / r.relpath).read_bytes() for r in t10k}
     asked = []
+
     def fake_urlopen(url, timeout):
         asked.append(url)
         return io.BytesIO(served[url])
+
     monkeypatch.setattr(paths.urllib.request, "urlopen", fake_urlopen)
     images, labels = mnist.load_mnist("test", root=tmp_path)
     assert sorted(asked) == sorted(served) and images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
@@ -209,6 +211,7 @@ def test_binarized_mnist_is_built_from_the_amat_files(tmp_path, monkeypatch):
 def test_a_failed_binarized_download_names_the_url_and_the_fix(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise OSError("network unreachable")
+
     monkeypatch.setattr(paths.urllib.request, "urlopen", offline)
     with pytest.raises(TokenDiffError, match="binarized_mnist_train.amat.*TOKENDIFF_DATA"):
         mnist.load_binarized_mnist("train", root=tmp_path)

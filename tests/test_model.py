@@ -60,10 +60,12 @@ def test_tiny_model_overfits_two_strings():
         opt.step()
     model.eval()
     with torch.no_grad():
-        nelbo = torch.stack([process.loss_terms(lambda xt, t: model(xt), data.repeat(64, 1), g).mean()
-                             for _ in range(10)]).mean()
+        nelbo = torch.stack(
+            [process.loss_terms(lambda xt, t: model(xt), data.repeat(64, 1), g).mean() for _ in range(10)]
+        ).mean()
     assert nelbo.item() < 0.1
     out = MaskedDiffusionSampler(model, process, steps=L, temperature=0.0).sample(
-        torch.full((4, L), V), row_generators(0, 4))
+        torch.full((4, L), V), row_generators(0, 4)
+    )
     for row in out.tolist():
         assert row in data.tolist()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import ExactConditionals, random_joint
+from conftest import ExactConditionals
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.processes import AbsorbingProcess
@@ -159,12 +159,15 @@ def test_top_p_keeps_the_smallest_nucleus_and_temperature_zero_is_greedy():
     assert greedy.tolist() == [1.0, 0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"steps": 0}, "sampling.steps=0"),
-    ({"temperature": -0.5}, "sampling.temperature=-0.5"),
-    ({"strategy": "zigzag"}, "zigzag"),
-    ({"top_p": 0.0}, "sampling.top_p=0.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"steps": 0}, "sampling.steps=0"),
+        ({"temperature": -0.5}, "sampling.temperature=-0.5"),
+        ({"strategy": "zigzag"}, "zigzag"),
+        ({"top_p": 0.0}, "sampling.top_p=0.0"),
+    ],
+)
 def test_bad_sampler_arguments_name_the_value(kwargs, message):
     with pytest.raises(TokenDiffError, match=message):
         MaskedDiffusionSampler(tiny_model(), process(), **kwargs)

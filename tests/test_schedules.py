@@ -32,8 +32,9 @@ def test_loglinear_is_the_seeds_formula():
     s = LogLinearSchedule(eps=1e-3)
     t = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
     torch.testing.assert_close(s.alpha(t), 1 - 0.999 * t)
-    torch.testing.assert_close(s.weight(torch.tensor([0.5], dtype=torch.float64)),
-                               torch.tensor([0.999 / (0.999 * 0.5)], dtype=torch.float64))
+    torch.testing.assert_close(
+        s.weight(torch.tensor([0.5], dtype=torch.float64)), torch.tensor([0.999 / (0.999 * 0.5)], dtype=torch.float64)
+    )
 
 
 def test_unknown_schedule_is_a_clear_error():

@@ -10,10 +10,18 @@ from tokendiff.cli.main import main
 from tokendiff.errors import TokenDiffError
 
 TINY = [
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
-    "training.batch_size=4", "training.eval_iters=1", "training.warmup_iters=2",
-    "training.eval_interval=0", "training.sample_interval=0", "training.log_interval=1",
-    "sampling.steps=4", "system.device=cpu",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=32",
+    "training.batch_size=4",
+    "training.eval_iters=1",
+    "training.warmup_iters=2",
+    "training.eval_interval=0",
+    "training.sample_interval=0",
+    "training.log_interval=1",
+    "sampling.steps=4",
+    "system.device=cpu",
 ]
 
 
@@ -36,10 +44,13 @@ def test_stopped_and_resumed_run_ends_with_the_same_parameters(tmp_path, extra):
     assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
     assert main(["train", f"resume={tmp_path}/a/checkpoints/step_000003", f"output_dir={tmp_path}/b"]) == 0
     a, b = tmp_path / "a" / "final", tmp_path / "b" / "final"
-    assert_same_weights(weights(a / "training_state/model.safetensors"), weights(b / "training_state/model.safetensors"))
+    assert_same_weights(
+        weights(a / "training_state/model.safetensors"), weights(b / "training_state/model.safetensors")
+    )
     assert_same_weights(weights(a / "model.safetensors"), weights(b / "model.safetensors"))
-    assert_same_weights(weights(a / "training_state/optimizer.safetensors"),
-                        weights(b / "training_state/optimizer.safetensors"))
+    assert_same_weights(
+        weights(a / "training_state/optimizer.safetensors"), weights(b / "training_state/optimizer.safetensors")
+    )
     # ...and the weights did change during steps 4-6 (so the comparison means something).
     step3 = weights(tmp_path / "a/checkpoints/step_000003/training_state/model.safetensors")
     assert any(not torch.equal(step3[k], weights(a / "training_state/model.safetensors")[k]) for k in step3)
@@ -49,8 +60,13 @@ def test_checkpoint_directory_layout(tmp_path):
     assert main(["train", *TINY, "training.max_iters=2", f"output_dir={tmp_path}"]) == 0
     final = tmp_path / "final"
     names = {p.name for p in final.iterdir()}
-    assert {"config.json", "model.safetensors", "scheduler_config.json", "char_tokenizer.json",
-            "training_state"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "scheduler_config.json",
+        "char_tokenizer.json",
+        "training_state",
+    } <= names
     sched = json.loads((final / "scheduler_config.json").read_text())
     assert sched["mask_token_id"] == sched["vocab_size"] == 65
     assert sched["alpha_schedule"] == "loglinear" and sched["eps"] == 1e-3
@@ -93,15 +109,29 @@ def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
 def test_wandb_offline_run_logs_metrics(tmp_path, monkeypatch):
     pytest.importorskip("wandb")  # an optional extra; CI installs it
     monkeypatch.setenv("WANDB_MODE", "offline")
-    args = TINY + ["training.max_iters=2", "logging.wandb=true", "logging.name=ci", "logging.tags=[a,b]",
-                   f"output_dir={tmp_path}"]
+    args = TINY + [
+        "training.max_iters=2",
+        "logging.wandb=true",
+        "logging.name=ci",
+        "logging.tags=[a,b]",
+        f"output_dir={tmp_path}",
+    ]
     assert main(["train", *args]) == 0
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs, "wandb wrote no offline run"
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     logged = set().union(*lines)
-    assert {"train/loss", "train/lr", "train/grad_norm", "train/time_ms", "train/tokens_per_s",
-            "eval/val_loss", "eval/val_ppl", "eval/val_bpc", "samples"} <= logged
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/time_ms",
+        "train/tokens_per_s",
+        "eval/val_loss",
+        "eval/val_ppl",
+        "eval/val_bpc",
+        "samples",
+    } <= logged
 
 
 def test_interrupted_run_saves_a_checkpoint(tmp_path, monkeypatch):

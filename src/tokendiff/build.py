@@ -34,10 +34,16 @@ def build_process(cfg: Config, vocab_size: int):
         return NaiveCorruptedProcess(base)
     if cfg.diffusion.objective == "ambient":
         if cfg.model.time_conditioning:
-            raise TokenDiffError("diffusion.objective=ambient needs a time-agnostic model; "
-                                 "set model.time_conditioning=false")
-        return AmbientProcess(base, cfg.data.observed_fraction, cfg.ambient.consistency_weight,
-                              cfg.ambient.descent_steps, cfg.ambient.easy_fraction)
+            raise TokenDiffError(
+                "diffusion.objective=ambient needs a time-agnostic model; set model.time_conditioning=false"
+            )
+        return AmbientProcess(
+            base,
+            cfg.data.observed_fraction,
+            cfg.ambient.consistency_weight,
+            cfg.ambient.descent_steps,
+            cfg.ambient.easy_fraction,
+        )
     return base
 
 

@@ -23,11 +23,11 @@ def _observed_fraction(ckpt) -> float:
     return d.data.observed_fraction
 
 
-def draw_images(ckpt, n: int, steps: int, temperature: float, strategy: str, seed: int, batch_size: int,
-                device, callback=None) -> np.ndarray:
+def draw_images(
+    ckpt, n: int, steps: int, temperature: float, strategy: str, seed: int, batch_size: int, device, callback=None
+) -> np.ndarray:
     """``n`` images (n, 784) from scratch; image ``i`` depends only on ``(seed, i)``."""
-    sampler = MaskedDiffusionSampler(ckpt.model, ckpt.process, steps=steps, temperature=temperature,
-                                     strategy=strategy)
+    sampler = MaskedDiffusionSampler(ckpt.model, ckpt.process, steps=steps, temperature=temperature, strategy=strategy)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
@@ -48,23 +48,25 @@ def sample_images(cfg, ckpt, device) -> None:
     if s.inpaint:
         clean = load_binarized_mnist("test", cfg.data.data_dir)[: cfg.num_samples]
         q = _observed_fraction(ckpt)
-        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed,
-                                                 device=device)
+        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed, device=device)
         rows = np.concatenate([corrupted, completed, clean])  # three rows: observed, completed, truth
         save_grid(rows, output, nrow=len(clean))
-        print(json.dumps({"inpainting_accuracy": accuracy, "observed_fraction": q, "images": len(clean),
-                          "output": str(output)}))
+        print(
+            json.dumps(
+                {"inpainting_accuracy": accuracy, "observed_fraction": q, "images": len(clean), "output": str(output)}
+            )
+        )
         return
     if s.trajectory and not s.trajectory.lower().endswith((".gif", ".png")):
         raise TokenDiffError(f"sampling.trajectory={s.trajectory!r}: images need a .gif or .png file")
     frames = []
     callback = (lambda step, x: frames.append(x.cpu().numpy().copy())) if s.trajectory else None  # noqa: E731
-    images = draw_images(ckpt, cfg.num_samples, s.steps, s.temperature, s.strategy, cfg.seed, s.batch_size,
-                         device, callback)
+    images = draw_images(
+        ckpt, cfg.num_samples, s.steps, s.temperature, s.strategy, cfg.seed, s.batch_size, device, callback
+    )
     save_grid(images, output)
     seconds = time.perf_counter() - start
-    print(f"[{cfg.num_samples} images in {seconds:.1f}s written to {output}; checkpoint {ckpt.path}]",
-          file=sys.stderr)
+    print(f"[{cfg.num_samples} images in {seconds:.1f}s written to {output}; checkpoint {ckpt.path}]", file=sys.stderr)
     if s.trajectory:
         path = save_trajectory(frames, s.trajectory)
         print(f"[denoising trajectory written to {path}]", file=sys.stderr)
@@ -78,8 +80,15 @@ def eval_images(cfg, ckpt, data, device) -> dict:
     split = data.split(split_name)
     windows = split.windows(ckpt.model.block_size, cfg.eval.max_windows)
     start = time.perf_counter()
-    r = evaluate_likelihood(lambda x, t: ckpt.model(x), ckpt.process, windows, num_draws=cfg.eval.num_draws,
-                            batch_size=max(cfg.eval.batch_size, 100), seed=cfg.seed, device=device)
+    r = evaluate_likelihood(
+        lambda x, t: ckpt.model(x),
+        ckpt.process,
+        windows,
+        num_draws=cfg.eval.num_draws,
+        batch_size=max(cfg.eval.batch_size, 100),
+        seed=cfg.seed,
+        device=device,
+    )
     D = windows.shape[1]
     out = {
         "checkpoint": str(ckpt.path),
@@ -115,8 +124,9 @@ def sample_quality(cfg, ckpt, data, device) -> dict:
     test = test_all[np.random.default_rng(0).permutation(len(test_all))[:n]]
     metrics = sample_metrics(samples, classifier, reference, train)
     real = sample_metrics(test, classifier, reference, train)
-    accuracy, _, _ = inpaint(ckpt.model, ckpt.process, test[: min(n, 1000)], _observed_fraction(ckpt), steps,
-                             cfg.seed, device=device)
+    accuracy, _, _ = inpaint(
+        ckpt.model, ckpt.process, test[: min(n, 1000)], _observed_fraction(ckpt), steps, cfg.seed, device=device
+    )
     # the trivial reference: predict 0 (the majority value) for every hidden pixel
     out = {f"sample_{k}": v for k, v in metrics.items()}
     out.update({f"real_test_{k}": v for k, v in real.items() if k != "num_samples"})

@@ -63,11 +63,13 @@ def _dataset(cfg):
     d = cfg.data
     if d.dataset in IMAGE_DATASETS:
         corrupted = cfg.diffusion.objective != "clean"
-        return MnistData(d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir,
-                         d.limit)
+        return MnistData(
+            d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir, d.limit
+        )
     name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
-    return resolve_dataset(name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir,
-                           min_tokens=cfg.model.block_size + 2)
+    return resolve_dataset(
+        name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir, min_tokens=cfg.model.block_size + 2
+    )
 
 
 def cmd_prepare(args):
@@ -97,7 +99,9 @@ def cmd_train(args):
             raise TokenDiffError(f"{resume_from} has no training_state/; it can be sampled but not resumed")
         base = OmegaConf.structured(loaded.config)
         try:
-            merged = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("resume=")]))
+            merged = OmegaConf.merge(
+                base, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("resume=")])
+            )
         except OmegaConfBaseException as exc:
             raise TokenDiffError(f"bad override with resume=: {str(exc).splitlines()[0]}") from None
         cfg = config_from_dict(OmegaConf.to_container(merged))
@@ -117,11 +121,18 @@ def cmd_train(args):
         steps_per_epoch = -(-data.split("train").epoch_size(seq_len) // per_step)
         cfg.training.max_iters = cfg.training.n_epochs * steps_per_epoch
         cfg.training.checkpoint_interval = cfg.training.epochs_per_checkpoint * steps_per_epoch
-        print(f"{cfg.training.n_epochs} epochs of {steps_per_epoch} steps = {cfg.training.max_iters} steps; "
-              f"a checkpoint every {cfg.training.epochs_per_checkpoint} epochs", flush=True)
+        print(
+            f"{cfg.training.n_epochs} epochs of {steps_per_epoch} steps = {cfg.training.max_iters} steps; "
+            f"a checkpoint every {cfg.training.epochs_per_checkpoint} epochs",
+            flush=True,
+        )
     model = build_model(cfg, tokenizer.vocab_size)
     process = build_process(cfg, tokenizer.vocab_size)
-    kind = "autoregressive" if cfg.model.causal else f"masked diffusion ({cfg.diffusion.schedule}, {cfg.diffusion.objective})"
+    kind = (
+        "autoregressive"
+        if cfg.model.causal
+        else f"masked diffusion ({cfg.diffusion.schedule}, {cfg.diffusion.objective})"
+    )
     print(
         f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
         f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
@@ -198,8 +209,11 @@ def cmd_sample(args):
     seconds = time.perf_counter() - start
     for i, text in enumerate(texts):
         print(f"----- sample {i} -----\n{text}\n")
-    print(f"[{cfg.num_samples} samples, {stats['model_calls']} model calls, "
-          f"{stats['tokens'] / seconds:,.0f} tokens/s, checkpoint {ckpt.path}]", file=sys.stderr)
+    print(
+        f"[{cfg.num_samples} samples, {stats['model_calls']} model calls, "
+        f"{stats['tokens'] / seconds:,.0f} tokens/s, checkpoint {ckpt.path}]",
+        file=sys.stderr,
+    )
     if s.trajectory:
         from tokendiff.viz.text import write_trajectory
 

@@ -46,8 +46,10 @@ class ModelConfig:
     time_conditioning: bool = False  # false: time-agnostic denoiser (exact for masked diffusion)
 
     def __post_init__(self):
-        _check(self.arch in ("transformer", "image_patch"),
-               f"model.arch={self.arch!r} is unknown; use transformer or image_patch")
+        _check(
+            self.arch in ("transformer", "image_patch"),
+            f"model.arch={self.arch!r} is unknown; use transformer or image_patch",
+        )
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             _check(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
         _check(
@@ -56,8 +58,10 @@ class ModelConfig:
             "(RoPE needs an even head size); e.g. model.n_embd=384 model.n_head=6",
         )
         _check(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must lie in [0, 1)")
-        _check(not (self.causal and self.time_conditioning), "model.causal=true has no diffusion time; "
-               "set model.time_conditioning=false")
+        _check(
+            not (self.causal and self.time_conditioning),
+            "model.causal=true has no diffusion time; set model.time_conditioning=false",
+        )
 
 
 @dataclass
@@ -72,11 +76,15 @@ class DiffusionConfig:
     antithetic: bool = True  # low-discrepancy times within a batch
 
     def __post_init__(self):
-        _check(self.process == "absorbing", f"diffusion.process={self.process!r} is not available yet; "
-               "use diffusion.process=absorbing")
+        _check(
+            self.process == "absorbing",
+            f"diffusion.process={self.process!r} is not available yet; use diffusion.process=absorbing",
+        )
         _check(0.0 <= self.t_min < 1.0, f"diffusion.t_min={self.t_min} must lie in [0, 1)")
-        _check(self.objective in ("clean", "naive", "ambient"),
-               f"diffusion.objective={self.objective!r} is unknown; use clean, naive or ambient")
+        _check(
+            self.objective in ("clean", "naive", "ambient"),
+            f"diffusion.objective={self.objective!r} is unknown; use clean, naive or ambient",
+        )
 
 
 @dataclass
@@ -95,11 +103,15 @@ class DataConfig:
     limit: Optional[int] = None  # mnist: use only the first N training images (quick experiments, tests)
 
     def __post_init__(self):
-        _check(self.binarization in ("static", "dynamic", "threshold"),
-               f"data.binarization={self.binarization!r} is unknown; use static, dynamic or threshold")
+        _check(
+            self.binarization in ("static", "dynamic", "threshold"),
+            f"data.binarization={self.binarization!r} is unknown; use static, dynamic or threshold",
+        )
         _check(self.limit is None or self.limit >= 1, f"data.limit={self.limit} must be >= 1")
-        _check(0.0 < self.observed_fraction <= 1.0,
-               f"data.observed_fraction={self.observed_fraction} must lie in (0, 1], e.g. 0.1")
+        _check(
+            0.0 < self.observed_fraction <= 1.0,
+            f"data.observed_fraction={self.observed_fraction} must lie in (0, 1], e.g. 0.1",
+        )
         _check(self.tokenizer in ("char", "bpe"), f"data.tokenizer={self.tokenizer!r} is unknown; use char or bpe")
         _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
 
@@ -137,8 +149,10 @@ class TrainingConfig:
         for name in ("eval_interval", "sample_interval", "checkpoint_interval", "warmup_iters"):
             _check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
         _check(self.learning_rate > 0, f"training.learning_rate={self.learning_rate} must be > 0, e.g. 6e-4")
-        _check(0 <= self.min_lr <= self.learning_rate,
-               f"training.min_lr={self.min_lr} must lie in [0, training.learning_rate={self.learning_rate}]")
+        _check(
+            0 <= self.min_lr <= self.learning_rate,
+            f"training.min_lr={self.min_lr} must lie in [0, training.learning_rate={self.learning_rate}]",
+        )
         _check(0.0 <= self.ema < 1.0, f"training.ema={self.ema} must lie in [0, 1); 0 turns EMA off")
         _check(self.grad_clip >= 0, f"training.grad_clip={self.grad_clip} must be >= 0 (0 turns it off)")
 
@@ -151,8 +165,10 @@ class SystemConfig:
     threads: Optional[int] = None  # CPU threads; default torch's choice
 
     def __post_init__(self):
-        _check(self.dtype in ("float32", "bfloat16", "float16"),
-               f"system.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16")
+        _check(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            f"system.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16",
+        )
 
 
 @dataclass
@@ -180,10 +196,14 @@ class SamplingConfig:
         if self.strategy == "stochastic":  # the name the minimal-MDLM seed uses
             self.strategy = "ancestral"
         _check(self.steps >= 1, f"sampling.steps={self.steps} must be >= 1, e.g. sampling.steps=128")
-        _check(self.temperature >= 0, f"sampling.temperature={self.temperature} is negative; "
-               "use 0 (greedy) or a positive value such as 0.8")
-        _check(self.strategy in ("ancestral", "confidence"),
-               f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic) or confidence")
+        _check(
+            self.temperature >= 0,
+            f"sampling.temperature={self.temperature} is negative; use 0 (greedy) or a positive value such as 0.8",
+        )
+        _check(
+            self.strategy in ("ancestral", "confidence"),
+            f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic) or confidence",
+        )
         _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
 
@@ -199,7 +219,10 @@ class EvalConfig:
     sampling_steps: int = 100  # images: reverse steps for those samples and for inpainting
 
     def __post_init__(self):
-        _check(self.split in (None, "train", "val", "test"), f"eval.split={self.split!r} is unknown; use val, test or train")
+        _check(
+            self.split in (None, "train", "val", "test"),
+            f"eval.split={self.split!r} is unknown; use val, test or train",
+        )
         for name in ("num_draws", "batch_size", "num_samples", "sampling_steps"):
             _check(getattr(self, name) >= 1, f"eval.{name}={getattr(self, name)} must be >= 1")
         _check(self.max_windows is None or self.max_windows >= 1, f"eval.max_windows={self.max_windows} must be >= 1")

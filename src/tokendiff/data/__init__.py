@@ -5,6 +5,13 @@ from tokendiff.data.text import PreparedText, prepare_text, read_corpus, resolve
 from tokendiff.data.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
 
 __all__ = [
-    "data_dir", "prepared_dir", "PreparedText", "prepare_text", "read_corpus", "resolve_dataset",
-    "BPETokenizer", "CharTokenizer", "load_tokenizer",
+    "data_dir",
+    "prepared_dir",
+    "PreparedText",
+    "prepare_text",
+    "read_corpus",
+    "resolve_dataset",
+    "BPETokenizer",
+    "CharTokenizer",
+    "load_tokenizer",
 ]

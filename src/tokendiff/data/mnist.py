@@ -42,9 +42,22 @@ from tokendiff.data.paths import KNOWN_FILES, data_dir, fetch
 from tokendiff.errors import TokenDiffError
 
 __all__ = [
-    "IMAGE_SIDE", "N_PIXELS", "VOCAB_SIZE", "MASK_ID", "MNIST_SIZES", "BINARIZED_SPLITS",
-    "read_idx", "load_mnist", "load_binarized_mnist", "download_binarized_mnist", "parse_amat",
-    "binarize_dynamic", "binarize_threshold", "observation_mask", "observation_masks", "corrupt_images",
+    "IMAGE_SIDE",
+    "N_PIXELS",
+    "VOCAB_SIZE",
+    "MASK_ID",
+    "MNIST_SIZES",
+    "BINARIZED_SPLITS",
+    "read_idx",
+    "load_mnist",
+    "load_binarized_mnist",
+    "download_binarized_mnist",
+    "parse_amat",
+    "binarize_dynamic",
+    "binarize_threshold",
+    "observation_mask",
+    "observation_masks",
+    "corrupt_images",
     "ImageTokens",
 ]
 
@@ -89,8 +102,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise TokenDiffError(f"IDX file {path} does not exist; check the path or the data directory") from None
     except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip
         raise TokenDiffError(
-            f"{path} is not a readable (gzipped) IDX file ({exc}); "
-            "delete it and fetch it again"
+            f"{path} is not a readable (gzipped) IDX file ({exc}); delete it and fetch it again"
         ) from None
     return _parse_idx(data, path)
 
@@ -135,8 +147,7 @@ def load_mnist(split: str, root: str | Path | None = None) -> tuple[np.ndarray, 
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.shape != (n, IMAGE_SIDE, IMAGE_SIDE):
         raise TokenDiffError(
-            f"{images_path} holds {images.shape}, expected ({n}, 28, 28); "
-            "replace it with the original file"
+            f"{images_path} holds {images.shape}, expected ({n}, 28, 28); replace it with the original file"
         )
     if labels.shape != (n,) or labels.max() > 9:
         raise TokenDiffError(
@@ -208,8 +219,7 @@ def parse_amat(data: bytes, source: str = "<bytes>") -> np.ndarray:
             raise TokenDiffError(f"{source} is not an .amat table of 0/1 values ({exc}); download it again") from None
         if values.shape[1] != N_PIXELS or not np.isin(values, (0.0, 1.0)).all():
             raise TokenDiffError(
-                f"{source} holds {values.shape} values not all 0/1, expected rows of 784 bits; "
-                "download it again"
+                f"{source} holds {values.shape} values not all 0/1, expected rows of 784 bits; download it again"
             )
         return values.astype(np.uint8)
     line = np.cumsum(raw == ord("\n"))[is_digit]  # the line number of each value
@@ -253,8 +263,7 @@ def download_binarized_mnist(root: str | Path | None = None, expected: dict | No
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-", suffix=".npz")
     except OSError as exc:
         raise TokenDiffError(
-            f"cannot write {target} ({exc}); "
-            "point TOKENDIFF_DATA (or data.data_dir) at a writable directory"
+            f"cannot write {target} ({exc}); point TOKENDIFF_DATA (or data.data_dir) at a writable directory"
         ) from None
     try:
         with os.fdopen(fd, "wb") as out:
@@ -281,8 +290,7 @@ def _check_uint8_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise TokenDiffError(
-            f"{name} have dtype {images.dtype}, expected uint8 intensities 0..255; "
-            "pass the arrays load_mnist returns"
+            f"{name} have dtype {images.dtype}, expected uint8 intensities 0..255; pass the arrays load_mnist returns"
         )
     return images
 

@@ -108,8 +108,6 @@ def fetch(remote: RemoteFile, root: Path) -> Path:
     digest = sha256_of(Path(tmp))
     if digest != remote.sha256:
         os.unlink(tmp)
-        raise TokenDiffError(
-            f"download of {remote.url} has sha256 {digest}, expected {remote.sha256}; try again later"
-        )
+        raise TokenDiffError(f"download of {remote.url} has sha256 {digest}, expected {remote.sha256}; try again later")
     os.replace(tmp, target)
     return target

@@ -156,7 +156,11 @@ class TokenSplit:
 
 
 def resolve_dataset(
-    dataset: str, inputs: list[str] | None, tokenizer: str, vocab_size: int, configured_data_dir: str | None,
+    dataset: str,
+    inputs: list[str] | None,
+    tokenizer: str,
+    vocab_size: int,
+    configured_data_dir: str | None,
     min_tokens: int,
 ) -> PreparedText:
     """Find (or build, once) the prepared corpus for a config.

@@ -180,4 +180,3 @@ def load_tokenizer(directory) -> CharTokenizer | BPETokenizer | BinaryImageToken
         f"no tokenizer in {directory} (expected {CHAR_FILE}, {BPE_FILE} or {IMAGE_FILE}); "
         "was this directory written by tokendiff?"
     )
-

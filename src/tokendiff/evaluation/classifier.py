@@ -68,8 +68,13 @@ def _train(epochs: int = 2, seed: int = 0) -> tuple[DigitClassifier, dict]:
         xt = torch.from_numpy(binarize_dynamic(test_images.reshape(len(test_images), -1), rng))
         pred = torch.cat([model(xt[i : i + 1000]).argmax(1) for i in range(0, len(xt), 1000)])
     accuracy = float((pred.numpy() == test_labels).mean())
-    return model, {"version": VERSION, "epochs": epochs, "seed": seed, "test_accuracy_dynamic": accuracy,
-                   "train_seconds": round(time.time() - start, 1)}
+    return model, {
+        "version": VERSION,
+        "epochs": epochs,
+        "seed": seed,
+        "test_accuracy_dynamic": accuracy,
+        "train_seconds": round(time.time() - start, 1),
+    }
 
 
 def load_classifier() -> tuple[DigitClassifier, dict]:

@@ -63,14 +63,24 @@ def sample_metrics(samples: np.ndarray, classifier, reference: np.ndarray, train
 
 
 @torch.no_grad()
-def inpaint(model, process, clean: np.ndarray, observed_fraction: float, steps: int, seed: int = 0,
-            corruption_seed: int = 12345, batch_size: int = 100, device="cpu"):
+def inpaint(
+    model,
+    process,
+    clean: np.ndarray,
+    observed_fraction: float,
+    steps: int,
+    seed: int = 0,
+    corruption_seed: int = 12345,
+    batch_size: int = 100,
+    device="cpu",
+):
     """Fill the unobserved pixels of corrupted ``clean`` images. Returns (accuracy, corrupted, completed).
 
     ``corruption_seed`` differs from the training corruption seed, so test masks are new draws.
     """
-    corrupted, observed = corrupt_images(np.asarray(clean, dtype=np.uint8), observed_fraction, corruption_seed,
-                                         mask_value=process.mask_token_id)
+    corrupted, observed = corrupt_images(
+        np.asarray(clean, dtype=np.uint8), observed_fraction, corruption_seed, mask_value=process.mask_token_id
+    )
     sampler = MaskedDiffusionSampler(model, process, steps=steps)
     completed = []
     for i in range(0, len(corrupted), batch_size):

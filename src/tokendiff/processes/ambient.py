@@ -77,8 +77,14 @@ class AmbientProcess:
     name = "ambient"
     extra_tokens = 0
 
-    def __init__(self, base: AbsorbingProcess, observed_fraction: float, consistency_weight: float = 1.0,
-                 descent_steps: int = 2, easy_fraction: float = 0.5):
+    def __init__(
+        self,
+        base: AbsorbingProcess,
+        observed_fraction: float,
+        consistency_weight: float = 1.0,
+        descent_steps: int = 2,
+        easy_fraction: float = 0.5,
+    ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
         if consistency_weight < 0:
@@ -188,8 +194,13 @@ class AmbientProcess:
         return terms
 
     def to_dict(self) -> dict:
-        return {**self.base.to_dict(), "forward_process": "absorbing", "training": "ambient",
-                "observed_fraction": self.q, "consistency_weight": self.consistency_weight}
+        return {
+            **self.base.to_dict(),
+            "forward_process": "absorbing",
+            "training": "ambient",
+            "observed_fraction": self.q,
+            "consistency_weight": self.consistency_weight,
+        }
 
 
 def _gumbel_argmax_g(log_probs, generator):

@@ -131,7 +131,9 @@ class Trainer:
         state = {
             "step": self.step,
             "torch_rng_state": torch.get_rng_state().tolist(),
-            "cuda_rng_states": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+            "cuda_rng_states": [s.tolist() for s in torch.cuda.get_rng_state_all()]
+            if torch.cuda.is_available()
+            else [],
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "last_eval": self.last_eval,
         }
@@ -230,8 +232,13 @@ class Trainer:
         tokens_per_step = t.batch_size * t.grad_accum * self.seq_len
         start_time = time.time()
         ckpt_dir = self.output_dir / CHECKPOINTS
-        bar = tqdm(total=t.max_iters, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not self.accelerator.is_main_process)
+        bar = tqdm(
+            total=t.max_iters,
+            initial=self.step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not self.accelerator.is_main_process,
+        )
         self.model.train()
         last_ckpt = None
         loss_avg = None
@@ -271,9 +278,14 @@ class Trainer:
                 if self.step % t.log_interval == 0 or self.step == 1:
                     bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
                     logger.log(
-                        {"train/loss": loss_value, "train/loss_avg": loss_avg, "train/lr": lr,
-                         "train/grad_norm": grad_norm, "train/time_ms": dt * 1000.0,
-                         "train/tokens_per_s": tokens_per_step / dt},
+                        {
+                            "train/loss": loss_value,
+                            "train/loss_avg": loss_avg,
+                            "train/lr": lr,
+                            "train/grad_norm": grad_norm,
+                            "train/time_ms": dt * 1000.0,
+                            "train/tokens_per_s": tokens_per_step / dt,
+                        },
                         self.step,
                     )
                 done = self.step >= t.max_iters
@@ -291,7 +303,9 @@ class Trainer:
             bar.close()
             path = self._save(ckpt_dir / f"step_{self.step:06d}")
             logger.finish()
-            raise TokenDiffError(f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}")
+            raise TokenDiffError(
+                f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}"
+            ) from None
         finally:
             bar.close()  # so that an error message starts on a line of its own
         final_eval = self._log_eval(logger, None)
@@ -309,8 +323,11 @@ class Trainer:
         try:
             terms = self.process.loss_terms(self._denoiser(self.forward), x, g)
         except Exception as exc:  # inductor raises many kinds; any failure here means "cannot compile"
-            print(f"system.compile=true failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                  "training without torch.compile", flush=True)
+            print(
+                f"system.compile=true failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                "training without torch.compile",
+                flush=True,
+            )
             self.forward = self.model
             g.set_state(state)
             terms = self.process.loss_terms(self._denoiser(self.forward), x, g)
