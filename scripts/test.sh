@@ -9,4 +9,5 @@ python3 -m venv .venv
 export TOKENDIFF_DATA="${TOKENDIFF_DATA:-$(cd .. && pwd)/shared/data}"
 export TOKENDIFF_CACHE="${TOKENDIFF_CACHE:-$(mktemp -d)}"
 export WANDB_MODE=offline WANDB_SILENT=true
+.venv/bin/ruff check src tests bench
 .venv/bin/python -m pytest tests "$@"
