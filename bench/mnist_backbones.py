@@ -23,53 +23,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from tokendiff.data.images import MnistData
 from tokendiff.evaluation import evaluate_likelihood
-from tokendiff.models.image import ImagePatchTransformer
+from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
 from tokendiff.processes import AbsorbingProcess
 from tokendiff.schedules import LogLinearSchedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class ConvDenoiser(nn.Module):
-    """Residual CNN over the 28x28 grid: embed 3 states -> 8 dilated residual blocks -> 2 logits."""
-
-    def __init__(self, channels: int = 64, blocks: int = 8):
-        super().__init__()
-        self.embed = nn.Conv2d(3, channels, 3, padding=1)
-        self.blocks = nn.ModuleList()
-        for k in range(blocks):
-            d = 2 ** (k % 4)
-            self.blocks.append(
-                nn.Sequential(
-                    nn.GroupNorm(8, channels),
-                    nn.SiLU(),
-                    nn.Conv2d(channels, channels, 3, padding=d, dilation=d),
-                    nn.GroupNorm(8, channels),
-                    nn.SiLU(),
-                    nn.Conv2d(channels, channels, 3, padding=1),
-                )
-            )
-        self.out = nn.Conv2d(channels, 2, 1)
-        self.block_size = 784
-        self.time_conditioning = False
-
-    def forward(self, x, t=None):
-        h = F.one_hot(x.view(-1, 28, 28), 3).permute(0, 3, 1, 2).float()  # (B, 3, 28, 28)
-        h = self.embed(h)
-        for block in self.blocks:
-            h = h + block(h)
-        return self.out(h).permute(0, 2, 3, 1).reshape(x.shape[0], 784, 2)  # (B, 784, 2)
-
-
 CANDIDATES = {
     "patch4": lambda: ImagePatchTransformer(patch=4, n_layer=6, n_head=4, n_embd=256),
     "patch2": lambda: ImagePatchTransformer(patch=2, n_layer=4, n_head=4, n_embd=128),
-    "convnet": lambda: ConvDenoiser(64, 8),
+    "convnet": lambda: ImageConvNet(n_layer=8, n_embd=64),
 }
 
 

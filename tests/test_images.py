@@ -31,6 +31,20 @@ def test_patch_transformer_maps_each_pixel_to_its_own_output():
         ImagePatchTransformer(patch=5)
 
 
+def test_conv_net_maps_images_to_per_pixel_logits_and_sees_its_neighbourhood():
+    from tokendiff.models.image import ImageConvNet
+
+    m = ImageConvNet(n_layer=4, n_embd=16).eval()
+    x = torch.full((1, 784), 2)
+    y = x.clone()
+    y[0, 14 * 28 + 14] = 1  # reveal the centre pixel
+    delta = (m(x) - m(y)).abs().sum(-1).view(28, 28)
+    # the revealed pixel moves its neighbours' predictions most (convolutions are local; GroupNorm's
+    # per-image statistics pass a little of it everywhere)
+    assert delta[14, 15] > 0 and delta[13:16, 13:16].mean() > delta[:5, :5].mean()
+    assert m(x).shape == (1, 784, 2)
+
+
 def test_image_tokenizer_draws_ascii_and_refuses_text():
     tok = BinaryImageTokenizer(2, 3)
     assert tok.decode([0, 1, 2, 1, 1, 0]) == ".#?\n##."

@@ -15,7 +15,7 @@ from tokendiff.configs import Config, config_from_dict
 from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
-from tokendiff.models.image import ImagePatchTransformer
+from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
 from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess
 from tokendiff.processes.ambient import AmbientProcess, NaiveCorruptedProcess
 from tokendiff.schedules import make_schedule
@@ -49,6 +49,15 @@ def build_process(cfg: Config, vocab_size: int):
 
 def build_model(cfg: Config, vocab_size: int):
     m = cfg.model
+    if m.arch == "image_conv":
+        return ImageConvNet(
+            vocab_size=vocab_size,
+            image_size=int(round(m.block_size**0.5)),
+            n_layer=m.n_layer,
+            n_embd=m.n_embd,
+            dropout=m.dropout,
+            time_conditioning=m.time_conditioning,
+        )
     if m.arch == "image_patch":
         return ImagePatchTransformer(
             vocab_size=vocab_size,

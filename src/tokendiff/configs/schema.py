@@ -35,7 +35,7 @@ def _check(ok: bool, message: str) -> None:
 class ModelConfig:
     """The backbone: the text transformer, or the patch transformer over binary images."""
 
-    arch: str = "transformer"  # transformer (tokens) | image_patch (binary images, e.g. MNIST)
+    arch: str = "transformer"  # transformer (tokens) | image_conv | image_patch (binary images, e.g. MNIST)
     patch: int = 4  # image_patch: pixels per patch side (28 = 7 x 4)
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads; n_embd / n_head must be even (RoPE)
@@ -47,8 +47,8 @@ class ModelConfig:
 
     def __post_init__(self):
         _check(
-            self.arch in ("transformer", "image_patch"),
-            f"model.arch={self.arch!r} is unknown; use transformer or image_patch",
+            self.arch in ("transformer", "image_conv", "image_patch"),
+            f"model.arch={self.arch!r} is unknown; use transformer, image_conv or image_patch",
         )
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             _check(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")

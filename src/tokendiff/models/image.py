@@ -1,13 +1,16 @@
-"""A patch transformer over binary images: 784 pixel tokens in, a Bernoulli per pixel out.
+"""Backbones over binary images: 784 pixel tokens in (states 0, 1 and the mask, id 2), two logits per
+pixel out (a Bernoulli), time-agnostic, so they plug into the same processes and samplers as text.
 
-Each pixel is a token with three input states (0, 1 and the mask, id 2). Pixels are grouped into
-``patch x patch`` squares; a patch's one-hot states are embedded by one linear layer, the ``(H/p)(W/p)``
-patch embeddings (plus learned 2-D positions) go through the same transformer blocks as the text model
-(RoPE, RMSNorm, SwiGLU, SDPA), and a linear head gives two logits for every pixel of its patch.
+- :class:`ImageConvNet` (``model.arch=image_conv``, the MNIST default): a residual CNN at full 28x28
+  resolution with dilations 1-2-4-8, so every pixel sees a 61-pixel-wide neighbourhood.
+- :class:`ImagePatchTransformer` (``model.arch=image_patch``): ``patch x patch`` squares embedded by one
+  linear layer and run through the text model's transformer blocks (RoPE, RMSNorm, SwiGLU, SDPA).
 
-Why patches (measured in ``bench/mnist_backbones.py``): with 4x4 patches the transformer sees 49
-tokens instead of 784, so attention is cheap and the work is a few large matrix products, which is
-what a 2-core CPU does best.
+Why the CNN is the default (``bench/mnist_backbones.py``, 2 minutes of training each on the 2-core CPU,
+NELBO on 2,000 validation images): CNN 8 x 64 channels (0.59M parameters) 97.1 +- 0.7 nats, patch
+transformer 4x4 / 6 x 256 (4.9M) 110.8 +- 0.7, patch transformer 2x2 / 4 x 128 (0.88M) 112.4 +- 0.7,
+at 110, 148 and 102 images/s. Local structure is what binarized digits are made of, and convolutions
+learn it from few examples.
 """
 
 from __future__ import annotations
@@ -19,7 +22,67 @@ import torch.nn.functional as F
 from tokendiff.errors import TokenDiffError
 from tokendiff.models.transformer import Block, rope_tables
 
-__all__ = ["ImagePatchTransformer"]
+__all__ = ["ImagePatchTransformer", "ImageConvNet"]
+
+
+class ImageConvNet(nn.Module):
+    """``forward(x, t=None) -> logits``, x: (B, H*W) ids in {0, 1, 2}; logits: (B, H*W, 2).
+
+    One-hot states -> 3x3 conv -> ``n_layer`` residual blocks (GroupNorm, SiLU, dilated 3x3 conv,
+    GroupNorm, SiLU, 3x3 conv; dilation cycling 1, 2, 4, 8) -> 1x1 conv to the logits.
+
+    >>> ImageConvNet(n_layer=2, n_embd=16)(torch.full((3, 784), 2)).shape
+    torch.Size([3, 784, 2])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 2,
+        image_size: int = 28,
+        n_layer: int = 8,
+        n_embd: int = 64,
+        dropout: float = 0.0,
+        time_conditioning: bool = False,
+    ):
+        super().__init__()
+        if time_conditioning:
+            raise TokenDiffError("the image model is time-agnostic; set model.time_conditioning=false")
+        if n_embd % 8:
+            raise TokenDiffError(f"model.n_embd={n_embd} must be a multiple of 8 (GroupNorm groups); e.g. 64")
+        self.vocab_size = vocab_size
+        self.image_size = image_size
+        self.block_size = image_size * image_size
+        self.time_conditioning = False
+        self.embed = nn.Conv2d(vocab_size + 1, n_embd, 3, padding=1)
+        self.blocks = nn.ModuleList()
+        for k in range(n_layer):
+            d = 2 ** (k % 4)
+            self.blocks.append(
+                nn.Sequential(
+                    nn.GroupNorm(8, n_embd),
+                    nn.SiLU(),
+                    nn.Conv2d(n_embd, n_embd, 3, padding=d, dilation=d),
+                    nn.GroupNorm(8, n_embd),
+                    nn.SiLU(),
+                    nn.Dropout(dropout),
+                    nn.Conv2d(n_embd, n_embd, 3, padding=1),
+                )
+            )
+        self.out = nn.Conv2d(n_embd, vocab_size, 1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        B, L = x.shape
+        if L != self.block_size:
+            raise TokenDiffError(f"the image model takes {self.block_size} pixels per image, got {L}")
+        side = self.image_size
+        h = F.one_hot(x.view(B, side, side), self.vocab_size + 1).permute(0, 3, 1, 2)  # (B, 3, H, W)
+        h = self.embed(h.to(self.embed.weight.dtype))  # (B, C, H, W)
+        for block in self.blocks:
+            h = h + block(h)  # (B, C, H, W)
+        return self.out(h).permute(0, 2, 3, 1).reshape(B, L, self.vocab_size)  # (B, H*W, V)
 
 
 class ImagePatchTransformer(nn.Module):
