@@ -19,8 +19,12 @@ __all__ = ["sample_images", "eval_images"]
 
 def _observed_fraction(ckpt) -> float:
     """The corruption the model was trained for; 0.1 (the ambient default) for a clean model."""
-    d = ckpt.config
-    return d.data.observed_fraction
+    return ckpt.config.data.observed_fraction
+
+
+def shuffled_test_images(test: np.ndarray, n: int) -> np.ndarray:
+    """``n`` test images in a fixed random order (the static test split is sorted by digit class)."""
+    return test[np.random.default_rng(0).permutation(len(test))[:n]]
 
 
 def draw_images(
@@ -46,7 +50,7 @@ def sample_images(cfg, ckpt, device) -> None:
     output = s.output or ("inpainting.png" if s.inpaint else "samples.png")
     start = time.perf_counter()
     if s.inpaint:
-        clean = load_binarized_mnist("test", cfg.data.data_dir)[: cfg.num_samples]
+        clean = shuffled_test_images(load_binarized_mnist("test", cfg.data.data_dir), cfg.num_samples)
         q = _observed_fraction(ckpt)
         accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed, device=device)
         rows = np.concatenate([corrupted, completed, clean])  # three rows: observed, completed, truth
@@ -119,9 +123,7 @@ def sample_quality(cfg, ckpt, data, device) -> dict:
     samples = draw_images(ckpt, n, steps, 1.0, "ancestral", cfg.seed, 100, device)
     reference = data.split("val").windows(784).numpy()
     train = data.clean_train_images()
-    # a random subset: the static test split is sorted by digit class
-    test_all = data.split("test").windows(784).numpy()
-    test = test_all[np.random.default_rng(0).permutation(len(test_all))[:n]]
+    test = shuffled_test_images(data.split("test").windows(784).numpy(), n)
     metrics = sample_metrics(samples, classifier, reference, train)
     real = sample_metrics(test, classifier, reference, train)
     accuracy, _, _ = inpaint(
