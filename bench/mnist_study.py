@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--eval-steps", type=int, default=100)
     p.add_argument("--eval-draws", type=int, default=2)
+    p.add_argument("--eval-images", type=int, default=None, help="test images for the NELBO (default: all 10,000)")
     p.add_argument("--override", action="append", default=[], help="extra override for every model")
     p.add_argument("--skip-train", action="store_true", help="only evaluate existing runs")
     p.add_argument("--out", type=Path, default=RESULTS / "mnist_study.json")
@@ -135,8 +136,8 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.parallel) as pool:
             steps = dict(zip(args.models, pool.map(train, args.models)))
-    else:
-        steps = {}
+    else:  # evaluate existing runs: their step counts come from their checkpoints
+        steps = {n: json.loads((RUNS / n / "final" / "config.json").read_text())["step"] for n in args.models}
 
     results = {}
     for name in args.models:
@@ -148,6 +149,7 @@ def main() -> None:
                 f"eval.num_samples={args.eval_samples}",
                 f"eval.sampling_steps={args.eval_steps}",
                 f"eval.num_draws={args.eval_draws}",
+                *([f"eval.max_windows={args.eval_images}"] if args.eval_images else []),
             ],
             RUNS / "logs" / f"eval_{name}.log",
             env,
@@ -208,7 +210,7 @@ def main() -> None:
         f"Budget: {args.minutes:g} CPU-minutes per model at {args.threads} thread(s), {args.parallel} models at once "
         "on the 2-core CI-class machine; samples: "
         f"{args.eval_samples} at {args.eval_steps} steps; NELBO: {args.eval_draws} Monte Carlo draws over the "
-        "10,000 static binarized test images.\n\n"
+        f"first {args.eval_images or 10000:,} static binarized test images.\n\n"
         f"{table}\n\n{reference}\n\nCommands (then `tokendiff eval checkpoint=out/<name> "
         f"eval.num_samples={args.eval_samples} eval.sampling_steps={args.eval_steps} "
         f"eval.num_draws={args.eval_draws}`):\n\n```\n{cmd_lines}\n```\n"
