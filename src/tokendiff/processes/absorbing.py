@@ -27,7 +27,13 @@ import torch.nn.functional as F
 from tokendiff.errors import TokenDiffError
 from tokendiff.schedules import Schedule
 
-__all__ = ["AbsorbingProcess"]
+__all__ = ["AbsorbingProcess", "stratified_uniform"]
+
+
+def stratified_uniform(n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """``n`` antithetic (low-discrepancy) uniforms: draw ``i`` lies in ``[i/n, (i+1)/n)``. Shape (n,)."""
+    u = torch.rand(n, generator=generator, device=device)  # (n,)
+    return (u / n + torch.arange(n, device=device) / n) % 1.0
 
 
 class AbsorbingProcess:
@@ -61,9 +67,10 @@ class AbsorbingProcess:
     # ------------------------------------------------------------------ forward
     def sample_t(self, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
         """``n`` training times in ``[t_min, 1]``, shape ``(n,)``."""
-        u = torch.rand(n, generator=generator, device=device)  # (n,)
         if self.antithetic:
-            u = (u / n + torch.arange(n, device=device) / n) % 1.0  # one draw per stratum
+            u = stratified_uniform(n, generator, device)
+        else:
+            u = torch.rand(n, generator=generator, device=device)  # (n,)
         return self.t_min + (1.0 - self.t_min) * u
 
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None):

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.processes.absorbing import AbsorbingProcess
+from tokendiff.processes.absorbing import AbsorbingProcess, stratified_uniform
 
 __all__ = ["AmbientProcess", "NaiveCorruptedProcess", "level_of_alpha"]
 
@@ -177,8 +177,7 @@ class AmbientProcess:
         ``[0, t_n)``. Drawing ``t ~ U[0, 1]`` instead would give the easy loss only ``1 - t_n`` = 10% of
         the rows at q = 0.1, and with it almost all of the data's signal."""
         B = y.shape[0]
-        u = torch.rand(B, generator=generator, device=y.device)
-        u = (u / B + torch.arange(B, device=y.device) / B) % 1.0  # antithetic over [0, 1)
+        u = stratified_uniform(B, generator, y.device)  # antithetic over [0, 1)
         p = self.easy_fraction if self.consistency_weight > 0 else 1.0
         high = u < p
         terms = torch.zeros(y.shape, device=y.device)
