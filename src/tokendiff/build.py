@@ -43,6 +43,8 @@ def build_process(cfg: Config, vocab_size: int):
             cfg.ambient.consistency_weight,
             cfg.ambient.descent_steps,
             cfg.ambient.easy_fraction,
+            cfg.ambient.hard_loss,
+            cfg.ambient.divergence,
         )
     return base
 

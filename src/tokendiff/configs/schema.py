@@ -234,12 +234,22 @@ class AmbientConfig:
 
     consistency_weight: float = 1.0  # weight of the consistency loss below the corruption level
     descent_steps: int = 2  # reverse steps from the data level to the consistency anchor
-    easy_fraction: float = 0.5  # share of each batch on the easy loss; the rest on consistency
+    easy_fraction: float = 0.5  # share of each batch on the easy loss; the rest on the hard loss
+    hard_loss: str = "consistency"  # below the corruption level: consistency (tower) | imputation (EM)
+    divergence: str = "squared"  # consistency: squared (probabilities) | kl
 
     def __post_init__(self):
         _check(self.consistency_weight >= 0, f"ambient.consistency_weight={self.consistency_weight} must be >= 0")
         _check(self.descent_steps >= 1, f"ambient.descent_steps={self.descent_steps} must be >= 1")
         _check(0.0 < self.easy_fraction <= 1.0, f"ambient.easy_fraction={self.easy_fraction} must lie in (0, 1]")
+        _check(
+            self.hard_loss in ("consistency", "imputation"),
+            f"ambient.hard_loss={self.hard_loss!r} is unknown; use consistency or imputation",
+        )
+        _check(
+            self.divergence in ("squared", "kl"),
+            f"ambient.divergence={self.divergence!r} is unknown; use squared or kl",
+        )
 
 
 @dataclass

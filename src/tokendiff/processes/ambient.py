@@ -84,6 +84,8 @@ class AmbientProcess:
         consistency_weight: float = 1.0,
         descent_steps: int = 2,
         easy_fraction: float = 0.5,
+        hard_loss: str = "consistency",
+        divergence: str = "squared",
     ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
@@ -101,6 +103,12 @@ class AmbientProcess:
         if not 0.0 < easy_fraction <= 1.0:
             raise TokenDiffError(f"ambient.easy_fraction={easy_fraction} must lie in (0, 1], e.g. 0.5")
         self.easy_fraction = easy_fraction
+        if hard_loss not in ("consistency", "imputation"):
+            raise TokenDiffError(f"ambient.hard_loss={hard_loss!r} is unknown; use consistency or imputation")
+        if divergence not in ("squared", "kl"):
+            raise TokenDiffError(f"ambient.divergence={divergence!r} is unknown; use squared or kl")
+        self.hard_loss = hard_loss
+        self.divergence = divergence
 
     # ------------------------------------------------------------------ easy
     def easy_terms_given(self, logits, y, z, t):
@@ -122,26 +130,32 @@ class AmbientProcess:
 
     # ------------------------------------------------------------------ consistency
     @torch.no_grad()
-    def descend(self, denoiser, y, t, generator):
-        """Reveal tokens of ``y`` with the model's own predictions until ~``1 - alpha(t)`` stay masked."""
-        mask = self.mask_token_id
-        z = y.clone()
-        L = y.shape[1]
-        target = torch.round(L * (1.0 - self.schedule.alpha(t.double()))).long()  # (B,) masks to keep
-        n0 = (z == mask).sum(1)  # (B,)
-        for k in range(self.descent_steps):
-            masked = z == mask  # (B, L)
-            keep = n0 - (n0 - target).clamp(min=0) * (k + 1) // self.descent_steps  # (B,) after this step
-            n_reveal = (masked.sum(1) - keep).clamp(min=0)  # (B,)
-            # reveal a uniformly random subset of the masked tokens: random scores, lowest first
-            scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, 2.0)
-            rank = scores.argsort(1).argsort(1)  # (B, L)
-            reveal = masked & (rank < n_reveal[:, None])
+    def fill(self, denoiser, z, positions, generator):
+        """Reveal the masked tokens ``positions`` (B, L) of ``z`` with the model's own draws, in a
+        uniformly random order split into ``descent_steps`` rounds of one forward pass each (one token
+        per round is the exact sequential draw; more per round draw them independently given ``z``)."""
+        steps = self.descent_steps
+        n = positions.sum(1, keepdim=True)  # (B, 1)
+        scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~positions, 2.0)
+        rank = scores.argsort(1).argsort(1)  # (B, L): order of reveal among the positions
+        for k in range(steps):
+            reveal = positions & (rank >= n * k // steps) & (rank < n * (k + 1) // steps)
             if not reveal.any():
-                break
+                continue
             log_p = torch.log_softmax(denoiser(z, None).double(), dim=-1)  # (B, L, V)
             z = torch.where(reveal, _gumbel_argmax_g(log_p, generator), z)
         return z
+
+    @torch.no_grad()
+    def descend(self, denoiser, y, t, generator):
+        """Reveal tokens of ``y`` with the model's own predictions until ~``1 - alpha(t)`` stay masked."""
+        L = y.shape[1]
+        masked = y == self.mask_token_id
+        target = torch.round(L * (1.0 - self.schedule.alpha(t.double()))).long()  # (B,) masks to keep
+        n_reveal = (masked.sum(1) - target).clamp(min=0)  # (B,)
+        scores = torch.rand(y.shape, generator=generator, device=y.device).masked_fill(~masked, 2.0)
+        chosen = masked & (scores.argsort(1).argsort(1) < n_reveal[:, None])  # a uniform subset
+        return self.fill(denoiser, y, chosen, generator)
 
     def consistency_terms_given(self, denoiser, z, j):
         """(B, L) consistency terms for anchors ``z`` (B, L) and revealed positions ``j`` (B,)."""
@@ -158,8 +172,12 @@ class AmbientProcess:
             expected = expected + g[rows, j, v][:, None, None] * f_v
         scored = z == mask  # (B, L)
         scored[rows, j] = False
-        sq = ((expected - g) ** 2).sum(-1)  # (B, L)
-        return torch.where(scored, sq, torch.zeros_like(sq))
+        if self.divergence == "kl":  # KL(g || expected): both sides exact, so no sampling bias
+            log_g = torch.log(g.clamp(min=1e-12))
+            div = (g * (log_g - torch.log(expected.clamp(min=1e-12)))).sum(-1)  # (B, L)
+        else:
+            div = ((expected - g) ** 2).sum(-1)  # (B, L)
+        return torch.where(scored, div, torch.zeros_like(div))
 
     def consistency_terms(self, denoiser, y, t, generator):
         z = self.descend(denoiser, y, t, generator)  # (B, L) anchors below t_n
@@ -169,6 +187,33 @@ class AmbientProcess:
         j = scores.argmax(1)  # (B,)
         terms = self.consistency_terms_given(denoiser, z, j)
         return terms * (masked.sum(1, keepdim=True) >= 2)
+
+    # ------------------------------------------------------------------ imputation
+    def imputation_terms_given(self, logits, y, z, t):
+        """(B, L) imputation terms: ``w(t) / q * -log p(y_i | z)`` on the observed tokens masked in ``z``."""
+        alpha, alpha_prime = self.schedule.alpha(t.double()), self.schedule.alpha_prime(t.double())
+        weight = (-alpha_prime / ((1.0 - alpha) * self.q)).float()[:, None]  # (B, 1)
+        targets = (y != self.mask_token_id) & (z == self.mask_token_id)
+        return weight * _scored_nll(logits, y, targets)
+
+    def imputation_terms(self, denoiser, y, t, generator):
+        """The clean NELBO integrand at ``t < t_n`` with the missing data imputed by the model.
+
+        Draw the visible set of ``x_t`` (each token w.p. ``alpha(t)``, independently of ``y``); fill its
+        unobserved tokens with the model's own draws given all of ``y`` (no gradient); score the observed
+        tokens it hides. Each masked token of ``z`` was observed w.p. ``q`` independently of the values,
+        so with exact imputations (draws from ``p(x_missing | y)``) this is an unbiased estimate of the
+        clean NELBO integrand (tested by enumeration): Monte Carlo EM, whose fixed points include the
+        data distribution.
+        """
+        mask = self.mask_token_id
+        visible = (
+            torch.rand(y.shape, generator=generator, device=y.device) < self.schedule.alpha(t.double()).float()[:, None]
+        )
+        observed = y != mask
+        filled = self.fill(denoiser, y, visible & ~observed, generator)
+        z = torch.where(visible, filled, torch.full_like(y, mask))
+        return self.imputation_terms_given(denoiser(z, None), y, z, t)
 
     # ------------------------------------------------------------------ training entry point
     def loss_terms(self, denoiser, y, generator=None):
@@ -189,7 +234,13 @@ class AmbientProcess:
             terms[high] = self.easy_terms(denoiser, y[high], t_high, generator)
         if (~high).any():
             t_low = self.t_n * (u[~high] - p) / (1.0 - p)
-            terms[~high] = self.consistency_weight * self.consistency_terms(denoiser, y[~high], t_low, generator)
+            if self.hard_loss == "imputation":
+                # the weight -alpha'/((1 - alpha) q) diverges at t = 0 like 1/t: the same truncation
+                t_low = t_low.clamp(min=self.base.t_min * self.t_n)
+                hard = self.imputation_terms(denoiser, y[~high], t_low, generator)
+            else:
+                hard = self.consistency_terms(denoiser, y[~high], t_low, generator)
+            terms[~high] = self.consistency_weight * hard
         return terms
 
     def to_dict(self) -> dict:
@@ -199,6 +250,8 @@ class AmbientProcess:
             "training": "ambient",
             "observed_fraction": self.q,
             "consistency_weight": self.consistency_weight,
+            "hard_loss": self.hard_loss,
+            "divergence": self.divergence,
         }
 
 
