@@ -213,3 +213,20 @@ def test_loss_terms_train_both_parts_and_the_naive_baseline_scores_only_observed
         AmbientProcess(base, 0.1, hard_loss="em")
     naive = NaiveCorruptedProcess(base).loss_terms(lambda a, t: model(a), y, g)
     assert (naive[y == 2] == 0).all()
+
+
+def test_hard_start_keeps_the_hard_loss_off_for_the_first_share_of_training(monkeypatch):
+    process = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1, hard_start=0.3)
+    calls = []
+    monkeypatch.setattr(process, "consistency_terms", lambda d, y, t, g: calls.append(len(y)) or torch.zeros(y.shape))
+    y = torch.full((8, 16), 2)
+    y[:, ::4] = 1
+    model = lambda a, t: torch.zeros(*a.shape, 2)  # noqa: E731
+    process.progress = 0.29
+    process.loss_terms(model, y, torch.Generator().manual_seed(0))
+    assert calls == []
+    process.progress = 0.3
+    process.loss_terms(model, y, torch.Generator().manual_seed(0))
+    assert calls == [4]  # easy_fraction 0.5 of 8 rows
+    with pytest.raises(TokenDiffError, match="hard_start=1.0"):
+        AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1, hard_start=1.0)

@@ -45,6 +45,7 @@ def build_process(cfg: Config, vocab_size: int):
             cfg.ambient.easy_fraction,
             cfg.ambient.hard_loss,
             cfg.ambient.divergence,
+            cfg.ambient.hard_start,
         )
     return base
 

@@ -237,10 +237,12 @@ class AmbientConfig:
     easy_fraction: float = 0.5  # share of each batch on the easy loss; the rest on the hard loss
     hard_loss: str = "consistency"  # below the corruption level: consistency (tower) | imputation (EM)
     divergence: str = "squared"  # consistency: squared (probabilities) | kl
+    hard_start: float = 0.0  # share of the training steps on the easy loss alone, before the hard loss
 
     def __post_init__(self):
         _check(self.consistency_weight >= 0, f"ambient.consistency_weight={self.consistency_weight} must be >= 0")
         _check(self.descent_steps >= 1, f"ambient.descent_steps={self.descent_steps} must be >= 1")
+        _check(0.0 <= self.hard_start < 1.0, f"ambient.hard_start={self.hard_start} must lie in [0, 1), e.g. 0.3")
         _check(0.0 < self.easy_fraction <= 1.0, f"ambient.easy_fraction={self.easy_fraction} must lie in (0, 1]")
         _check(
             self.hard_loss in ("consistency", "imputation"),

@@ -71,7 +71,10 @@ class AmbientProcess:
         observed_fraction: ``q``, the probability that a token of the data was observed.
         consistency_weight: weight of the consistency loss (0 = easy loss only).
         descent_steps: reverse steps the model takes (no gradient) from ``y`` to the anchor level.
-        easy_fraction: share of each batch trained with the easy loss (the rest: consistency).
+        easy_fraction: share of each batch trained with the easy loss (the rest: the hard loss).
+        hard_loss: below ``t_n``, ``consistency`` (tower property) or ``imputation`` (Monte Carlo EM).
+        divergence: of the consistency loss, ``squared`` (probabilities) or ``kl``.
+        hard_start: share of training (``progress``) with the easy loss alone, before the hard loss.
     """
 
     name = "ambient"
@@ -86,6 +89,7 @@ class AmbientProcess:
         easy_fraction: float = 0.5,
         hard_loss: str = "consistency",
         divergence: str = "squared",
+        hard_start: float = 0.0,
     ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
@@ -109,6 +113,10 @@ class AmbientProcess:
             raise TokenDiffError(f"ambient.divergence={divergence!r} is unknown; use squared or kl")
         self.hard_loss = hard_loss
         self.divergence = divergence
+        if not 0.0 <= hard_start < 1.0:
+            raise TokenDiffError(f"ambient.hard_start={hard_start} must lie in [0, 1), e.g. 0.3")
+        self.hard_start = hard_start
+        self.progress = 1.0  # share of training done; the trainer sets it before every step
 
     # ------------------------------------------------------------------ easy
     def easy_terms_given(self, logits, y, z, t):
@@ -223,7 +231,8 @@ class AmbientProcess:
         the rows at q = 0.1, and with it almost all of the data's signal."""
         B = y.shape[0]
         u = stratified_uniform(B, generator, y.device)  # antithetic over [0, 1)
-        p = self.easy_fraction if self.consistency_weight > 0 else 1.0
+        # the hard loss needs a model that already knows the data level: off for the first hard_start
+        p = self.easy_fraction if self.consistency_weight > 0 and self.progress >= self.hard_start else 1.0
         high = u < p
         terms = torch.zeros(y.shape, device=y.device)
         if high.any():
@@ -252,6 +261,7 @@ class AmbientProcess:
             "consistency_weight": self.consistency_weight,
             "hard_loss": self.hard_loss,
             "divergence": self.divergence,
+            "hard_start": self.hard_start,
         }
 
 

@@ -249,6 +249,8 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 loss_sum = 0.0
+                if hasattr(self.process, "progress"):  # losses that change over training (ambient.hard_start)
+                    self.process.progress = self.step / t.max_iters
                 for micro in range(t.grad_accum):
                     g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
                     g = step_generator(t.seed, self.step, micro, 1, self.device)
