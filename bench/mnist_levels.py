@@ -45,7 +45,8 @@ def integrand(model, process, x: torch.Tensor, t: float, generator, batch: int =
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoints", nargs="+", type=Path)
-    p.add_argument("--images", type=int, default=500, help="static test images (a fixed random subset)")
+    p.add_argument("--images", type=int, default=500, help="images of the split (a fixed random subset)")
+    p.add_argument("--split", default="test", choices=["val", "test"], help="val to choose settings, test to report")
     p.add_argument("--low-nodes", type=int, default=8, help="quadrature nodes in [0, t_n]")
     p.add_argument("--high-nodes", type=int, default=4, help="quadrature nodes in [t_n, 1]")
     p.add_argument("--observed-fraction", type=float, default=0.1)
@@ -54,7 +55,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    test = MnistData().split("test").windows(784)
+    test = MnistData().split(args.split).windows(784)
     order = np.random.default_rng(0).permutation(test.shape[0])[: args.images]
     x = test[torch.from_numpy(order)]
     results = {}

@@ -4,9 +4,10 @@ Models (shared/notes/ambient.md, "How to tell whether it works"):
     O  oracle      ``+experiment=mnist``            clean static binarized MNIST
     N  naive       ``+experiment=mnist_baseline``   10%-observed images as if clean (unscored gaps)
     E  easy only   ``+experiment=mnist_ambient ambient.consistency_weight=0``
-    A  ambient     ``+experiment=mnist_ambient``    easy loss + consistency loss (weight 1)
+    C  consistency ``+experiment=mnist_ambient ambient.hard_loss=consistency``  easy + consistency loss
+    A  ambient     ``+experiment=mnist_ambient``    easy + imputation loss (the recipe's default)
 
-Equal compute: the four objectives cost different amounts per step (the consistency loss runs the
+Equal compute: the objectives cost different amounts per step (the consistency loss runs the
 model's sampler and two extra forward passes), so each is first calibrated (seconds per step, with the
 same thread count) and then given ``max_iters = budget / (seconds per step)``: the same CPU time, fixed
 in steps so that the comparison does not depend on what else the machine did meanwhile. The learning
@@ -40,6 +41,7 @@ MODELS = {
     "oracle": ["+experiment=mnist"],
     "naive": ["+experiment=mnist_baseline"],
     "easy": ["+experiment=mnist_ambient", "ambient.consistency_weight=0"],
+    "consistency": ["+experiment=mnist_ambient", "ambient.hard_loss=consistency"],
     "ambient": ["+experiment=mnist_ambient"],
 }
 COMMON = [

@@ -4,7 +4,7 @@ Setting (``shared/notes/ambient.md``): each training sequence ``x`` was observed
 ``y``: each token kept with probability ``q`` (``observed_fraction``), else the mask. Since masking is
 independent of values, ``y`` has exactly the law of ``x_{t_n}`` with ``alpha(t_n) = q``.
 
-A share of each batch (``easy_fraction``) gets the easy loss, the rest the consistency loss:
+A share of each batch (``easy_fraction``) gets the easy loss, the rest the hard loss:
 
 * ``t >= t_n``, the **easy loss** (exact). Mask each observed token of ``y`` again with probability
   ``r = 1 - alpha(t)/q``: the result ``z`` has the law of ``x_t``. Let ``N`` be the tokens observed in
@@ -15,18 +15,27 @@ A share of each batch (``easy_fraction``) gets the easy loss, the rest the consi
 
   is an unbiased estimate of the clean-data NELBO integrand at ``t`` (``tests/test_ambient.py``).
 
-* ``t < t_n``, the **consistency loss**. No data exists below ``t_n``; what pins those levels down is
-  the tower property of the true conditionals: for any partly masked ``z`` and masked token ``j``,
-  ``p(x_i | z) = sum_v p(x_j = v | z) p(x_i | z, x_j = v)`` for every other masked ``i``. With a
-  one-token reveal the expectation is exact in ``V`` forward passes, so::
+* ``t < t_n``, no data exists: ``hard_loss`` picks one of two estimators.
 
-      L_cons = sum_{i masked, i != j} || sum_v g_j(v) f^v_i - g_i ||^2,
+  ``imputation`` (the MNIST recipe's default): draw the visible set of ``x_t`` independently of ``y``,
+  fill its unobserved tokens with the model's own draws given all of ``y`` (no gradient), and score
+  the observed tokens it hides, with weight ``-alpha'/((1 - alpha) q)``. With exact imputations this is
+  an unbiased estimate of the clean NELBO integrand (tested by enumeration): Monte Carlo EM, whose
+  fixed points include the data distribution. Its gradient is a likelihood gradient on real pixels.
+
+  ``consistency``: the tower property of the true conditionals: for any partly masked ``z`` and
+  masked token ``j``, ``p(x_i | z) = sum_v p(x_j = v | z) p(x_i | z, x_j = v)`` for every other
+  masked ``i``. With a one-token reveal the expectation is exact in ``V`` forward passes, so::
+
+      L_cons = sum_{i masked, i != j} D( g_i, sum_v g_j(v) f^v_i ),   D = squared error or KL
       g = p_theta(. | z) (stop-gradient: the anchor),  f^v = p_theta(. | z, x_j = v) (gradient)
 
   The gradient goes through the lower-noise side, the levels no data constrains. To reach levels
   far below ``t_n``, ``z`` is reached from ``y`` by the model's own reverse sampler (no gradient),
-  revealing tokens until a fraction ``1 - alpha(t)`` remains masked. The loss is zero in expectation
-  for the exact conditionals of any distribution and not for others (tested).
+  revealing tokens until a fraction ``1 - alpha(t)`` remains masked. The loss is zero for the exact
+  conditionals of any distribution and not for others (tested). Measured on MNIST it teaches the
+  low-noise levels almost nothing (docs/mnist_ambient.md): a one-token reveal links levels one token
+  apart, and the anchor below ``t_n`` is itself the model's untrained guess.
 
 The naive baseline treats ``y`` as clean data whose masked tokens are simply not scored.
 """
