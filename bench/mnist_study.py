@@ -73,6 +73,20 @@ def seconds_per_step(run_dir: Path, skip: int = 3) -> float:
     return ms[len(ms) // 2] / 1000.0
 
 
+def run_name(model: str, seed: int) -> str:
+    return model if seed == 0 else f"{model}_seed{seed}"
+
+
+def aggregate(runs: list[dict], key: str) -> tuple[float | None, float | None, int]:
+    """Mean, standard deviation over seeds (None for one run) and number of runs of ``key``."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return None, None, 0
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return mean, sd, len(values)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=25.0, help="training CPU budget of each model")
@@ -80,12 +94,14 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=2, help="models trained at once")
     p.add_argument("--calib-steps", type=int, default=12)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training.seed of each run (0: the preset's)")
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--eval-steps", type=int, default=100)
     p.add_argument("--eval-draws", type=int, default=2)
     p.add_argument("--eval-images", type=int, default=None, help="test images for the NELBO (default: all 10,000)")
     p.add_argument("--override", action="append", default=[], help="extra override for every model")
     p.add_argument("--skip-train", action="store_true", help="only evaluate existing runs")
+    p.add_argument("--train-only", action="store_true", help="train, then stop (evaluate later with --skip-train)")
     p.add_argument(
         "--merge", action="store_true", help="keep the results (and commands) of models not run now from --out"
     )
@@ -98,9 +114,10 @@ def main() -> None:
 
     calib = {}
     commands = {}
-    if not args.skip_train:
-        for name in args.models:
-            run = RUNS / f"calibrate_{name}"
+    runs = [(name, seed) for seed in args.seeds for name in args.models]
+    for name in args.models:  # seconds per step, measured once per model (reused when present)
+        run = RUNS / f"calibrate_{name}"
+        if not args.skip_train and not (run / "log.jsonl").exists():
             tokendiff(
                 [
                     "train",
@@ -116,41 +133,50 @@ def main() -> None:
                 RUNS / "logs" / f"calibrate_{name}.log",
                 env,
             )
+        if (run / "log.jsonl").exists():
             calib[name] = seconds_per_step(run)
             print(f"calibration {name}: {calib[name] * 1000:.0f} ms/step", flush=True)
 
-        def train(name):
-            steps = max(1, int(args.minutes * 60 / calib[name]))
-            cmd = [
-                "train",
-                *MODELS[name],
-                *COMMON,
-                *threads,
-                *args.override,
-                f"training.max_iters={steps}",
-                f"training.warmup_iters={min(200, steps // 10)}",
-                f"output_dir={RUNS / name}",
-            ]
-            commands[name] = (
-                "tokendiff " + " ".join(c for c in cmd if "output_dir" not in c) + f" output_dir=out/{name}"
-            )
-            start = time.time()
-            tokendiff(cmd, RUNS / "logs" / f"train_{name}.log", env)
-            print(f"trained {name}: {steps} steps in {(time.time() - start) / 60:.1f} min", flush=True)
-            return steps
+    def train(name_seed):
+        name, seed = name_seed
+        steps = max(1, int(args.minutes * 60 / calib[name]))
+        cmd = [
+            "train",
+            *MODELS[name],
+            *COMMON,
+            *threads,
+            *args.override,
+            *([f"training.seed={seed}"] if seed else []),
+            f"training.max_iters={steps}",
+            f"training.warmup_iters={min(200, steps // 10)}",
+            f"output_dir={RUNS / run_name(name, seed)}",
+        ]
+        commands[run_name(name, seed)] = (
+            "tokendiff " + " ".join(c for c in cmd if "output_dir" not in c) + f" output_dir=out/{run_name(name, seed)}"
+        )
+        start = time.time()
+        tokendiff(cmd, RUNS / "logs" / f"train_{run_name(name, seed)}.log", env)
+        print(f"trained {run_name(name, seed)}: {steps} steps in {(time.time() - start) / 60:.1f} min", flush=True)
 
+    if not args.skip_train:
         with ThreadPoolExecutor(args.parallel) as pool:
-            steps = dict(zip(args.models, pool.map(train, args.models)))
-    else:  # evaluate existing runs: their step counts come from their checkpoints
-        steps = {n: json.loads((RUNS / n / "final" / "config.json").read_text())["step"] for n in args.models}
+            list(pool.map(train, runs))
+    if args.train_only:
+        return
+    # step counts come from the checkpoints
+    steps = {
+        run_name(n, s): json.loads((RUNS / run_name(n, s) / "final" / "config.json").read_text())["step"]
+        for n, s in runs
+    }
 
     results, previous = {}, {}
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())
-        results = {n: r for n, r in previous.get("results", {}).items() if n not in args.models}
+        done = {run_name(n, s) for n, s in runs}
+        results = {n: r for n, r in previous.get("results", {}).items() if n not in done}
         commands = {n: c for n, c in previous.get("commands", {}).items() if n not in commands} | commands
-        calib = {n: r.get("seconds_per_step") for n, r in results.items()} | calib
-    for name in args.models:
+    for model, seed in runs:
+        name = run_name(model, seed)
         out = tokendiff(
             [
                 "eval",
@@ -166,7 +192,8 @@ def main() -> None:
         )
         results[name] = json.loads(out)
         results[name]["train_steps"] = steps.get(name)
-        results[name]["seconds_per_step"] = calib.get(name)
+        results[name]["seconds_per_step"] = calib.get(model)
+        results[name]["model"], results[name]["seed"] = model, seed
         if name not in commands:  # evaluated only: the training command is in the run's log
             log = RUNS / "logs" / f"train_{name}.log"
             if log.exists():
@@ -185,18 +212,28 @@ def main() -> None:
         ("inpainting accuracy, 10% observed (higher)", "inpainting_accuracy", "{:.4f}", None),
         ("training steps (equal CPU time)", "train_steps", "{}", None),
     ]
-    names = [n for n in MODELS if n in results]
+    by_model = {}  # model -> its runs (one per seed)
+    for run, r in results.items():
+        by_model.setdefault(r.get("model", run), []).append(r)
+    names = [n for n in MODELS if n in by_model]
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, key, fmt, err in rows:
         cells = []
         for n in names:
-            v = results[n].get(key)
-            cell = "n/a" if v is None else fmt.format(v)
-            if err and results[n].get(err) is not None:
-                cell += f" ± {results[n][err]:.2f}"
+            mean, sd, count = aggregate(by_model[n], key)
+            cell = "n/a" if mean is None else fmt.format(round(mean) if key == "train_steps" else mean)
+            if sd is not None:  # several seeds: mean +- standard deviation over seeds
+                cell += " ± " + fmt.format(sd).lstrip() if key != "train_steps" else ""
+            elif err and by_model[n][0].get(err) is not None:  # one seed: the Monte Carlo error
+                cell += f" ± {by_model[n][0][err]:.2f} (MC)"
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    first = results[names[0]]
+    lines.append(
+        "| seeds (training.seed) | "
+        + " | ".join(", ".join(str(r.get("seed", 0)) for r in by_model[n]) for n in names)
+        + " |"
+    )
+    first = by_model[names[0]][0]
     reference = (
         f"Real test images against the same reference: Frechet distance "
         f"{first.get('real_test_frechet_distance', float('nan')):.2f}, confidence "
@@ -220,7 +257,8 @@ def main() -> None:
         )
     )
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    cmd_lines = "\n".join(f"{commands[n]}" for n in names if n in commands)
+    order = [run_name(n, s) for s in sorted({r.get("seed", 0) for r in results.values()}) for n in MODELS]
+    cmd_lines = "\n".join(commands[n] for n in order if n in commands)
     generated = (
         f"Budget: {args.minutes:g} CPU-minutes per model at {args.threads} thread(s), {args.parallel} models at once "
         "on the 2-core CI-class machine; samples: "
