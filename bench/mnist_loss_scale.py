@@ -37,7 +37,7 @@ def main() -> None:
     q = args.observed_fraction
     losses = {
         "easy": (AmbientProcess(ckpt.process, q), "easy_terms"),
-        "consistency (squared)": (AmbientProcess(ckpt.process, q), "consistency_terms"),
+        "consistency (squared)": (AmbientProcess(ckpt.process, q, divergence="squared"), "consistency_terms"),
         "consistency (kl)": (AmbientProcess(ckpt.process, q, divergence="kl"), "consistency_terms"),
         "imputation": (AmbientProcess(ckpt.process, q, hard_loss="imputation"), "imputation_terms"),
     }

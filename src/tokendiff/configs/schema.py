@@ -236,7 +236,7 @@ class AmbientConfig:
     descent_steps: int = 2  # reverse steps from the data level to the consistency anchor
     easy_fraction: float = 0.5  # share of each batch on the easy loss; the rest on the hard loss
     hard_loss: str = "consistency"  # below the corruption level: consistency (tower) | imputation (EM)
-    divergence: str = "squared"  # consistency: squared (probabilities) | kl
+    divergence: str = "kl"  # consistency: kl | squared (probabilities)
     hard_start: float = 0.0  # share of the training steps on the easy loss alone, before the hard loss
 
     def __post_init__(self):

@@ -27,7 +27,7 @@ A share of each batch (``easy_fraction``) gets the easy loss, the rest the hard 
   masked token ``j``, ``p(x_i | z) = sum_v p(x_j = v | z) p(x_i | z, x_j = v)`` for every other
   masked ``i``. With a one-token reveal the expectation is exact in ``V`` forward passes, so::
 
-      L_cons = sum_{i masked, i != j} D( g_i, sum_v g_j(v) f^v_i ),   D = squared error or KL
+      L_cons = m sum_{i masked, i != j} D( g_i, sum_v g_j(v) f^v_i ),   D = KL or squared error
       g = p_theta(. | z) (stop-gradient: the anchor),  f^v = p_theta(. | z, x_j = v) (gradient)
 
   The gradient goes through the lower-noise side, the levels no data constrains. To reach levels
@@ -97,7 +97,7 @@ class AmbientProcess:
         descent_steps: int = 2,
         easy_fraction: float = 0.5,
         hard_loss: str = "consistency",
-        divergence: str = "squared",
+        divergence: str = "kl",
         hard_start: float = 0.0,
     ):
         if not 0.0 < observed_fraction <= 1.0:
@@ -203,7 +203,13 @@ class AmbientProcess:
         scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, -1.0)
         j = scores.argmax(1)  # (B,)
         terms = self.consistency_terms_given(denoiser, z, j)
-        return terms * (masked.sum(1, keepdim=True) >= 2)
+        # A one-token reveal is a step of 1/m of the m masked tokens, and the violation it shows is
+        # about 1/m of the violation over the rest of the path: scale by m, so that the term measures
+        # the violation per unit of masking and consistency_weight=1 puts its gradient on the scale of
+        # the data term's (measured: bench/mnist_loss_scale.py). A positive weight per state: the
+        # minimizers (the conditionals of a distribution) are unchanged.
+        m = masked.sum(1, keepdim=True)  # (B, 1)
+        return terms * m * (m >= 2)
 
     # ------------------------------------------------------------------ imputation
     def imputation_terms_given(self, logits, y, z, t):
