@@ -4,8 +4,8 @@ Models (shared/notes/ambient.md, "How to tell whether it works"):
     O  oracle      ``+experiment=mnist``            clean static binarized MNIST
     N  naive       ``+experiment=mnist_baseline``   10%-observed images as if clean (unscored gaps)
     E  easy only   ``+experiment=mnist_ambient ambient.consistency_weight=0``
-    C  consistency ``+experiment=mnist_ambient ambient.hard_loss=consistency``  easy + consistency loss
-    A  ambient     ``+experiment=mnist_ambient``    easy + imputation loss (the recipe's default)
+    C  consistency ``+experiment=mnist_ambient``    easy + consistency loss (the recipe's default)
+    I  imputation  ``+experiment=mnist_ambient ambient.hard_loss=imputation``  easy + imputation loss
 
 Equal compute: the objectives cost different amounts per step (the consistency loss runs the
 model's sampler and two extra forward passes), so each is first calibrated (seconds per step, with the
@@ -42,7 +42,7 @@ MODELS = {
     "naive": ["+experiment=mnist_baseline"],
     "easy": ["+experiment=mnist_ambient", "ambient.consistency_weight=0"],
     "consistency": ["+experiment=mnist_ambient", "ambient.hard_loss=consistency"],
-    "ambient": ["+experiment=mnist_ambient"],
+    "imputation": ["+experiment=mnist_ambient", "ambient.hard_loss=imputation"],
 }
 COMMON = [
     "system.device=cpu",
