@@ -17,25 +17,26 @@ A share of each batch (``easy_fraction``) gets the easy loss, the rest the hard 
 
 * ``t < t_n``, no data exists: ``hard_loss`` picks one of two estimators.
 
-  ``imputation`` (the MNIST recipe's default): draw the visible set of ``x_t`` independently of ``y``,
+  ``imputation``: draw the visible set of ``x_t`` independently of ``y``,
   fill its unobserved tokens with the model's own draws given all of ``y`` (no gradient), and score
   the observed tokens it hides, with weight ``-alpha'/((1 - alpha) q)``. With exact imputations this is
   an unbiased estimate of the clean NELBO integrand (tested by enumeration): Monte Carlo EM, whose
   fixed points include the data distribution. Its gradient is a likelihood gradient on real pixels.
 
-  ``consistency``: the tower property of the true conditionals: for any partly masked ``z`` and
+  ``consistency`` (the default): the tower property of the true conditionals: for any partly masked ``z`` and
   masked token ``j``, ``p(x_i | z) = sum_v p(x_j = v | z) p(x_i | z, x_j = v)`` for every other
   masked ``i``. With a one-token reveal the expectation is exact in ``V`` forward passes, so::
 
       L_cons = m sum_{i masked, i != j} D( g_i, sum_v g_j(v) f^v_i ),   D = KL or squared error
-      g = p_theta(. | z) (stop-gradient: the anchor),  f^v = p_theta(. | z, x_j = v) (gradient)
+      g = p_theta(. | z) (stop-gradient: the anchor),  f^v = p_theta(. | z, x_j = v) (gradient),
+      m = number of masked tokens of z
 
   The gradient goes through the lower-noise side, the levels no data constrains. To reach levels
   far below ``t_n``, ``z`` is reached from ``y`` by the model's own reverse sampler (no gradient),
   revealing tokens until a fraction ``1 - alpha(t)`` remains masked. The loss is zero for the exact
-  conditionals of any distribution and not for others (tested). Measured on MNIST it teaches the
-  low-noise levels almost nothing (docs/mnist_ambient.md): a one-token reveal links levels one token
-  apart, and the anchor below ``t_n`` is itself the model's untrained guess.
+  conditionals of any distribution and not for others (tested). The factor ``m``: a one-token reveal
+  links two levels one token apart, so without it the term is tiny; on MNIST its gradient was ~300x
+  below the data term's and it taught the low-noise levels nothing (docs/mnist_ambient.md).
 
 The naive baseline treats ``y`` as clean data whose masked tokens are simply not scored.
 """
@@ -78,8 +79,9 @@ class AmbientProcess:
     Args:
         base: the clean :class:`AbsorbingProcess` (schedule, mask id); also used for evaluation.
         observed_fraction: ``q``, the probability that a token of the data was observed.
-        consistency_weight: weight of the consistency loss (0 = easy loss only).
-        descent_steps: reverse steps the model takes (no gradient) from ``y`` to the anchor level.
+        consistency_weight: weight of the hard loss below ``t_n`` (0 = easy loss only).
+        descent_steps: forward passes (no gradient) that reach the anchor from ``y`` (consistency) or
+            draw the imputations (imputation).
         easy_fraction: share of each batch trained with the easy loss (the rest: the hard loss).
         hard_loss: below ``t_n``, ``consistency`` (tower property) or ``imputation`` (Monte Carlo EM).
         divergence: of the consistency loss, ``squared`` (probabilities) or ``kl``.
@@ -203,11 +205,10 @@ class AmbientProcess:
         scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, -1.0)
         j = scores.argmax(1)  # (B,)
         terms = self.consistency_terms_given(denoiser, z, j)
-        # A one-token reveal is a step of 1/m of the m masked tokens, and the violation it shows is
-        # about 1/m of the violation over the rest of the path: scale by m, so that the term measures
-        # the violation per unit of masking and consistency_weight=1 puts its gradient on the scale of
-        # the data term's (measured: bench/mnist_loss_scale.py). A positive weight per state: the
-        # minimizers (the conditionals of a distribution) are unchanged.
+        # A one-token reveal moves 1/m of the way through the m masked tokens, so the violation it
+        # shows is small: scale by m (violation per unit of masking), which puts the gradient of
+        # consistency_weight=1 on the scale of the data term's (bench/mnist_loss_scale.py). A positive
+        # weight per state: the minimizers (the conditionals of a distribution) are unchanged.
         m = masked.sum(1, keepdim=True)  # (B, 1)
         return terms * m * (m >= 2)
 
