@@ -169,12 +169,7 @@ def main() -> None:
         for n, s in runs
     }
 
-    results, previous = {}, {}
-    if args.merge and args.out.exists():
-        previous = json.loads(args.out.read_text())
-        done = {run_name(n, s) for n, s in runs}
-        results = {n: r for n, r in previous.get("results", {}).items() if n not in done}
-        commands = {n: c for n, c in previous.get("commands", {}).items() if n not in commands} | commands
+    results = {}
     for model, seed in runs:
         name = run_name(model, seed)
         out = tokendiff(
@@ -202,6 +197,12 @@ def main() -> None:
                 commands[name] += f" output_dir=out/{name}"
         print(f"evaluated {name}: {results[name]['nelbo_nats_per_image']:.2f} nats", flush=True)
 
+    # merged only now, so that evaluations run side by side keep each other's results
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        done = {run_name(n, s) for n, s in runs}
+        results = {n: r for n, r in previous.get("results", {}).items() if n not in done} | results
+        commands = {n: c for n, c in previous.get("commands", {}).items() if n not in commands} | commands
     rows = [
         ("NELBO, nats/image (test, lower is better)", "nelbo_nats_per_image", "{:.2f}", "nelbo_nats_per_image_stderr"),
         ("Frechet distance, classifier features (lower)", "sample_frechet_distance", "{:.2f}", None),
