@@ -102,6 +102,7 @@ def main() -> None:
     p.add_argument("--override", action="append", default=[], help="extra override for every model")
     p.add_argument("--skip-train", action="store_true", help="only evaluate existing runs")
     p.add_argument("--train-only", action="store_true", help="train, then stop (evaluate later with --skip-train)")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the table from the results in --out")
     p.add_argument(
         "--merge", action="store_true", help="keep the results (and commands) of models not run now from --out"
     )
@@ -114,8 +115,10 @@ def main() -> None:
 
     calib = {}
     commands = {}
-    runs = [(name, seed) for seed in args.seeds for name in args.models]
-    for name in args.models:  # seconds per step, measured once per model (reused when present)
+    runs = [] if args.table_only else [(name, seed) for seed in args.seeds for name in args.models]
+    if args.table_only:
+        args.skip_train = args.merge = True
+    for name in args.models if runs else []:  # seconds per step, measured once per model (reused when present)
         run = RUNS / f"calibrate_{name}"
         if not args.skip_train and not (run / "log.jsonl").exists():
             tokendiff(
@@ -230,8 +233,8 @@ def main() -> None:
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append(
-        "| seeds (training.seed) | "
-        + " | ".join(", ".join(str(r.get("seed", 0)) for r in by_model[n]) for n in names)
+        "| training.seed (preset: 1337) | "
+        + " | ".join(", ".join(str(r["seed"]) if r.get("seed") else "preset" for r in by_model[n]) for n in names)
         + " |"
     )
     first = by_model[names[0]][0]
