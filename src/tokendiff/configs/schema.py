@@ -232,8 +232,8 @@ class EvalConfig:
 class AmbientConfig:
     """Ambient training from corrupted data (diffusion.objective=ambient)."""
 
-    consistency_weight: float = 1.0  # weight of the consistency loss below the corruption level
-    descent_steps: int = 2  # reverse steps from the data level to the consistency anchor
+    consistency_weight: float = 1.0  # weight of the hard loss below the corruption level (0: easy loss only)
+    descent_steps: int = 2  # model passes that reach the consistency anchor or draw the imputations
     easy_fraction: float = 0.5  # share of each batch on the easy loss; the rest on the hard loss
     hard_loss: str = "consistency"  # below the corruption level: consistency (tower) | imputation (EM)
     divergence: str = "kl"  # consistency: kl | squared (probabilities)
