@@ -230,3 +230,16 @@ def test_hard_start_keeps_the_hard_loss_off_for_the_first_share_of_training(monk
     assert calls == [4]  # easy_fraction 0.5 of 8 rows
     with pytest.raises(TokenDiffError, match="hard_start=1.0"):
         AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1, hard_start=1.0)
+
+
+def test_consistency_terms_are_scaled_by_the_masked_count_of_the_anchor(monkeypatch):
+    # One reveal among m masked tokens is a 1/m step of the path: the per-state terms carry a factor m.
+    process = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1)
+    monkeypatch.setattr(process, "consistency_terms_given", lambda d, z, j: torch.ones(z.shape))
+    g = torch.Generator().manual_seed(0)
+    y = torch.full((3, 100), 2)
+    y[:, :10] = 1
+    t = torch.tensor([0.2, 0.5, 0.8])
+    terms = process.consistency_terms(lambda a, _t: torch.zeros(*a.shape, 2), y, t, g)
+    m = torch.round(100 * (1 - process.schedule.alpha(t.double()))).long()  # masks left by the descent
+    assert torch.equal(terms[:, 0].long(), m)
