@@ -219,6 +219,8 @@ def main() -> None:
     by_model = {}  # model -> its runs (one per seed)
     for run, r in results.items():
         by_model.setdefault(r.get("model", run), []).append(r)
+    for runs_of_model in by_model.values():
+        runs_of_model.sort(key=lambda r: r.get("seed") or 0)
     names = [n for n in MODELS if n in by_model]
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, key, fmt, err in rows:
