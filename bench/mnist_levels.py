@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokendiff.build import load_checkpoint
+from tokendiff.checkpoint import load_checkpoint
 from tokendiff.data.images import MnistData
 from tokendiff.processes.ambient import level_of_alpha
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tokendiff.build import load_checkpoint
+from tokendiff.checkpoint import load_checkpoint
 from tokendiff.data.images import MnistData
 from tokendiff.processes.ambient import AmbientProcess
 

@@ -19,8 +19,9 @@ from types import SimpleNamespace
 
 import torch
 
-from tokendiff.build import load_checkpoint
-from tokendiff.cli.images import draw_images, shuffled_test_images
+from tokendiff.checkpoint import load_checkpoint
+from tokendiff.evaluation.images import shuffled_test_images
+from tokendiff.samplers.images import draw_images
 from tokendiff.data.images import MnistData
 from tokendiff.evaluation.classifier import load_classifier
 from tokendiff.evaluation.images import inpaint, sample_metrics
@@ -67,7 +68,7 @@ def main() -> None:
         ckpt = SimpleNamespace(model=model, process=high.process)
         start = time.perf_counter()
         with torch.no_grad():
-            samples = draw_images(ckpt, args.samples, args.steps, 1.0, "ancestral", 0, 100, "cpu")
+            samples = draw_images(ckpt.model, ckpt.process, args.samples, args.steps, 1.0, "ancestral", 0, 100, "cpu")
             metrics = sample_metrics(samples, classifier, reference, train)
             accuracy, _, _ = inpaint(model, high.process, test, 0.1, args.steps, 0)
         metrics["inpainting_accuracy"] = accuracy

@@ -75,7 +75,7 @@ import tokendiff
 from tokendiff.models import Transformer
 from tokendiff.processes import AbsorbingProcess
 from tokendiff.schedules import LogLinearSchedule
-from tokendiff.training.schedule import param_groups
+from tokendiff.training.optimizer import param_groups
 from tokendiff.training.ema import EMA
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from tokendiff.data import mnist, paths
+from tokendiff.data import corruption, mnist, paths
+from tokendiff.data.images import ImageTokens
 from tokendiff.errors import TokenDiffError
 
 D = 784
@@ -257,7 +258,7 @@ def test_threshold_binarization_on_a_toy_array():
 
 @pytest.fixture(scope="module")
 def masks_50k():
-    return mnist.observation_masks(50_000, observed_fraction=0.1, seed=0)
+    return corruption.observation_masks(50_000, observed_fraction=0.1, seed=0)
 
 
 def test_masks_observe_each_pixel_with_probability_q(masks_50k):
@@ -277,10 +278,10 @@ def test_masks_observe_each_pixel_with_probability_q(masks_50k):
 
 def test_mask_of_an_image_does_not_depend_on_the_batch(masks_50k):
     for i in (0, 1, 4095, 4096, 49_999):  # 4096: a chunk boundary of the implementation
-        np.testing.assert_array_equal(mnist.observation_mask(i, 0.1, seed=0), masks_50k[i])
+        np.testing.assert_array_equal(corruption.observation_mask(i, 0.1, seed=0), masks_50k[i])
     order = np.array([49_999, 7, 7, 30_000])  # any order, repeats allowed
-    np.testing.assert_array_equal(mnist.observation_masks(order, 0.1, seed=0), masks_50k[order])
-    np.testing.assert_array_equal(mnist.observation_masks(10, 0.1, seed=0), masks_50k[:10])
+    np.testing.assert_array_equal(corruption.observation_masks(order, 0.1, seed=0), masks_50k[order])
+    np.testing.assert_array_equal(corruption.observation_masks(10, 0.1, seed=0), masks_50k[:10])
 
 
 def test_mask_construction_is_the_documented_philox_stream():
@@ -288,42 +289,42 @@ def test_mask_construction_is_the_documented_philox_stream():
     seed, n, q = 3, 123_456_789_012, 0.25
     key = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
     bitgen = np.random.Philox(key=key, counter=np.array([0, n, 0, 0], dtype=np.uint64))
-    np.testing.assert_array_equal(mnist.observation_mask(n, q, seed), np.random.Generator(bitgen).random(D) < q)
+    np.testing.assert_array_equal(corruption.observation_mask(n, q, seed), np.random.Generator(bitgen).random(D) < q)
 
 
 def test_different_images_and_seeds_get_different_masks(masks_50k):
     first = masks_50k[:2000]
     assert len(np.unique(first, axis=0)) == len(first)  # two equal random 784-pixel masks: probability ~0
-    assert (mnist.observation_masks(100, 0.1, seed=1) != masks_50k[:100]).any(axis=1).all()
+    assert (corruption.observation_masks(100, 0.1, seed=1) != masks_50k[:100]).any(axis=1).all()
 
 
 def test_masks_are_nested_in_q_and_full_at_q_one():
     # Observed iff u < q with the same uniforms u, so a larger q only adds observed pixels.
-    small, large = mnist.observation_masks(50, 0.1, seed=0), mnist.observation_masks(50, 0.5, seed=0)
+    small, large = corruption.observation_masks(50, 0.1, seed=0), corruption.observation_masks(50, 0.5, seed=0)
     assert (large >= small).all() and large.sum() > small.sum()
-    assert mnist.observation_masks(3, 1.0).all()
+    assert corruption.observation_masks(3, 1.0).all()
 
 
 @pytest.mark.parametrize("q", [0, 0.0, -0.1, 1.5, float("nan"), True, "0.1"])
 def test_observed_fraction_outside_zero_one_is_refused(q):
     with pytest.raises(TokenDiffError, match=r"observed_fraction=.*\(0, 1\]"):
-        mnist.observation_masks(3, q)
+        corruption.observation_masks(3, q)
 
 
 def test_corrupt_images_keeps_observed_pixels_and_masks_the_rest(binarized, masks_50k):
     x = binarized["train"]
-    y, m = mnist.corrupt_images(x, observed_fraction=0.1, seed=0)
+    y, m = corruption.corrupt_images(x, observed_fraction=0.1, seed=0)
     assert y.shape == x.shape and y.dtype == np.uint8
     np.testing.assert_array_equal(m, masks_50k)  # image n's mask is observation_mask(n)
     np.testing.assert_array_equal(y[m], x[m])
     assert (y[~m] == mnist.MASK_ID).all() and mnist.MASK_ID == mnist.VOCAB_SIZE == 2
     # explicit image numbers: rows 10..19 of the split corrupted on their own give the same tokens
-    y_part, _ = mnist.corrupt_images(x[10:20], 0.1, seed=0, indices=np.arange(10, 20))
+    y_part, _ = corruption.corrupt_images(x[10:20], 0.1, seed=0, indices=np.arange(10, 20))
     np.testing.assert_array_equal(y_part, y[10:20])
     with pytest.raises(TokenDiffError, match="binarize first"):
-        mnist.corrupt_images(np.full((2, D), 7, np.uint8), 0.1)
+        corruption.corrupt_images(np.full((2, D), 7, np.uint8), 0.1)
     with pytest.raises(TokenDiffError, match="mask_value=1"):
-        mnist.corrupt_images(x[:2], 0.1, mask_value=1)
+        corruption.corrupt_images(x[:2], 0.1, mask_value=1)
 
 
 # ------------------------------------------------------------------------------------------ batches
@@ -331,7 +332,7 @@ def test_corrupt_images_keeps_observed_pixels_and_masks_the_rest(binarized, mask
 
 def test_image_batches_are_reproducible_by_seed_and_windows_are_in_order():
     tokens = np.random.default_rng(0).integers(0, 3, size=(100, D), dtype=np.uint8)  # 0, 1 and mask 2
-    data = mnist.ImageTokens(tokens)
+    data = ImageTokens(tokens)
     assert len(data) == 100 and data.seq_len == D
     b1 = data.batch(8, D, torch.Generator().manual_seed(5))
     b2 = data.batch(8, D, torch.Generator().manual_seed(5))  # a resumed run re-seeds the same way
@@ -346,4 +347,4 @@ def test_image_batches_are_reproducible_by_seed_and_windows_are_in_order():
     with pytest.raises(TokenDiffError, match="block_size=784"):
         data.batch(8, 256, torch.Generator())
     with pytest.raises(TokenDiffError, match="hold 3"):
-        mnist.ImageTokens(np.full((2, D), 3))
+        ImageTokens(np.full((2, D), 3))

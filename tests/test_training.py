@@ -97,7 +97,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_earlier_checkpoints(tmp_pat
 
 
 def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
-    from tokendiff.training.schedule import learning_rate
+    from tokendiff.training.optimizer import learning_rate
 
     lrs = [learning_rate(s, 1.0, 0.1, warmup=10, decay_end=100) for s in range(120)]
     assert lrs[0] < lrs[5] < lrs[9] < 1.0  # 1) warmup rises

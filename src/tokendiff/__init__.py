@@ -6,15 +6,14 @@
 ...                               num_samples=2, length=128)          # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
+from tokendiff._version import __version__ as __version__
 from tokendiff.errors import TokenDiffError  # noqa: E402
 from tokendiff.schedules import make_schedule  # noqa: E402
 from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess  # noqa: E402
 from tokendiff.models import Transformer  # noqa: E402
 from tokendiff.samplers import MaskedDiffusionSampler, row_generators  # noqa: E402
 from tokendiff.samplers.text import generate  # noqa: E402
-from tokendiff.build import load_checkpoint  # noqa: E402
+from tokendiff.checkpoint import load_checkpoint  # noqa: E402
 
 __all__ = [
     "TokenDiffError",

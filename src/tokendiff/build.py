@@ -1,4 +1,4 @@
-"""Turn config values into objects, once: the model, the process, a loaded checkpoint.
+"""Turn config values into objects, once: the model, the process, the data set.
 
 This is the only place where config strings such as ``diffusion.schedule`` become objects; the
 layers below receive objects and plain values.
@@ -6,22 +6,39 @@ layers below receive objects and plain values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tokendiff.configs import Config, config_from_dict
-from tokendiff.data.tokenizers import load_tokenizer
+from tokendiff.configs import Config
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
 from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess
 from tokendiff.processes.ambient import AmbientProcess, NaiveCorruptedProcess
 from tokendiff.schedules import make_schedule
-from tokendiff.training.checkpoint import load_weights, read_json, resolve_checkpoint
 
-__all__ = ["build_model", "build_process", "scheduler_config", "load_checkpoint", "LoadedCheckpoint"]
+__all__ = ["build_dataset", "build_model", "build_process", "scheduler_config", "default_device"]
+
+
+def build_dataset(cfg: Config):
+    """The corpus a config names: MNIST images, a known text corpus, or ``data.input`` files.
+
+    A corpus from ``data.input`` without its own ``data.dataset`` name is named after the file (its stem).
+    """
+    from tokendiff.data.images import IMAGE_DATASETS, MnistData
+    from tokendiff.data.text import resolve_dataset
+
+    d = cfg.data
+    if d.dataset in IMAGE_DATASETS:
+        corrupted = cfg.diffusion.objective != "clean"
+        return MnistData(
+            d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir, d.limit
+        )
+    name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
+    return resolve_dataset(
+        name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir, min_tokens=cfg.model.block_size + 2
+    )
 
 
 def build_process(cfg: Config, vocab_size: int):
@@ -101,51 +118,6 @@ def scheduler_config(cfg: Config, process) -> dict:
         "time_conditioning": cfg.model.time_conditioning,
     }
     return out
-
-
-@dataclass
-class LoadedCheckpoint:
-    path: Path
-    config: Config
-    model: Transformer
-    process: object
-    tokenizer: object
-    step: int
-
-
-def load_checkpoint(path, device="cpu", weights_file: str = "model.safetensors", what="checkpoint"):
-    """Load a checkpoint (or a run directory's newest one) for sampling, evaluation or resuming.
-
-    Checks that the tokenizer in the directory is the one the model was trained with.
-    """
-    ckpt = resolve_checkpoint(path, what)
-    saved = read_json(ckpt / "config.json")
-    cfg = config_from_dict(saved.get("config", saved))
-    tokenizer = load_tokenizer(ckpt)
-    vocab_size = saved.get("vocab_size")
-    if vocab_size != tokenizer.vocab_size:
-        raise TokenDiffError(
-            f"the tokenizer in {ckpt} has {tokenizer.vocab_size} tokens but the model was trained with "
-            f"{vocab_size}; put back the tokenizer file that was saved with this checkpoint"
-        )
-    expected = saved.get("tokenizer_fingerprint")
-    if expected and tokenizer.fingerprint() != expected:
-        raise TokenDiffError(
-            f"the tokenizer in {ckpt} is not the one this model was trained with (fingerprint differs); "
-            "put back the tokenizer file that was saved with this checkpoint"
-        )
-    model = build_model(cfg, vocab_size)
-    state = load_weights(ckpt / weights_file)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise TokenDiffError(
-            f"{ckpt / weights_file} does not fit the model in its config.json "
-            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); the checkpoint is damaged"
-        )
-    model.to(device).eval()
-    step = int(saved.get("step", -1))
-    process = build_process(cfg, vocab_size)
-    return LoadedCheckpoint(ckpt, cfg, model, getattr(process, "eval_process", process), tokenizer, step)
 
 
 def default_device(requested: str = "auto") -> torch.device:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import numpy as np
 
 from tokendiff.errors import TokenDiffError
 
@@ -56,25 +54,11 @@ def load_config(args: list[str]):
     return cfg, overrides
 
 
-def _dataset(cfg):
-    from tokendiff.data.images import IMAGE_DATASETS, MnistData
-    from tokendiff.data.text import resolve_dataset
-
-    d = cfg.data
-    if d.dataset in IMAGE_DATASETS:
-        corrupted = cfg.diffusion.objective != "clean"
-        return MnistData(
-            d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir, d.limit
-        )
-    name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
-    return resolve_dataset(
-        name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir, min_tokens=cfg.model.block_size + 2
-    )
-
-
 def cmd_prepare(args):
+    from tokendiff.build import build_dataset
+
     cfg, _ = load_config(args)
-    prepared = _dataset(cfg)
+    prepared = build_dataset(cfg)
     if not hasattr(prepared, "meta"):  # images: nothing to tokenize; load (and check) the splits
         splits = {name: len(prepared.split(name)) for name in ("train", "val", "test")}
         print(json.dumps({"dataset": cfg.data.dataset, "images": splits}, indent=2))
@@ -83,49 +67,30 @@ def cmd_prepare(args):
 
 
 def cmd_train(args):
-    from tokendiff.build import build_model, build_process, load_checkpoint, scheduler_config
-    from tokendiff.configs import config_from_dict, to_dict
+    from tokendiff.build import build_dataset, build_model, build_process, default_device, scheduler_config
+    from tokendiff.checkpoint import load_checkpoint
+    from tokendiff.configs import compose_resume_config, to_dict
     from tokendiff.training import Trainer
 
-    overrides, verbatim = split_args(args)
+    overrides, _ = split_args(args)
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
     resume_from = None
     if resume:
-        if any(o.startswith("+") for o in overrides):
-            raise TokenDiffError("a resumed run keeps its preset; drop +experiment=... when passing resume=")
         loaded = load_checkpoint(resume, what="resume")
         resume_from = loaded.path
-        if not (resume_from / "training_state").exists():
-            raise TokenDiffError(f"{resume_from} has no training_state/; it can be sampled but not resumed")
-        base = OmegaConf.structured(loaded.config)
-        try:
-            merged = OmegaConf.merge(
-                base, OmegaConf.from_dotlist([o for o in overrides if not o.startswith("resume=")])
-            )
-        except OmegaConfBaseException as exc:
-            raise TokenDiffError(f"bad override with resume=: {str(exc).splitlines()[0]}") from None
-        cfg = config_from_dict(OmegaConf.to_container(merged))
+        cfg = compose_resume_config(loaded.config, [o for o in overrides if not o.startswith("resume=")])
         cfg.resume = str(resume_from)
     else:
         cfg, _ = load_config(args)
     if any(o.startswith("training.max_iters=") for o in overrides):
         cfg.training.n_epochs = None  # an explicit step count wins over the preset's epochs
-    from tokendiff.build import default_device
-
     default_device(cfg.system.device)  # a clear error for a device this machine does not have
-    data = _dataset(cfg)
+    data = build_dataset(cfg)
     tokenizer = data.tokenizer()
-    if cfg.training.n_epochs:  # the MNIST seed counts in epochs: convert once, here
-        per_step = cfg.training.batch_size * cfg.training.grad_accum
-        seq_len = cfg.model.block_size + (1 if cfg.model.causal else 0)
-        steps_per_epoch = -(-data.split("train").epoch_size(seq_len) // per_step)
-        cfg.training.max_iters = cfg.training.n_epochs * steps_per_epoch
-        cfg.training.checkpoint_interval = cfg.training.epochs_per_checkpoint * steps_per_epoch
-        print(
-            f"{cfg.training.n_epochs} epochs of {steps_per_epoch} steps = {cfg.training.max_iters} steps; "
-            f"a checkpoint every {cfg.training.epochs_per_checkpoint} epochs",
-            flush=True,
-        )
+    seq_len = cfg.model.block_size + (1 if cfg.model.causal else 0)
+    derived = cfg.training.apply_epochs(data.split("train").epoch_size(seq_len))  # the MNIST seed counts epochs
+    if derived:
+        print(derived, flush=True)
     model = build_model(cfg, tokenizer.vocab_size)
     process = build_process(cfg, tokenizer.vocab_size)
     kind = (
@@ -168,7 +133,7 @@ def inherit_sampling(cfg, overrides: list[str], saved) -> None:
 
 
 def cmd_sample(args):
-    from tokendiff.build import load_checkpoint
+    from tokendiff.checkpoint import load_checkpoint
     from tokendiff.samplers.text import generate
 
     cfg, overrides = load_config(args)
@@ -176,9 +141,7 @@ def cmd_sample(args):
     ckpt = load_checkpoint(cfg.checkpoint, device=device)
     inherit_sampling(cfg, overrides, ckpt.config)
     if ckpt.tokenizer.kind == "binary_image":
-        from tokendiff.cli.images import sample_images
-
-        return sample_images(cfg, ckpt, device)
+        return _sample_images(cfg, ckpt, device)
     s = cfg.sampling
     frames = []
     callback = None
@@ -221,18 +184,65 @@ def cmd_sample(args):
         print(f"[denoising trajectory of sample 0 written to {path}]", file=sys.stderr)
 
 
+def _sample_images(cfg, ckpt, device) -> None:
+    from tokendiff.data.mnist import load_binarized_mnist
+    from tokendiff.evaluation.images import inpaint, shuffled_test_images
+    from tokendiff.samplers.images import draw_images
+    from tokendiff.viz.images import save_grid, save_trajectory
+
+    s = cfg.sampling
+    if cfg.prompt or cfg.template:
+        raise TokenDiffError("an image model takes no prompt or template; use sampling.inpaint=true")
+    output = s.output or ("inpainting.png" if s.inpaint else "samples.png")
+    start = time.perf_counter()
+    if s.inpaint:
+        clean = shuffled_test_images(load_binarized_mnist("test", cfg.data.data_dir), cfg.num_samples)
+        q = ckpt.config.data.observed_fraction  # the corruption the model was trained for
+        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed, device=device)
+        save_grid(np.concatenate([corrupted, completed, clean]), output, nrow=len(clean))  # observed, completed, truth
+        print(
+            json.dumps(
+                {"inpainting_accuracy": accuracy, "observed_fraction": q, "images": len(clean), "output": str(output)}
+            )
+        )
+        return
+    if s.trajectory and not s.trajectory.lower().endswith((".gif", ".png")):
+        raise TokenDiffError(f"sampling.trajectory={s.trajectory!r}: images need a .gif or .png file")
+    frames = []
+    callback = (lambda step, x: frames.append(x.cpu().numpy().copy())) if s.trajectory else None  # noqa: E731
+    images = draw_images(
+        ckpt.model,
+        ckpt.process,
+        cfg.num_samples,
+        s.steps,
+        s.temperature,
+        s.strategy,
+        cfg.seed,
+        s.batch_size,
+        device,
+        callback,
+    )
+    save_grid(images, output)
+    seconds = time.perf_counter() - start
+    print(f"[{cfg.num_samples} images in {seconds:.1f}s written to {output}; checkpoint {ckpt.path}]", file=sys.stderr)
+    if s.trajectory:
+        path = save_trajectory(frames, s.trajectory)
+        print(f"[denoising trajectory written to {path}]", file=sys.stderr)
+
+
 def cmd_eval(args):
-    from tokendiff.build import load_checkpoint
+    from tokendiff.build import build_dataset
+    from tokendiff.checkpoint import load_checkpoint
     from tokendiff.evaluation import evaluate_likelihood
 
     cfg, _ = load_config(args)
     device = _device(cfg)
     ckpt = load_checkpoint(cfg.checkpoint, device=device)
-    data = _dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
+    data = build_dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
     if ckpt.tokenizer.kind == "binary_image":
-        from tokendiff.cli.images import eval_images
+        from tokendiff.evaluation.images import evaluate_images
 
-        print(json.dumps(eval_images(cfg, ckpt, data, device), indent=2))
+        print(json.dumps(evaluate_images(ckpt, data, cfg.eval, cfg.seed, device), indent=2))
         return
     if data.tokenizer().fingerprint() != ckpt.tokenizer.fingerprint():
         raise TokenDiffError(

@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tokendiff.configs.schema import Config
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["Config", "compose_config", "config_from_dict", "to_dict"]
+__all__ = ["Config", "compose_config", "compose_resume_config", "config_from_dict", "to_dict"]
 
 ConfigStore.instance().store(name="tokendiff_schema", node=Config)
 
@@ -48,6 +48,20 @@ def compose_config(overrides: list[str]) -> Config:
         if "experiment" in message and ("Could not find" in message or "not found" in message):
             message += " (presets: +experiment=shakespeare_char|shakespeare_char_ar|small|medium)"
         raise TokenDiffError(f"bad configuration: {message}") from None
+
+
+def compose_resume_config(saved: Config, overrides: list[str]) -> Config:
+    """A resumed run's config: the saved one with the command line's ``key=value`` overrides on top.
+
+    A preset (``+experiment=...``) cannot be re-applied to a run that already has one.
+    """
+    if any(o.startswith("+") for o in overrides):
+        raise TokenDiffError("a resumed run keeps its preset; drop +experiment=... when passing resume=")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(saved), OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise TokenDiffError(f"bad override with resume=: {_first_line(exc)}") from None
+    return config_from_dict(OmegaConf.to_container(merged))
 
 
 def to_dict(cfg: Config) -> dict:

@@ -156,6 +156,22 @@ class TrainingConfig:
         _check(0.0 <= self.ema < 1.0, f"training.ema={self.ema} must lie in [0, 1); 0 turns EMA off")
         _check(self.grad_clip >= 0, f"training.grad_clip={self.grad_clip} must be >= 0 (0 turns it off)")
 
+    def apply_epochs(self, sequences_per_epoch: int) -> str | None:
+        """With ``n_epochs`` set, derive ``max_iters`` and ``checkpoint_interval`` from the epoch size.
+
+        Returns a line saying what was derived (for the user), or None when ``n_epochs`` is unset.
+        """
+        if not self.n_epochs:
+            return None
+        per_step = self.batch_size * self.grad_accum
+        steps_per_epoch = -(-sequences_per_epoch // per_step)
+        self.max_iters = self.n_epochs * steps_per_epoch
+        self.checkpoint_interval = self.epochs_per_checkpoint * steps_per_epoch
+        return (
+            f"{self.n_epochs} epochs of {steps_per_epoch} steps = {self.max_iters} steps; "
+            f"a checkpoint every {self.epochs_per_checkpoint} epochs"
+        )
+
 
 @dataclass
 class SystemConfig:

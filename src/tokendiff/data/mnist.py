@@ -1,4 +1,7 @@
-"""MNIST as pixel tokens: the IDX files, static binarized MNIST, binarization, and fixed corruption masks.
+"""MNIST files as pixel tokens: the IDX files, static binarized MNIST and binarization.
+
+The fixed corruption masks of the ambient setting are in :mod:`tokendiff.data.corruption`, the
+token rows the trainer batches from in :mod:`tokendiff.data.images`.
 
 Token convention for images: an image is a row of D = 784 pixels in row-major 28x28 order, each a
 token in {0, 1} (``VOCAB_SIZE = 2``); the mask token is ``MASK_ID = 2`` (= vocab_size, as for text).
@@ -12,16 +15,6 @@ Data files (see ``SOURCES.md`` in the shared data directory):
   from the authors' ``.amat`` text files; either way each split is checked against the sha256 of its
   unpacked (N, 784) uint8 bytes, once per process.
 
-Corruption (the ambient setting, ``notes/ambient.md``): image n is observed through a FIXED mask,
-each pixel observed independently with probability ``observed_fraction`` = q. The mask is a function
-of ``(seed, n)`` only, so the model never sees another view of an image, and it does not depend on
-how many images are corrupted at once. How: a counter-based generator, Philox4x64 with
-``key = SeedSequence(seed).generate_state(2, uint64)`` and counter ``(0, n, 0, 0)``; pixel j is
-observed iff the j-th float64 uniform ``(raw_j >> 11) * 2**-53`` of that stream is ``< q`` (exactly
-what ``np.random.Generator(Philox(key, counter)).random(D) < q`` gives, computed in integers).
-
-Batches are drawn like :meth:`tokendiff.data.text.TokenSplit.batch`: rows at random from a
-generator the caller seeds by ``(seed, step)``, so a resumed run sees exactly the same batches.
 """
 
 from __future__ import annotations
@@ -36,7 +29,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tokendiff.data.paths import KNOWN_FILES, data_dir, fetch
 from tokendiff.errors import TokenDiffError
@@ -55,10 +47,6 @@ __all__ = [
     "parse_amat",
     "binarize_dynamic",
     "binarize_threshold",
-    "observation_mask",
-    "observation_masks",
-    "corrupt_images",
-    "ImageTokens",
 ]
 
 IMAGE_SIDE = 28
@@ -311,160 +299,3 @@ def binarize_threshold(images: np.ndarray, threshold: int = 128) -> np.ndarray:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 1 <= threshold <= 255:
         raise TokenDiffError(f"threshold={threshold!r} must be an integer in 1..255, e.g. 128")
     return (images >= threshold).astype(np.uint8)
-
-
-# ------------------------------------------------------------------------------ observation masks
-
-
-def _check_fraction(observed_fraction: float) -> float:
-    q = observed_fraction
-    if isinstance(q, bool) or not isinstance(q, (int, float, np.floating, np.integer)) or not 0.0 < q <= 1.0:
-        raise TokenDiffError(
-            f"observed_fraction={q!r} must lie in (0, 1], e.g. 0.1 (the share of pixels each corrupted image shows)"
-        )
-    return float(q)
-
-
-def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TokenDiffError(f"seed={seed!r} must be an integer >= 0, e.g. 0")
-    return int(seed)
-
-
-def _mask_key(seed: int) -> np.ndarray:
-    """The Philox key of a mask seed: two uint64 words hashed from it by SeedSequence."""
-    return np.random.SeedSequence(seed).generate_state(2, dtype=np.uint64)
-
-
-def observation_masks(
-    indices: int | np.ndarray, observed_fraction: float = 0.1, seed: int = 0, n_pixels: int = N_PIXELS
-) -> np.ndarray:
-    """Fixed observation masks, bool (N, n_pixels): True where the pixel of that image is observed.
-
-    ``indices``: image indices (1-D, >= 0), or an int n for images 0..n-1. Row k depends only on
-    ``(seed, indices[k], observed_fraction)`` (see the module docstring for the construction).
-    """
-    q = _check_fraction(observed_fraction)
-    seed = _check_seed(seed)
-    if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
-        indices = np.arange(int(indices))
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or (indices.size and (indices.dtype.kind not in "iu" or indices.min() < 0)):
-        raise TokenDiffError(f"indices must be image numbers >= 0 in a 1-D array, got {indices.dtype} {indices.shape}")
-    # u = (raw >> 11) * 2**-53 < q  <=>  (raw >> 11) < ceil(q * 2**53)   (q * 2**53 is exact)
-    limit = np.uint64(math.ceil(q * 2.0**53))
-    bitgen = np.random.Philox(key=_mask_key(seed))
-    state = bitgen.state
-    out = np.empty((len(indices), n_pixels), dtype=bool)
-    chunk = np.empty((max(1, min(len(indices), 4096)), n_pixels), dtype=np.uint64)
-    for start in range(0, len(indices), len(chunk)):
-        rows = indices[start : start + len(chunk)]
-        for r, index in enumerate(rows.tolist()):
-            state["state"]["counter"] = np.array([0, index, 0, 0], dtype=np.uint64)
-            state["buffer_pos"] = 4  # empty buffer: the next draw starts at the counter
-            bitgen.state = state
-            chunk[r] = bitgen.random_raw(n_pixels)
-        np.less(chunk[: len(rows)] >> np.uint64(11), limit, out=out[start : start + len(rows)])
-    return out
-
-
-def observation_mask(index: int, observed_fraction: float = 0.1, seed: int = 0, n_pixels: int = N_PIXELS) -> np.ndarray:
-    """The fixed observation mask of image ``index``, bool (n_pixels,); row of :func:`observation_masks`."""
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-        raise TokenDiffError(f"index={index!r} must be an image number >= 0")
-    return observation_masks(np.array([index]), observed_fraction, seed, n_pixels)[0]
-
-
-def corrupt_images(
-    x: np.ndarray,
-    observed_fraction: float = 0.1,
-    seed: int = 0,
-    mask_value: int = MASK_ID,
-    indices: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The corrupted data set: tokens uint8 (N, D) in {0, 1, mask_value} and masks bool (N, D).
-
-    ``x``: binary images (N, D) uint8 {0, 1}. Row n is observed through ``observation_mask(indices[n],
-    observed_fraction, seed)`` (``indices`` defaults to 0..N-1, the row numbers of the split); observed
-    pixels keep their value, the others become ``mask_value``. Use a different ``seed`` per split.
-    """
-    x = np.asarray(x)
-    if x.ndim != 2 or x.dtype != np.uint8 or (x.size and x.max() > 1):
-        raise TokenDiffError(
-            f"x is {x.dtype} {x.shape}, expected binary images (N, 784) uint8 in {{0, 1}}; "
-            "binarize first (binarize_dynamic or binarize_threshold)"
-        )
-    if isinstance(mask_value, bool) or not isinstance(mask_value, (int, np.integer)) or not 2 <= mask_value <= 255:
-        raise TokenDiffError(f"mask_value={mask_value!r} must be an integer in 2..255 (not a pixel value), e.g. 2")
-    idx = np.arange(len(x)) if indices is None else np.asarray(indices)
-    if idx.shape != (len(x),):
-        raise TokenDiffError(f"indices has shape {idx.shape}, expected ({len(x)},): one image number per row of x")
-    masks = observation_masks(idx, observed_fraction, seed, n_pixels=x.shape[1])
-    return np.where(masks, x, np.uint8(mask_value)).astype(np.uint8, copy=False), masks
-
-
-# ------------------------------------------------------------------------------------------ batches
-
-
-class ImageTokens:
-    """Images as token rows (N, D), with random batches and fixed evaluation windows like ``TokenSplit``.
-
-    ``tokens``: integer array (N, D) with values in 0..vocab_size-1, or ``mask_id`` for masked pixels.
-    ``len()`` is the number of images; a "sequence" is one whole image, so ``seq_len`` must equal D.
-    """
-
-    chars_per_token = None  # pixels are not characters: no bits-per-character conversion
-
-    def __init__(self, tokens: np.ndarray, vocab_size: int = VOCAB_SIZE, mask_id: int | None = None):
-        tokens = np.asarray(tokens)
-        mask_id = vocab_size if mask_id is None else mask_id
-        if tokens.ndim != 2 or tokens.dtype.kind not in "iub" or tokens.shape[0] == 0:
-            raise TokenDiffError(
-                f"image tokens are {tokens.dtype} {tokens.shape}, expected a non-empty integer array (N, D); "
-                "pass the tokens corrupt_images or load_binarized_mnist returns"
-            )
-        bad = (tokens < 0) | ((tokens >= vocab_size) & (tokens != mask_id))
-        if bad.any():
-            raise TokenDiffError(
-                f"image tokens hold {tokens[bad].flat[0]}, expected values 0..{vocab_size - 1} or the mask id "
-                f"{mask_id}; binarize the pixels and mark hidden ones with the mask id"
-            )
-        small = max(vocab_size, mask_id + 1) <= 256  # uint8 storage: 39 MB for 50k images instead of 314 MB
-        self.tokens = np.ascontiguousarray(tokens, dtype=np.uint8 if small else np.int64)  # (N, D)
-        self.vocab_size, self.mask_id = vocab_size, mask_id
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def epoch_size(self, seq_len: int) -> int:
-        """Sequences in one pass over the split: one per image."""
-        return len(self)
-
-    @property
-    def seq_len(self) -> int:
-        return self.tokens.shape[1]
-
-    def check_length(self, seq_len: int) -> None:
-        if seq_len != self.seq_len:
-            raise TokenDiffError(
-                f"a sequence is one image of {self.seq_len} pixels but seq_len={seq_len}; "
-                f"set model.block_size={self.seq_len}"
-            )
-
-    def batch_indices(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """``batch_size`` image numbers drawn uniformly with replacement, (B,) int64 on the CPU."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise TokenDiffError(f"batch_size={batch_size!r} must be a positive integer, e.g. 64")
-        return torch.randint(0, len(self), (batch_size,), generator=generator, device=generator.device).cpu()
-
-    def batch(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
-        """A random batch of whole images, (B, D) int64: the rows :meth:`batch_indices` draws."""
-        self.check_length(seq_len)
-        rows = self.tokens[self.batch_indices(batch_size, generator).numpy()]
-        return torch.from_numpy(rows.astype(np.int64))
-
-    def windows(self, seq_len: int, max_windows: int | None = None) -> torch.Tensor:
-        """The first ``max_windows`` images (all by default) in order, (N, D) int64: the evaluation set."""
-        self.check_length(seq_len)
-        n = len(self) if not max_windows else min(len(self), max_windows)
-        return torch.from_numpy(self.tokens[:n].astype(np.int64))

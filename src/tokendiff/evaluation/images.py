@@ -14,14 +14,25 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 import torch
 
-from tokendiff.data.mnist import corrupt_images
-from tokendiff.evaluation.classifier import frechet_distance
+from tokendiff.data.corruption import corrupt_images
+from tokendiff.errors import TokenDiffError
+from tokendiff.evaluation.classifier import frechet_distance, load_classifier
+from tokendiff.evaluation.likelihood import evaluate_likelihood
+from tokendiff.samplers.images import draw_images
 from tokendiff.samplers.masked import MaskedDiffusionSampler, row_generators
 
-__all__ = ["sample_metrics", "nearest_hamming", "inpaint"]
+__all__ = ["sample_metrics", "nearest_hamming", "inpaint", "shuffled_test_images", "evaluate_images", "sample_quality"]
+
+
+def shuffled_test_images(test: np.ndarray, n: int) -> np.ndarray:
+    """``n`` test images in a fixed random order (the static test split is sorted by digit class)."""
+    return test[np.random.default_rng(0).permutation(len(test))[:n]]
 
 
 @torch.no_grad()
@@ -90,3 +101,66 @@ def inpaint(
     hidden = ~observed
     accuracy = float((completed[hidden] == clean[hidden]).mean())
     return accuracy, corrupted, completed
+
+
+def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
+    """``tokendiff eval`` of an image checkpoint: NELBO in nats per image with its Monte Carlo standard
+    error, and (``eval_cfg.sample_metrics``) the sample metrics."""
+    split_name = eval_cfg.split or "test"
+    split = data.split(split_name)
+    windows = split.windows(ckpt.model.block_size, eval_cfg.max_windows)
+    start = time.perf_counter()
+    r = evaluate_likelihood(
+        lambda x, t: ckpt.model(x),
+        ckpt.process,
+        windows,
+        num_draws=eval_cfg.num_draws,
+        batch_size=max(eval_cfg.batch_size, 100),
+        seed=seed,
+        device=device,
+    )
+    D = windows.shape[1]
+    out = {
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "split": split_name,
+        "images": r.sequences,
+        "nelbo_nats_per_image": r.nelbo_nats_per_token * D,
+        "nelbo_nats_per_image_stderr": r.nelbo_nats_per_token_stderr * D,
+        "nelbo_nats_per_token": r.nelbo_nats_per_token,
+        "bits_per_token": r.bits_per_token,
+        "bits_per_token_stderr": r.bits_per_token_stderr,
+        "perplexity": r.perplexity,
+        "perplexity_stderr": r.perplexity_stderr,
+        "nelbo_seconds": round(time.perf_counter() - start, 1),
+    }
+    if eval_cfg.sample_metrics:
+        out.update(sample_quality(ckpt, data, eval_cfg, seed, device))
+    return out
+
+
+def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
+    """Sample metrics of ``eval_cfg.num_samples`` fresh samples, the same for real test images as the
+    floor, and inpainting accuracy at the corruption the model was trained for."""
+    start = time.perf_counter()
+    classifier, meta = load_classifier()
+    n, steps = eval_cfg.num_samples, eval_cfg.sampling_steps
+    samples = draw_images(ckpt.model, ckpt.process, n, steps, 1.0, "ancestral", seed, 100, device)
+    reference = data.split("val").windows(784).numpy()
+    train = data.clean_train_images()
+    test = shuffled_test_images(data.split("test").windows(784).numpy(), n)
+    metrics = sample_metrics(samples, classifier, reference, train)
+    real = sample_metrics(test, classifier, reference, train)
+    # the corruption the model was trained for; 0.1 (the ambient default) for a clean model
+    q = ckpt.config.data.observed_fraction
+    accuracy, _, _ = inpaint(ckpt.model, ckpt.process, test[: min(n, 1000)], q, steps, seed, device=device)
+    out = {f"sample_{k}": v for k, v in metrics.items()}
+    out.update({f"real_test_{k}": v for k, v in real.items() if k != "num_samples"})
+    out["inpainting_accuracy"] = accuracy
+    # the trivial reference: predict 0 (the majority value) for every hidden pixel
+    out["inpainting_all_zero_accuracy"] = float(1.0 - test[: min(n, 1000)].mean())
+    out["classifier_test_accuracy"] = meta["test_accuracy_dynamic"]
+    out["sample_metrics_seconds"] = round(time.perf_counter() - start, 1)
+    if not math.isfinite(out["sample_frechet_distance"]):
+        raise TokenDiffError("the Frechet distance is not finite; draw more samples (eval.num_samples)")
+    return out

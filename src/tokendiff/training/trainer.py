@@ -19,22 +19,21 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-import tokendiff
-from tokendiff.errors import TokenDiffError
-from tokendiff.evaluation.likelihood import evaluate_likelihood
-from tokendiff.samplers.text import generate
-from tokendiff.training.checkpoint import (
+from tokendiff.checkpoint import (
     CHECKPOINTS,
     FINAL,
-    load_weights,
+    checkpoint_record,
+    load_training_state,
     optimizer_tensors,
-    read_json,
     restore_optimizer,
     save_checkpoint,
 )
+from tokendiff.errors import TokenDiffError
+from tokendiff.evaluation.likelihood import evaluate_likelihood
+from tokendiff.samplers.text import generate
 from tokendiff.training.ema import EMA
 from tokendiff.training.logger import RunLogger
-from tokendiff.training.schedule import learning_rate, param_groups
+from tokendiff.training.optimizer import learning_rate, param_groups
 
 __all__ = ["Trainer", "TrainResult"]
 
@@ -137,17 +136,14 @@ class Trainer:
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "last_eval": self.last_eval,
         }
-        config = {
-            "tokendiff_version": tokendiff.__version__,
-            "step": self.step,
-            "vocab_size": self.tokenizer.vocab_size,
-            "num_parameters": self.raw_model.num_parameters(),
-            "tokenizer_fingerprint": self.tokenizer.fingerprint(),
-            "config": self.config_dict,
-        }
         return save_checkpoint(
             target,
-            config=config,
+            config=checkpoint_record(
+                self.config_dict,
+                step=self.step,
+                tokenizer=self.tokenizer,
+                num_parameters=self.raw_model.num_parameters(),
+            ),
             weights=self.inference_model().state_dict(),
             scheduler_config=self.scheduler_config,
             tokenizer=self.tokenizer,
@@ -159,14 +155,14 @@ class Trainer:
         )
 
     def _load_state(self, ckpt: Path) -> None:
-        raw = load_weights(ckpt / "training_state" / "model.safetensors")
-        self.raw_model.load_state_dict(raw)
+        saved = load_training_state(ckpt)
+        self.raw_model.load_state_dict(saved.raw_weights)
         if self.ema is not None:
-            self.ema.module.load_state_dict(load_weights(ckpt / "model.safetensors"))
-        state = read_json(ckpt / "training_state" / "state.json")
+            self.ema.module.load_state_dict(saved.ema_weights)
+        state = saved.state
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
-        restore_optimizer(self.optimizer.optimizer, load_weights(ckpt / "training_state" / "optimizer.safetensors"))
+        restore_optimizer(self.optimizer.optimizer, saved.optimizer)
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
         cuda_states = state.get("cuda_rng_states") or []
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():

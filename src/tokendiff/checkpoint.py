@@ -1,4 +1,6 @@
-"""Checkpoints as directories, written atomically and read without unpickling anything.
+"""The checkpoint format, in one place: what a checkpoint holds, how it is written, read and checked.
+
+Checkpoints are directories, written atomically and read without unpickling anything.
 
 Layout of one checkpoint (``<output_dir>/checkpoints/step_000500`` or ``<output_dir>/final``)::
 
@@ -20,18 +22,39 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tokendiff._version import __version__
+from tokendiff.configs import Config, config_from_dict
+from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["save_checkpoint", "resolve_checkpoint", "read_json", "load_weights", "checkpoint_step"]
+__all__ = [
+    "save_checkpoint",
+    "checkpoint_record",
+    "load_checkpoint",
+    "LoadedCheckpoint",
+    "resolve_checkpoint",
+    "read_json",
+    "load_weights",
+    "checkpoint_step",
+    "optimizer_tensors",
+    "restore_optimizer",
+    "TrainingState",
+    "load_training_state",
+]
 
 FINAL = "final"
 CHECKPOINTS = "checkpoints"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+SCHEDULER_CONFIG = "scheduler_config.json"
+TRAINING_STATE = "training_state"
 
 
 def _write_json(path: Path, data) -> None:
@@ -75,6 +98,18 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 
 
+def checkpoint_record(config_dict: dict, *, step: int, tokenizer, num_parameters: int) -> dict:
+    """The content of ``config.json``: the resolved config and what loading checks against it."""
+    return {
+        "tokendiff_version": __version__,
+        "step": step,
+        "vocab_size": tokenizer.vocab_size,
+        "num_parameters": num_parameters,
+        "tokenizer_fingerprint": tokenizer.fingerprint(),
+        "config": config_dict,
+    }
+
+
 def save_checkpoint(
     target: Path,
     *,
@@ -86,24 +121,25 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory at ``target`` atomically (replacing an older one of that name).
 
-    ``training_state``: ``{"model": raw weights, "optimizer": flat tensors, "state": JSON dict}``.
+    ``config``: from :func:`checkpoint_record`. ``training_state``: ``{"model": raw weights,
+    "optimizer": flat tensors (:func:`optimizer_tensors`), "state": JSON dict}``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-tmp-"))
     try:
-        _write_json(tmp / "config.json", config)
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-        _write_json(tmp / "scheduler_config.json", scheduler_config)
+        _write_json(tmp / CONFIG, config)
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        _write_json(tmp / SCHEDULER_CONFIG, scheduler_config)
         tokenizer.save(tmp)
         if training_state is not None:
-            (tmp / "training_state").mkdir()
+            (tmp / TRAINING_STATE).mkdir()
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in training_state["model"].items()},
-                str(tmp / "training_state" / "model.safetensors"),
+                str(tmp / TRAINING_STATE / WEIGHTS),
             )
-            save_file(training_state["optimizer"], str(tmp / "training_state" / "optimizer.safetensors"))
-            _write_json(tmp / "training_state" / "state.json", training_state["state"])
+            save_file(training_state["optimizer"], str(tmp / TRAINING_STATE / "optimizer.safetensors"))
+            _write_json(tmp / TRAINING_STATE / "state.json", training_state["state"])
         if target.exists():  # swap: the old one is removed only after the new one is in place
             old = target.with_name(f".{target.name}-old-{os.getpid()}")
             os.replace(target, old)
@@ -118,7 +154,7 @@ def save_checkpoint(
 
 
 def checkpoint_step(path: Path) -> int:
-    state = Path(path) / "training_state" / "state.json"
+    state = Path(path) / TRAINING_STATE / "state.json"
     if state.exists():
         return int(read_json(state).get("step", -1))
     return -1
@@ -131,17 +167,87 @@ def resolve_checkpoint(path: str | Path, what: str = "checkpoint") -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise TokenDiffError(f"{what}={str(path)!r} does not exist; give a run or checkpoint directory")
-    if (path / "model.safetensors").exists() or (path / "config.json").exists():
+    if (path / WEIGHTS).exists() or (path / CONFIG).exists():
         return path
     candidates = []
-    if (path / FINAL / "config.json").exists():
+    if (path / FINAL / CONFIG).exists():
         candidates.append(path / FINAL)
     if (path / CHECKPOINTS).is_dir():
         candidates += [p for p in (path / CHECKPOINTS).iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not candidates:
         raise TokenDiffError(
-            f"{what}={str(path)!r} holds no checkpoint (no model.safetensors, final/ or checkpoints/); "
+            f"{what}={str(path)!r} holds no checkpoint (no {WEIGHTS}, {FINAL}/ or {CHECKPOINTS}/); "
             "train first or point at a checkpoint directory"
         )
     # newest by step; `final` wins a tie because it sorts first and max() keeps the first maximum
     return max(candidates, key=checkpoint_step)
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    config: Config
+    model: torch.nn.Module
+    process: object
+    tokenizer: object
+    step: int
+
+
+def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="checkpoint") -> LoadedCheckpoint:
+    """Load a checkpoint (or a run directory's newest one) for sampling, evaluation or resuming.
+
+    Checks that the tokenizer in the directory is the one the model was trained with.
+    """
+    from tokendiff.build import build_model, build_process  # build knows the models; it never imports this
+
+    ckpt = resolve_checkpoint(path, what)
+    saved = read_json(ckpt / CONFIG)
+    cfg = config_from_dict(saved.get("config", saved))
+    tokenizer = load_tokenizer(ckpt)
+    vocab_size = saved.get("vocab_size")
+    if vocab_size != tokenizer.vocab_size:
+        raise TokenDiffError(
+            f"the tokenizer in {ckpt} has {tokenizer.vocab_size} tokens but the model was trained with "
+            f"{vocab_size}; put back the tokenizer file that was saved with this checkpoint"
+        )
+    expected = saved.get("tokenizer_fingerprint")
+    if expected and tokenizer.fingerprint() != expected:
+        raise TokenDiffError(
+            f"the tokenizer in {ckpt} is not the one this model was trained with (fingerprint differs); "
+            "put back the tokenizer file that was saved with this checkpoint"
+        )
+    model = build_model(cfg, vocab_size)
+    state = load_weights(ckpt / weights_file)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise TokenDiffError(
+            f"{ckpt / weights_file} does not fit the model in its config.json "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); the checkpoint is damaged"
+        )
+    model.to(device).eval()
+    step = int(saved.get("step", -1))
+    process = build_process(cfg, vocab_size)
+    return LoadedCheckpoint(ckpt, cfg, model, getattr(process, "eval_process", process), tokenizer, step)
+
+
+@dataclass
+class TrainingState:
+    """What ``training_state/`` holds besides the weights: the step, RNG states, EMA count, last eval."""
+
+    raw_weights: dict  # the trained weights
+    ema_weights: dict  # model.safetensors: the EMA weights when EMA is on (else the raw ones)
+    optimizer: dict  # flat moments, see optimizer_tensors
+    state: dict
+
+
+def load_training_state(ckpt: Path) -> TrainingState:
+    """Read ``training_state/`` of a checkpoint (for resume)."""
+    root = Path(ckpt) / TRAINING_STATE
+    if not root.is_dir():
+        raise TokenDiffError(f"{ckpt} has no {TRAINING_STATE}/; it can be sampled but not resumed")
+    return TrainingState(
+        load_weights(root / WEIGHTS),
+        load_weights(Path(ckpt) / WEIGHTS),
+        load_weights(root / "optimizer.safetensors"),
+        read_json(root / "state.json"),
+    )
