@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import ExactConditionals, random_joint
-from tokendiff.processes import AbsorbingProcess
+from tokendiff.objectives import CleanObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import LogLinearSchedule
 
 
@@ -42,7 +43,7 @@ def test_nelbo_of_exact_conditionals_is_minus_log_likelihood(V, L):
     # is computed in float32 (relative error ~1e-7 per term), so we ask for 1e-6 relative.
     joint = random_joint(V, L, seed=V * 10 + L)
     model = ExactConditionals(joint, V, L)
-    process = AbsorbingProcess(V, LogLinearSchedule(eps=0.0), t_min=0.0)
+    process = AbsorbingKernel(V, LogLinearSchedule(eps=0.0))
     for x0, p in joint.items():
         nelbo = quadrature(lambda t, x0=x0: expected_terms(process, model, x0, t), 0.0, 1.0)
         assert nelbo == pytest.approx(-math.log(p), rel=1e-6)
@@ -53,7 +54,7 @@ def test_nelbo_of_a_wrong_model_is_larger():
     # under p (the gap is a KL divergence, > 0 for distinct distributions).
     V, L = 2, 3
     joint, other = random_joint(V, L, seed=1), random_joint(V, L, seed=2)
-    process = AbsorbingProcess(V, LogLinearSchedule(eps=0.0), t_min=0.0)
+    process = AbsorbingKernel(V, LogLinearSchedule(eps=0.0))
     wrong = ExactConditionals(other, V, L)
     expected_nelbo = sum(
         p * quadrature(lambda t, x0=x0: expected_terms(process, wrong, x0, t), 0.0, 1.0) for x0, p in joint.items()
@@ -67,10 +68,10 @@ def test_uniform_logits_give_L_log_V():
     # E[w(t) * #masked] = (1-eps)/((1-eps) t) * L (1-eps) t = L (1-eps), for every t.
     # So every Monte Carlo draw has expectation L (1-eps) log V, and over [0, 1] the NELBO is that too.
     V, L, B, eps = 5, 16, 4096, 1e-3
-    process = AbsorbingProcess(V, LogLinearSchedule(eps=eps))
+    objective = CleanObjective(AbsorbingKernel(V, LogLinearSchedule(eps=eps)))
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, V, (B, L), generator=g)
-    terms = process.loss_terms(lambda xt, t: torch.zeros(*xt.shape, V), x0, g)  # (B, L)
+    terms = objective.loss_terms(lambda xt, t: torch.zeros(*xt.shape, V), x0, g)  # (B, L)
     per_seq = terms.sum(1).double()
     expected = L * (1 - eps) * math.log(V)
     stderr = per_seq.std().item() / math.sqrt(B)
@@ -83,7 +84,8 @@ def test_monte_carlo_estimate_converges_to_the_exact_integral():
     V, L = 2, 3
     joint = random_joint(V, L, seed=3)
     model = ExactConditionals(joint, V, L)
-    process = AbsorbingProcess(V, LogLinearSchedule(eps=1e-3), t_min=0.05)
+    process = AbsorbingKernel(V, LogLinearSchedule(eps=1e-3))
+    objective = CleanObjective(process, t_min=0.05)
     x0 = max(joint, key=joint.get)
     exact = quadrature(lambda t, x0=x0: expected_terms(process, model, x0, t), 0.05, 1.0) / 0.95
     # The model depends only on the mask pattern: precompute its logits for all 2^L patterns.
@@ -93,13 +95,13 @@ def test_monte_carlo_estimate_converges_to_the_exact_integral():
         table[tuple(xt[0].tolist())] = model(xt)[0]
     fast = lambda xt, t: torch.stack([table[tuple(r)] for r in xt.tolist()])  # noqa: E731
     g = torch.Generator().manual_seed(0)
-    draws = torch.cat([process.loss_terms(fast, torch.tensor([x0] * 1000), g).sum(1) for _ in range(8)])
+    draws = torch.cat([objective.loss_terms(fast, torch.tensor([x0] * 1000), g).sum(1) for _ in range(8)])
     stderr = draws.std().item() / math.sqrt(len(draws))
     assert abs(draws.mean().item() - exact) < 5 * stderr
 
 
 def test_corrupt_masks_with_probability_one_minus_alpha_and_keeps_the_rest():
-    process = AbsorbingProcess(7, LogLinearSchedule())
+    process = AbsorbingKernel(7, LogLinearSchedule())
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 7, (400, 500), generator=g)
     t = torch.full((400,), 0.3)
@@ -115,8 +117,8 @@ def test_corrupt_masks_with_probability_one_minus_alpha_and_keeps_the_rest():
 def test_antithetic_times_cover_every_stratum():
     # With antithetic sampling, the B times fall one in each interval [i/B, (i+1)/B) (before the affine
     # map to [t_min, 1]): lower variance, same uniform marginal.
-    process = AbsorbingProcess(3, LogLinearSchedule(), t_min=0.0)
-    t = process.sample_t(8, torch.Generator().manual_seed(1))
+    objective = CleanObjective(AbsorbingKernel(3, LogLinearSchedule()), t_min=0.0)
+    t = objective.sample_t(8, torch.Generator().manual_seed(1))
     assert sorted((t * 8).floor().long().tolist()) == list(range(8))
 
 
@@ -124,8 +126,9 @@ def test_reverse_step_matches_bayes_rule_on_the_transition_matrix():
     # For one token: q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0) with explicit (V+1)x(V+1)
     # transition matrices; the model posterior is sum_x0 p(x0) q(x_s | x_t = mask, x0).
     V = 3
-    process = AbsorbingProcess(V, LogLinearSchedule())
-    alpha_t, alpha_s = 0.3, 0.7
+    process = AbsorbingKernel(V, LogLinearSchedule())
+    t, s = 0.7, 0.3
+    alpha_t, alpha_s = (float(process.alpha(torch.tensor(u, dtype=torch.float64))) for u in (t, s))
 
     def transition(a):  # row x, column y: q(y | x) when a token survives with probability a
         Q = torch.zeros(V + 1, V + 1, dtype=torch.float64)
@@ -140,16 +143,16 @@ def test_reverse_step_matches_bayes_rule_on_the_transition_matrix():
     for x0 in range(V):
         q_t_given_x0 = (Q_s @ Q_ts)[x0, V]
         expected += p_x0[x0] * Q_s[x0] * Q_ts[:, V] / q_t_given_x0
-    got = process.reverse_log_probs(p_x0.log().view(1, 1, V), torch.tensor([[V]]), alpha_t, alpha_s).exp()
+    got = process.reverse_log_probs(p_x0.log().view(1, 1, V), torch.tensor([[V]]), t, s).exp()
     torch.testing.assert_close(got[0, 0], expected)
     assert got.sum().item() == pytest.approx(1.0)
     # An unmasked token stays what it is (SUBS carry-over).
-    kept = process.reverse_log_probs(p_x0.log().view(1, 1, V), torch.tensor([[1]]), alpha_t, alpha_s).exp()
+    kept = process.reverse_log_probs(p_x0.log().view(1, 1, V), torch.tensor([[1]]), t, s).exp()
     assert kept[0, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
 
 
 def test_subs_never_predicts_the_mask_and_carries_unmasked_tokens():
-    process = AbsorbingProcess(4, LogLinearSchedule())
+    process = AbsorbingKernel(4, LogLinearSchedule())
     xt = torch.tensor([[4, 2, 4]])
     log_probs = process.subs_log_probs(torch.randn(1, 3, 4), xt)  # (1, 3, 5)
     probs = log_probs.exp()

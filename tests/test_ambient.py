@@ -10,23 +10,24 @@ import torch
 from conftest import ExactConditionals, random_joint
 from test_absorbing import quadrature
 from tokendiff.errors import TokenDiffError
-from tokendiff.processes import AbsorbingProcess
-from tokendiff.processes.ambient import AmbientProcess, NaiveCorruptedProcess
+from tokendiff.objectives.ambient import AmbientObjective
+from tokendiff.objectives.naive import NaiveObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import LogLinearSchedule
 
 V, L, Q = 2, 3, 0.4
 
 
 def make(q=Q, eps=0.0, **kwargs):
-    return AmbientProcess(AbsorbingProcess(V, LogLinearSchedule(eps=eps), t_min=0.0), q, **kwargs)
+    return AmbientObjective(AbsorbingKernel(V, LogLinearSchedule(eps=eps)), q, t_min=0.0, **kwargs)
 
 
 def test_corruption_level_solves_alpha_equals_q():
     # For alpha(t) = 1 - (1 - eps) t the level is t_n = (1 - q) / (1 - eps): 0.9 / 0.999 for q = 0.1.
-    p = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule(eps=1e-3)), 0.1)
+    p = AmbientObjective(AbsorbingKernel(2, LogLinearSchedule(eps=1e-3)), 0.1)
     assert p.t_n == pytest.approx(0.9 / 0.999, abs=1e-12)
     with pytest.raises(TokenDiffError, match="observed_fraction=0.0"):
-        AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.0)
+        AmbientObjective(AbsorbingKernel(2, LogLinearSchedule()), 0.0)
 
 
 def expected_easy(process, model, x, t):
@@ -46,7 +47,7 @@ def expected_easy(process, model, x, t):
 
 
 def expected_clean(process, model, x, t):
-    base = process.base
+    base = process.kernel
     a = float(base.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
     total = 0.0
     for pattern in itertools.product([0, 1], repeat=L):
@@ -182,7 +183,7 @@ def test_descend_reveals_down_to_the_level_and_keeps_observed_tokens():
     from tokendiff.models.image import ImagePatchTransformer
 
     model = ImagePatchTransformer(n_layer=1, n_head=2, n_embd=32).eval()
-    process = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1)
+    process = AmbientObjective(AbsorbingKernel(2, LogLinearSchedule()), 0.1)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 2, (4, 784), generator=g)
     y = torch.where(torch.rand(x.shape, generator=g) < 0.1, x, torch.full_like(x, 2))
@@ -199,42 +200,40 @@ def test_loss_terms_train_both_parts_and_the_naive_baseline_scores_only_observed
     from tokendiff.models.image import ImagePatchTransformer
 
     model = ImagePatchTransformer(n_layer=1, n_head=2, n_embd=32)
-    base = AbsorbingProcess(2, LogLinearSchedule())
+    base = AbsorbingKernel(2, LogLinearSchedule())
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 2, (8, 784), generator=g)
     y = torch.where(torch.rand(x.shape, generator=g) < 0.1, x, torch.full_like(x, 2))
     for hard_loss in ("consistency", "imputation"):
         model.zero_grad()
-        terms = AmbientProcess(base, 0.1, hard_loss=hard_loss).loss_terms(lambda a, t: model(a), y, g)
+        terms = AmbientObjective(base, 0.1, hard_loss=hard_loss).loss_terms(lambda a, t: model(a), y, g)
         assert terms.shape == (8, 784) and torch.isfinite(terms).all() and terms.sum() > 0
         terms.mean().backward()
         assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(TokenDiffError, match="hard_loss='em'"):
-        AmbientProcess(base, 0.1, hard_loss="em")
-    naive = NaiveCorruptedProcess(base).loss_terms(lambda a, t: model(a), y, g)
+        AmbientObjective(base, 0.1, hard_loss="em")
+    naive = NaiveObjective(base).loss_terms(lambda a, t: model(a), y, g)
     assert (naive[y == 2] == 0).all()
 
 
 def test_hard_start_keeps_the_hard_loss_off_for_the_first_share_of_training(monkeypatch):
-    process = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1, hard_start=0.3)
+    process = AmbientObjective(AbsorbingKernel(2, LogLinearSchedule()), 0.1, hard_start=0.3)
     calls = []
     monkeypatch.setattr(process, "consistency_terms", lambda d, y, t, g: calls.append(len(y)) or torch.zeros(y.shape))
     y = torch.full((8, 16), 2)
     y[:, ::4] = 1
     model = lambda a, t: torch.zeros(*a.shape, 2)  # noqa: E731
-    process.progress = 0.29
-    process.loss_terms(model, y, torch.Generator().manual_seed(0))
+    process.loss_terms(model, y, torch.Generator().manual_seed(0), progress=0.29)
     assert calls == []
-    process.progress = 0.3
-    process.loss_terms(model, y, torch.Generator().manual_seed(0))
+    process.loss_terms(model, y, torch.Generator().manual_seed(0), progress=0.3)
     assert calls == [4]  # easy_fraction 0.5 of 8 rows
     with pytest.raises(TokenDiffError, match="hard_start=1.0"):
-        AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1, hard_start=1.0)
+        AmbientObjective(AbsorbingKernel(2, LogLinearSchedule()), 0.1, hard_start=1.0)
 
 
 def test_consistency_terms_are_scaled_by_the_masked_count_of_the_anchor(monkeypatch):
     # One reveal among m masked tokens is a 1/m step of the path: the per-state terms carry a factor m.
-    process = AmbientProcess(AbsorbingProcess(2, LogLinearSchedule()), 0.1)
+    process = AmbientObjective(AbsorbingKernel(2, LogLinearSchedule()), 0.1)
     monkeypatch.setattr(process, "consistency_terms_given", lambda d, z, j: torch.ones(z.shape))
     g = torch.Generator().manual_seed(0)
     y = torch.full((3, 100), 2)

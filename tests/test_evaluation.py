@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tokendiff.evaluation import evaluate_likelihood
-from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess
+from tokendiff.objectives import AutoregressiveObjective, CleanObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import LogLinearSchedule
 
 
@@ -12,7 +13,7 @@ def test_uniform_model_scores_log_V_per_token_within_its_stderr():
     # Each draw has expectation (1 - eps) log V per token (see test_absorbing), so the reported mean
     # must be within a few Monte Carlo standard errors of it.
     V = 7
-    process = AbsorbingProcess(V, LogLinearSchedule(eps=1e-3))
+    process = CleanObjective(AbsorbingKernel(V, LogLinearSchedule(eps=1e-3)))
     windows = torch.randint(0, V, (64, 32), generator=torch.Generator().manual_seed(0))
     r = evaluate_likelihood(
         lambda x, t: torch.zeros(*x.shape, V), process, windows, num_draws=8, seed=0, chars_per_token=1.0
@@ -27,7 +28,7 @@ def test_autoregressive_likelihood_is_exact():
     # Uniform next-token logits give exactly log V per predicted token, with no Monte Carlo error.
     V = 5
     windows = torch.randint(0, V, (10, 17), generator=torch.Generator().manual_seed(0))
-    r = evaluate_likelihood(lambda x, t: torch.zeros(*x.shape, V), AutoregressiveProcess(V), windows)
+    r = evaluate_likelihood(lambda x, t: torch.zeros(*x.shape, V), AutoregressiveObjective(V), windows)
     # (float32 cross-entropy: equal to log V up to float32 rounding)
     assert r.nelbo_nats_per_token == pytest.approx(math.log(V), rel=1e-7) and r.nelbo_nats_per_token_stderr == 0.0
     assert r.tokens_per_sequence == 16
@@ -48,7 +49,7 @@ def test_evaluation_draws_times_independently_of_the_position_in_the_batch():
     # Training stratifies the times of a batch (row i of B gets t in [i/B, (i+1)/B)). Evaluation must not:
     # sequence n would sit in the same row, hence the same stratum, in every draw, a bias the standard
     # error cannot show. A spy records the masked share (~ t for 400 tokens) of every row it sees.
-    process = AbsorbingProcess(2, LogLinearSchedule())
+    process = CleanObjective(AbsorbingKernel(2, LogLinearSchedule()))
     seen = []
 
     def spy(x, t):
@@ -63,7 +64,7 @@ def test_evaluation_draws_times_independently_of_the_position_in_the_batch():
 def test_reported_stderr_matches_the_spread_over_seeds():
     # Over 20 seeds the standard deviation of the estimates should match the reported Monte Carlo
     # standard error (their ratio is ~1; [0.5, 2] allows for the sampling error of a 20-sample std).
-    process = AbsorbingProcess(2, LogLinearSchedule())
+    process = CleanObjective(AbsorbingKernel(2, LogLinearSchedule()))
     windows = torch.stack([torch.tensor([0, 1] * 4) if i % 2 else torch.zeros(8, dtype=torch.long) for i in range(40)])
     runs = [
         evaluate_likelihood(lambda x, t: CopyModel()(x), process, windows, num_draws=4, batch_size=8, seed=s)

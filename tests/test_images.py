@@ -14,7 +14,7 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.classifier import frechet_distance
 from tokendiff.evaluation.images import inpaint, nearest_hamming
 from tokendiff.models.image import ImagePatchTransformer
-from tokendiff.processes import AbsorbingProcess
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import LogLinearSchedule
 from tokendiff.viz.images import save_grid, save_trajectory
 
@@ -87,7 +87,7 @@ def test_nearest_hamming_matches_brute_force():
 def test_inpainting_keeps_observed_pixels():
     torch.manual_seed(0)
     model = ImagePatchTransformer(n_layer=1, n_head=2, n_embd=32).eval()
-    process = AbsorbingProcess(2, LogLinearSchedule())
+    process = AbsorbingKernel(2, LogLinearSchedule())
     clean = np.random.default_rng(0).integers(0, 2, (5, 784)).astype(np.uint8)
     accuracy, corrupted, completed = inpaint(model, process, clean, 0.3, steps=8)
     observed = corrupted != 2

@@ -3,7 +3,8 @@ import torch
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
-from tokendiff.processes import AbsorbingProcess
+from tokendiff.objectives import CleanObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.samplers import MaskedDiffusionSampler, row_generators
 from tokendiff.schedules import LogLinearSchedule
 
@@ -50,21 +51,19 @@ def test_tiny_model_overfits_two_strings():
     # determines everything; then the only uncertainty left is which string, log(2) per sequence.
     data = torch.tensor([[1] * 12, [4] * 12])
     model = Transformer(V, n_layer=2, n_head=2, n_embd=32, block_size=L)
-    process = AbsorbingProcess(V, LogLinearSchedule())
+    objective = CleanObjective(AbsorbingKernel(V, LogLinearSchedule()))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(250):
-        loss = process.loss_terms(lambda xt, t: model(xt), data.repeat(16, 1), g).mean()
+        loss = objective.loss_terms(model, data.repeat(16, 1), g).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        nelbo = torch.stack(
-            [process.loss_terms(lambda xt, t: model(xt), data.repeat(64, 1), g).mean() for _ in range(10)]
-        ).mean()
+        nelbo = torch.stack([objective.loss_terms(model, data.repeat(64, 1), g).mean() for _ in range(10)]).mean()
     assert nelbo.item() < 0.1
-    out = MaskedDiffusionSampler(model, process, steps=L, temperature=0.0).sample(
+    out = MaskedDiffusionSampler(model, objective.kernel, steps=L, temperature=0.0).sample(
         torch.full((4, L), V), row_generators(0, 4)
     )
     for row in out.tolist():

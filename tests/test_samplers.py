@@ -8,7 +8,7 @@ import torch
 from conftest import ExactConditionals
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
-from tokendiff.processes import AbsorbingProcess
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.samplers import MaskedDiffusionSampler, row_generators
 from tokendiff.samplers.masked import process_log_probs
 from tokendiff.schedules import LogLinearSchedule
@@ -38,7 +38,7 @@ def tiny_model(seed=0, L=24):
 
 
 def process():
-    return AbsorbingProcess(V, LogLinearSchedule())
+    return AbsorbingKernel(V, LogLinearSchedule())
 
 
 def masked_start(B, L, prefix=()):
@@ -118,7 +118,7 @@ def test_ancestral_with_exact_conditionals_reproduces_the_joint():
     for s in [(a, b) for a in range(3) for b in range(3)]:
         table[s] = model(torch.tensor([s]))[0]
     fast = FixedLookup(table)
-    sampler = MaskedDiffusionSampler(fast, AbsorbingProcess(Vj, LogLinearSchedule()), steps=64)
+    sampler = MaskedDiffusionSampler(fast, AbsorbingKernel(Vj, LogLinearSchedule()), steps=64)
     out = sampler.sample(torch.full((n, L), Vj), row_generators(1, n))
     counts = {}
     for row in out.tolist():

@@ -77,17 +77,17 @@ def test_checkpoint_directory_layout(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
-    from tokendiff.processes import AbsorbingProcess
+    from tokendiff.objectives import CleanObjective
 
-    original = AbsorbingProcess.loss_terms
+    original = CleanObjective.loss_terms
     calls = {"n": 0}
 
-    def poisoned(self, denoiser, x0, generator=None):
+    def poisoned(self, model, x0, generator=None, progress=1.0):
         calls["n"] += 1
-        terms = original(self, denoiser, x0, generator)
+        terms = original(self, model, x0, generator, progress)
         return terms * float("nan") if calls["n"] > 4 else terms
 
-    monkeypatch.setattr(AbsorbingProcess, "loss_terms", poisoned)
+    monkeypatch.setattr(CleanObjective, "loss_terms", poisoned)
     code = main(["train", *TINY, "training.max_iters=8", "training.checkpoint_interval=2", f"output_dir={tmp_path}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

@@ -1,4 +1,4 @@
-"""Turn config values into objects, once: the model, the process, the data set.
+"""Turn config values into objects, once: the data set, the model, the kernel and the objective.
 
 This is the only place where config strings such as ``diffusion.schedule`` become objects; the
 layers below receive objects and plain values.
@@ -14,11 +14,18 @@ from tokendiff.configs import Config
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
-from tokendiff.processes import AbsorbingProcess, AutoregressiveProcess
-from tokendiff.processes.ambient import AmbientProcess, NaiveCorruptedProcess
+from tokendiff.objectives import AmbientObjective, AutoregressiveObjective, CleanObjective, NaiveObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import make_schedule
 
-__all__ = ["build_dataset", "build_model", "build_process", "scheduler_config", "default_device"]
+__all__ = [
+    "build_dataset",
+    "build_model",
+    "build_kernel",
+    "build_objective",
+    "scheduler_config",
+    "default_device",
+]
 
 
 def build_dataset(cfg: Config):
@@ -41,30 +48,38 @@ def build_dataset(cfg: Config):
     )
 
 
-def build_process(cfg: Config, vocab_size: int):
-    """The training process. Its ``eval_process`` (if any) is the clean one to sample and evaluate with."""
+def build_kernel(cfg: Config, vocab_size: int):
+    """The forward kernel a config names (``diffusion.process``), or None for the autoregressive model."""
     if cfg.model.causal:
-        return AutoregressiveProcess(vocab_size)
-    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.eps)
-    base = AbsorbingProcess(vocab_size, schedule, t_min=cfg.diffusion.t_min, antithetic=cfg.diffusion.antithetic)
-    if cfg.diffusion.objective == "naive":
-        return NaiveCorruptedProcess(base)
-    if cfg.diffusion.objective == "ambient":
+        return None
+    return AbsorbingKernel(vocab_size, make_schedule(cfg.diffusion.schedule, cfg.diffusion.eps))
+
+
+def build_objective(cfg: Config, kernel, vocab_size: int):
+    """The training objective: ``diffusion.objective`` around ``kernel`` (autoregressive without one)."""
+    d = cfg.diffusion
+    if kernel is None:
+        return AutoregressiveObjective(vocab_size)
+    if d.objective == "naive":
+        return NaiveObjective(kernel, t_min=d.t_min, antithetic=d.antithetic)
+    if d.objective == "ambient":
         if cfg.model.time_conditioning:
             raise TokenDiffError(
                 "diffusion.objective=ambient needs a time-agnostic model; set model.time_conditioning=false"
             )
-        return AmbientProcess(
-            base,
+        a = cfg.ambient
+        return AmbientObjective(
+            kernel,
             cfg.data.observed_fraction,
-            cfg.ambient.consistency_weight,
-            cfg.ambient.descent_steps,
-            cfg.ambient.easy_fraction,
-            cfg.ambient.hard_loss,
-            cfg.ambient.divergence,
-            cfg.ambient.hard_start,
+            a.consistency_weight,
+            a.descent_steps,
+            a.easy_fraction,
+            a.hard_loss,
+            a.divergence,
+            a.hard_start,
+            t_min=d.t_min,
         )
-    return base
+    return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic)
 
 
 def build_model(cfg: Config, vocab_size: int):
@@ -101,17 +116,16 @@ def build_model(cfg: Config, vocab_size: int):
     )
 
 
-def scheduler_config(cfg: Config, process) -> dict:
+def scheduler_config(cfg: Config, objective) -> dict:
     """``scheduler_config.json``: the field names of diffusers' proposed ``TokenDiffusionScheduler``."""
-    kernel = getattr(process, "eval_process", process)  # the kernel, not the training objective
-    schedule = kernel.schedule.to_dict() if hasattr(kernel, "schedule") else {"alpha_schedule": None}
+    kernel = objective.kernel
     out = {
         "_class_name": "TokenDiffusionScheduler",
-        "vocab_size": process.vocab_size,
-        "mask_token_id": process.mask_token_id,
+        "vocab_size": objective.vocab_size if kernel is None else kernel.vocab_size,
+        "mask_token_id": None if kernel is None else kernel.mask_token_id,
         "num_train_timesteps": 1000,  # continuous time; 1000 is the discretization diffusers expects
-        **schedule,
-        "forward_process": kernel.name,
+        **(kernel.schedule.to_dict() if kernel is not None else {"alpha_schedule": None}),
+        "forward_process": "autoregressive" if kernel is None else kernel.name,
         "training_objective": cfg.diffusion.objective,
         "exclude_mask_from_uniform": True,
         "t_min": cfg.diffusion.t_min,

@@ -188,7 +188,8 @@ class LoadedCheckpoint:
     path: Path
     config: Config
     model: torch.nn.Module
-    process: object
+    kernel: object  # the forward kernel (tokendiff.processes.Kernel); None for an autoregressive model
+    objective: object  # the training objective (tokendiff.objectives.Objective)
     tokenizer: object
     step: int
 
@@ -198,7 +199,7 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
 
     Checks that the tokenizer in the directory is the one the model was trained with.
     """
-    from tokendiff.build import build_model, build_process  # build knows the models; it never imports this
+    from tokendiff.build import build_kernel, build_model, build_objective  # build never imports this module
 
     ckpt = resolve_checkpoint(path, what)
     saved = read_json(ckpt / CONFIG)
@@ -226,8 +227,9 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
         )
     model.to(device).eval()
     step = int(saved.get("step", -1))
-    process = build_process(cfg, vocab_size)
-    return LoadedCheckpoint(ckpt, cfg, model, getattr(process, "eval_process", process), tokenizer, step)
+    kernel = build_kernel(cfg, vocab_size)
+    objective = build_objective(cfg, kernel, vocab_size)
+    return LoadedCheckpoint(ckpt, cfg, model, kernel, objective, tokenizer, step)
 
 
 @dataclass

@@ -67,7 +67,14 @@ def cmd_prepare(args):
 
 
 def cmd_train(args):
-    from tokendiff.build import build_dataset, build_model, build_process, default_device, scheduler_config
+    from tokendiff.build import (
+        build_dataset,
+        build_kernel,
+        build_model,
+        build_objective,
+        default_device,
+        scheduler_config,
+    )
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import compose_resume_config, to_dict
     from tokendiff.training import Trainer
@@ -92,7 +99,8 @@ def cmd_train(args):
     if derived:
         print(derived, flush=True)
     model = build_model(cfg, tokenizer.vocab_size)
-    process = build_process(cfg, tokenizer.vocab_size)
+    kernel = build_kernel(cfg, tokenizer.vocab_size)
+    objective = build_objective(cfg, kernel, tokenizer.vocab_size)
     kind = (
         "autoregressive"
         if cfg.model.causal
@@ -104,7 +112,9 @@ def cmd_train(args):
         f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {cfg.output_dir}",
         flush=True,
     )
-    trainer = Trainer(cfg, to_dict(cfg), model, process, tokenizer, data, scheduler_config(cfg, process), resume_from)
+    trainer = Trainer(
+        cfg, to_dict(cfg), model, objective, tokenizer, data, scheduler_config(cfg, objective), resume_from
+    )
     if resume_from is not None:
         print(f"resumed from {resume_from} at step {trainer.step}", flush=True)
     result = trainer.train()
@@ -153,7 +163,7 @@ def cmd_sample(args):
     start = time.perf_counter()
     texts, stats = generate(
         ckpt.model,
-        ckpt.process,
+        ckpt.kernel,
         ckpt.tokenizer,
         num_samples=cfg.num_samples,
         length=s.length or ckpt.config.model.block_size,
@@ -180,7 +190,7 @@ def cmd_sample(args):
     if s.trajectory:
         from tokendiff.viz.text import write_trajectory
 
-        path = write_trajectory(s.trajectory, frames, ckpt.tokenizer, ckpt.process.mask_token_id)
+        path = write_trajectory(s.trajectory, frames, ckpt.tokenizer, ckpt.kernel.mask_token_id)
         print(f"[denoising trajectory of sample 0 written to {path}]", file=sys.stderr)
 
 
@@ -198,7 +208,7 @@ def _sample_images(cfg, ckpt, device) -> None:
     if s.inpaint:
         clean = shuffled_test_images(load_binarized_mnist("test", cfg.data.data_dir), cfg.num_samples)
         q = ckpt.config.data.observed_fraction  # the corruption the model was trained for
-        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.process, clean, q, s.steps, cfg.seed, device=device)
+        accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.kernel, clean, q, s.steps, cfg.seed, device=device)
         save_grid(np.concatenate([corrupted, completed, clean]), output, nrow=len(clean))  # observed, completed, truth
         print(
             json.dumps(
@@ -212,7 +222,7 @@ def _sample_images(cfg, ckpt, device) -> None:
     callback = (lambda step, x: frames.append(x.cpu().numpy().copy())) if s.trajectory else None  # noqa: E731
     images = draw_images(
         ckpt.model,
-        ckpt.process,
+        ckpt.kernel,
         cfg.num_samples,
         s.steps,
         s.temperature,
@@ -251,13 +261,13 @@ def cmd_eval(args):
         )
     split_name = cfg.eval.split or "val"
     split = data.split(split_name)
-    seq_len = ckpt.config.model.block_size + ckpt.process.extra_tokens
+    seq_len = ckpt.config.model.block_size + ckpt.objective.extra_tokens
     windows = split.windows(seq_len, cfg.eval.max_windows)
     if len(windows) == 0:
         raise TokenDiffError(f"the {split_name} split has fewer than {seq_len} tokens; nothing to evaluate")
     result = evaluate_likelihood(
-        lambda x, t: ckpt.model(x, t if ckpt.config.model.time_conditioning else None),
-        ckpt.process,
+        ckpt.model,
+        ckpt.objective,
         windows,
         num_draws=cfg.eval.num_draws,
         batch_size=cfg.eval.batch_size,

@@ -76,7 +76,7 @@ def sample_metrics(samples: np.ndarray, classifier, reference: np.ndarray, train
 @torch.no_grad()
 def inpaint(
     model,
-    process,
+    kernel,
     clean: np.ndarray,
     observed_fraction: float,
     steps: int,
@@ -90,9 +90,9 @@ def inpaint(
     ``corruption_seed`` differs from the training corruption seed, so test masks are new draws.
     """
     corrupted, observed = corrupt_images(
-        np.asarray(clean, dtype=np.uint8), observed_fraction, corruption_seed, mask_value=process.mask_token_id
+        np.asarray(clean, dtype=np.uint8), observed_fraction, corruption_seed, mask_value=kernel.mask_token_id
     )
-    sampler = MaskedDiffusionSampler(model, process, steps=steps)
+    sampler = MaskedDiffusionSampler(model, kernel, steps=steps)
     completed = []
     for i in range(0, len(corrupted), batch_size):
         x = torch.from_numpy(corrupted[i : i + batch_size].astype(np.int64)).to(device)
@@ -111,8 +111,8 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
     windows = split.windows(ckpt.model.block_size, eval_cfg.max_windows)
     start = time.perf_counter()
     r = evaluate_likelihood(
-        lambda x, t: ckpt.model(x),
-        ckpt.process,
+        ckpt.model,
+        ckpt.objective,
         windows,
         num_draws=eval_cfg.num_draws,
         batch_size=max(eval_cfg.batch_size, 100),
@@ -145,7 +145,7 @@ def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
     start = time.perf_counter()
     classifier, meta = load_classifier()
     n, steps = eval_cfg.num_samples, eval_cfg.sampling_steps
-    samples = draw_images(ckpt.model, ckpt.process, n, steps, 1.0, "ancestral", seed, 100, device)
+    samples = draw_images(ckpt.model, ckpt.kernel, n, steps, 1.0, "ancestral", seed, 100, device)
     reference = data.split("val").windows(784).numpy()
     train = data.clean_train_images()
     test = shuffled_test_images(data.split("test").windows(784).numpy(), n)
@@ -153,7 +153,7 @@ def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
     real = sample_metrics(test, classifier, reference, train)
     # the corruption the model was trained for; 0.1 (the ambient default) for a clean model
     q = ckpt.config.data.observed_fraction
-    accuracy, _, _ = inpaint(ckpt.model, ckpt.process, test[: min(n, 1000)], q, steps, seed, device=device)
+    accuracy, _, _ = inpaint(ckpt.model, ckpt.kernel, test[: min(n, 1000)], q, steps, seed, device=device)
     out = {f"sample_{k}": v for k, v in metrics.items()}
     out.update({f"real_test_{k}": v for k, v in real.items() if k != "num_samples"})
     out["inpainting_accuracy"] = accuracy

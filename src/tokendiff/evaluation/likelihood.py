@@ -18,11 +18,12 @@ The autoregressive baseline's terms are exact log-likelihoods, so its Monte Carl
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import asdict, dataclass
 
 import torch
+
+from tokendiff.objectives import likelihood_objective
 
 __all__ = ["LikelihoodResult", "evaluate_likelihood"]
 
@@ -47,8 +48,8 @@ class LikelihoodResult:
 
 @torch.no_grad()
 def evaluate_likelihood(
-    denoiser,
-    process,
+    model,
+    objective,
     windows: torch.Tensor,
     num_draws: int = 4,
     batch_size: int = 32,
@@ -57,24 +58,22 @@ def evaluate_likelihood(
     device="cpu",
     autocast=contextlib.nullcontext,
 ) -> LikelihoodResult:
-    """Evaluate ``process.loss_terms`` of ``denoiser`` on ``windows`` (N, L [+1 for autoregressive]).
+    """The clean NELBO of ``model`` on ``windows`` (N, L [+1 for autoregressive]), for a model trained
+    with ``objective`` (its kernel's estimator: :func:`~tokendiff.objectives.likelihood_objective`).
 
-    Deterministic for a given seed, batch size and device. Times are drawn independently for every
-    sequence and draw: the antithetic (stratified) times of training would tie sequence ``n`` to the
-    same time stratum in every draw, a bias that the standard error could not show.
+    Deterministic for a given seed, batch size and device; times are drawn independently for every
+    sequence and draw.
     """
-    if getattr(process, "antithetic", False):
-        process = copy.copy(process)
-        process.antithetic = False
+    estimator = likelihood_objective(objective)
     generator = torch.Generator(device=device).manual_seed(seed)
-    exact = getattr(process, "mask_token_id", None) is None  # autoregressive: no randomness
+    exact = estimator.kernel is None  # autoregressive: no randomness
     draws = 1 if exact else num_draws
     per_seq = torch.zeros(windows.shape[0], draws, dtype=torch.float64)  # v_nd, nats per token
     for d in range(draws):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size].to(device)  # (b, L)
             with autocast():
-                terms = process.loss_terms(denoiser, x, generator)  # (b, L')
+                terms = estimator.loss_terms(model, x, generator)  # (b, L')
             per_seq[start : start + x.shape[0], d] = terms.double().mean(dim=1).cpu()
     n = windows.shape[0]
     mean = per_seq.mean().item()

@@ -1,6 +1,6 @@
-"""Forward kernels and their losses and reverse steps (no weights, no loops)."""
+"""Forward kernels: corruption, NELBO terms, reverse steps and priors (no weights, no loops)."""
 
-from tokendiff.processes.absorbing import AbsorbingProcess
-from tokendiff.processes.autoregressive import AutoregressiveProcess
+from tokendiff.processes.absorbing import AbsorbingKernel
+from tokendiff.processes.base import Kernel
 
-__all__ = ["AbsorbingProcess", "AutoregressiveProcess"]
+__all__ = ["Kernel", "AbsorbingKernel"]

@@ -12,7 +12,7 @@ __all__ = ["draw_images"]
 
 def draw_images(
     model,
-    process,
+    kernel,
     n: int,
     steps: int,
     temperature: float,
@@ -26,10 +26,10 @@ def draw_images(
 
     ``callback(step, x)`` sees every step of the first batch (for the trajectory visual).
     """
-    sampler = MaskedDiffusionSampler(model, process, steps=steps, temperature=temperature, strategy=strategy)
+    sampler = MaskedDiffusionSampler(model, kernel, steps=steps, temperature=temperature, strategy=strategy)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        x = torch.full((b, model.block_size), process.mask_token_id, device=device)
+        x = torch.full((b, model.block_size), kernel.mask_token_id, device=device)
         out.append(sampler.sample(x, row_generators(seed, b, start), callback if start == 0 else None).cpu().numpy())
     return np.concatenate(out)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.processes.absorbing import AbsorbingProcess
+from tokendiff.processes.base import Kernel
 
 __all__ = ["MaskedDiffusionSampler", "row_generators", "row_uniform", "process_log_probs"]
 
@@ -72,7 +72,7 @@ class MaskedDiffusionSampler:
 
     Args:
         model: ``model(x, t) -> logits (B, L, V)``; ``model.time_conditioning`` tells whether it uses t.
-        process: the :class:`AbsorbingProcess` it was trained with.
+        kernel: the forward kernel it was trained with.
         steps: number of reverse steps ``N``; times ``1 = t_0 > t_1 > ... > t_N = 0`` evenly spaced.
         temperature: divides the logits (0 = greedy).
         strategy: ``ancestral`` (exact MDLM reverse step: each masked token is revealed with
@@ -86,7 +86,7 @@ class MaskedDiffusionSampler:
     def __init__(
         self,
         model,
-        process: AbsorbingProcess,
+        kernel: Kernel,
         steps: int = 128,
         temperature: float = 1.0,
         strategy: str = "ancestral",
@@ -104,18 +104,17 @@ class MaskedDiffusionSampler:
         if not 0.0 < top_p <= 1.0:
             raise TokenDiffError(f"sampling.top_p={top_p} must lie in (0, 1]; 1.0 turns it off")
         self.model = model
-        self.process = process
+        self.kernel = kernel
         self.steps = steps
         self.temperature = float(temperature)
         self.strategy = strategy
         self.top_p = float(top_p)
-        self.cache = cache and not getattr(model, "time_conditioning", False)
+        self.cache = cache and not model.time_conditioning
         self.model_calls = 0  # counted for the benchmark and the cache test
 
     def _logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
         self.model_calls += 1
-        t_batch = torch.full((x.shape[0],), t, device=x.device)
-        return self.model(x, t_batch if getattr(self.model, "time_conditioning", False) else None)
+        return self.model(x, torch.full((x.shape[0],), t, device=x.device))  # (B, L, V)
 
     @torch.no_grad()
     def sample(
@@ -131,10 +130,9 @@ class MaskedDiffusionSampler:
         """
         if len(generators) != x_init.shape[0]:
             raise TokenDiffError(f"got {len(generators)} generators for a batch of {x_init.shape[0]}")
-        mask_id = self.process.mask_token_id
-        schedule = self.process.schedule
+        mask_id = self.kernel.mask_token_id
         times = torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
-        alphas = schedule.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
+        alphas = self.kernel.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
         alphas[-1] = 1.0
         x = x_init.clone()
         masked0 = (x == mask_id).sum(-1)  # (B,) masks to fill
@@ -147,7 +145,7 @@ class MaskedDiffusionSampler:
                 logits_input = x.clone()
             log_p_x0 = process_log_probs(logits, self.temperature, self.top_p)  # (B, L, V)
             if self.strategy == "ancestral":
-                log_q = self.process.reverse_log_probs(log_p_x0, x, alphas[i], alphas[i + 1])  # (B, L, V+1)
+                log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, V+1)
                 x = gumbel_argmax(log_q, generators)  # (B, L)
             else:
                 x = self._confidence_step(x, log_p_x0, masked0, alphas[0], alphas[i + 1], generators)
@@ -157,7 +155,7 @@ class MaskedDiffusionSampler:
 
     def _confidence_step(self, x, log_p_x0, masked0, alpha_start, alpha_s, generators):
         """Reveal the most confident masked tokens so that ``round(M0 (1-a_s)/(1-a_1))`` stay masked."""
-        mask_id = self.process.mask_token_id
+        mask_id = self.kernel.mask_token_id
         masked = x == mask_id  # (B, L)
         candidates = gumbel_argmax(log_p_x0, generators)  # (B, L) a sampled value per position
         confidence = log_p_x0.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)  # (B, L)

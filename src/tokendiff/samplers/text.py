@@ -52,7 +52,7 @@ def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = No
 
 def generate(
     model,
-    process,
+    kernel,
     tokenizer,
     *,
     num_samples: int,
@@ -71,22 +71,23 @@ def generate(
 ) -> tuple[list[str], dict]:
     """Generate ``num_samples`` texts; sample ``i`` depends only on ``(seed, i)``, not on ``batch_size``.
 
-    Returns the texts and stats ``{"model_calls", "tokens"}``. ``callback(step, x)`` sees each step of
-    the first batch (for trajectory visuals).
+    ``kernel``: the model's forward kernel, or None for an autoregressive model. Returns the texts and
+    stats ``{"model_calls", "tokens"}``. ``callback(step, x)`` sees each step of the first batch (for
+    trajectory visuals).
     """
     block = model.block_size
     if length > block or length < 1:
         raise TokenDiffError(f"sampling.length={length} must lie in [1, model.block_size={block}]")
-    causal = process.mask_token_id is None
+    causal = kernel is None
     if causal and template:
         raise TokenDiffError("templates with [MASK] gaps need a diffusion model; this one is autoregressive")
-    mask_id = process.vocab_size if causal else process.mask_token_id
+    mask_id = model.vocab_size if causal else kernel.mask_token_id
     x0 = initial_tokens(tokenizer, length, mask_id, prompt, template)  # (L,)
     if causal:
         sampler = AutoregressiveSampler(model, temperature, top_p)
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
-        sampler = MaskedDiffusionSampler(model, process, steps, temperature, strategy, top_p, cache)
+        sampler = MaskedDiffusionSampler(model, kernel, steps, temperature, strategy, top_p, cache)
     texts = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
@@ -98,7 +99,7 @@ def generate(
             if len(prefix):
                 first = prefix.unsqueeze(0).repeat(n, 1)  # (n, P)
             else:  # no prompt: a first token drawn uniformly, from each row's own generator
-                first = torch.stack([torch.randint(0, process.vocab_size, (1,), generator=g) for g in gens])
+                first = torch.stack([torch.randint(0, model.vocab_size, (1,), generator=g) for g in gens])
             out = sampler.sample(first.to(device), length, gens, cb)  # (n, L)
         texts += [tokenizer.decode(row.tolist()) for row in out.cpu()]
     return texts, {"model_calls": sampler.model_calls, "tokens": num_samples * length}

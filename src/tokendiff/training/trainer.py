@@ -59,12 +59,12 @@ class TrainResult:
 
 
 class Trainer:
-    """Train ``model`` under ``process`` on a prepared corpus.
+    """Train ``model`` with ``objective`` on a prepared corpus.
 
     Args:
         config: the resolved :class:`~tokendiff.configs.Config`; ``config_dict`` its JSON form, saved
             into every checkpoint.
-        model, process, tokenizer, data, scheduler_config: built by the CLI (``tokendiff.build``).
+        model, objective, tokenizer, data, scheduler_config: built by the CLI (``tokendiff.build``).
         resume_from: a checkpoint directory to continue from, or None.
     """
 
@@ -73,7 +73,7 @@ class Trainer:
         config,
         config_dict: dict,
         model,
-        process,
+        objective,
         tokenizer,
         data,
         scheduler_config: dict,
@@ -82,12 +82,11 @@ class Trainer:
         self.cfg = config
         self.config_dict = config_dict
         self.tcfg = config.training
-        self.process = process
-        self.eval_process = getattr(process, "eval_process", process)  # clean process: eval and samples
+        self.objective = objective
         self.tokenizer = tokenizer
         self.data = data
         self.output_dir = Path(config.output_dir)
-        self.seq_len = config.model.block_size + process.extra_tokens
+        self.seq_len = config.model.block_size + objective.extra_tokens
         self.train_split = data.split("train")
         self.val_split = data.split("val")
         self.scheduler_config = scheduler_config
@@ -171,9 +170,6 @@ class Trainer:
         self.last_eval = state.get("last_eval")
 
     # ------------------------------------------------------------------ pieces
-    def _denoiser(self, model):
-        return lambda xt, t: model(xt, t if self.cfg.model.time_conditioning else None)
-
     def evaluate(self, num_batches: int | None = None, split: str = "val") -> dict:
         """Validation NELBO on a fixed set of windows (the same every time, so curves are comparable)."""
         model = self.inference_model()
@@ -184,13 +180,13 @@ class Trainer:
         n = (num_batches or self.tcfg.eval_iters) * self.tcfg.batch_size
         windows = tokens.batch(n, self.seq_len, g)
         result = evaluate_likelihood(
-            self._denoiser(model),
-            self.eval_process,
+            model,
+            self.objective,
             windows,
             num_draws=1,
             batch_size=self.tcfg.batch_size,
             seed=self.tcfg.seed,
-            chars_per_token=getattr(tokens, "chars_per_token", None),
+            chars_per_token=tokens.chars_per_token,
             device=self.device,
             autocast=self.accelerator.autocast,
         )
@@ -204,7 +200,7 @@ class Trainer:
         model.eval()
         texts, _ = generate(
             model,
-            self.eval_process,
+            self.objective.kernel,
             self.tokenizer,
             num_samples=num_samples,
             length=s.length or self.cfg.model.block_size,
@@ -245,14 +241,13 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 loss_sum = 0.0
-                if hasattr(self.process, "progress"):  # losses that change over training (ambient.hard_start)
-                    self.process.progress = self.step / t.max_iters
+                progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
                 for micro in range(t.grad_accum):
                     g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
                     g = step_generator(t.seed, self.step, micro, 1, self.device)
                     x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
                     with self.accelerator.accumulate(self.model):
-                        terms = self._loss_terms(x, g)  # (B, L)
+                        terms = self._loss_terms(x, g, progress)  # (B, L)
                         loss = terms.mean()
                         self.accelerator.backward(loss)
                         loss_sum += loss.item()
@@ -313,13 +308,13 @@ class Trainer:
         logger.finish()
         return TrainResult(path, self.step, final_eval, samples)
 
-    def _loss_terms(self, x, g):
+    def _loss_terms(self, x, g, progress):
         if self._compile_checked:
-            return self.process.loss_terms(self._denoiser(self.forward), x, g)
+            return self.objective.loss_terms(self.forward, x, g, progress)
         # torch.compile fails only at its first call (e.g. no C++ compiler): fall back to eager, say so
         state = g.get_state()
         try:
-            terms = self.process.loss_terms(self._denoiser(self.forward), x, g)
+            terms = self.objective.loss_terms(self.forward, x, g, progress)
         except Exception as exc:  # inductor raises many kinds; any failure here means "cannot compile"
             print(
                 f"system.compile=true failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
@@ -328,7 +323,7 @@ class Trainer:
             )
             self.forward = self.model
             g.set_state(state)
-            terms = self.process.loss_terms(self._denoiser(self.forward), x, g)
+            terms = self.objective.loss_terms(self.forward, x, g, progress)
         self._compile_checked = True
         return terms
 
@@ -342,7 +337,7 @@ class Trainer:
     def _log_eval(self, logger, bar) -> dict:
         val = self.evaluate()
         # on corrupted data the clean NELBO of the training split is undefined: report val only
-        train = self.evaluate(split="train") if self.eval_process is self.process else None
+        train = self.evaluate(split="train") if self.objective.name in ("clean", "autoregressive") else None
         self.last_eval = {
             "step": self.step,
             "val_loss": val["nelbo_nats_per_token"],

@@ -38,7 +38,8 @@ A share of each batch (``easy_fraction``) gets the easy loss, the rest the hard 
   links two levels one token apart, so without it the term is tiny; on MNIST its gradient was ~300x
   below the data term's and it taught the low-noise levels nothing (docs/mnist_ambient.md).
 
-The naive baseline treats ``y`` as clean data whose masked tokens are simply not scored.
+The naive baseline (:mod:`tokendiff.objectives.naive`) treats ``y`` as clean data whose masked tokens
+are simply not scored.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.processes.absorbing import AbsorbingProcess, stratified_uniform
+from tokendiff.objectives.times import stratified_uniform
+from tokendiff.processes.absorbing import AbsorbingKernel
 
-__all__ = ["AmbientProcess", "NaiveCorruptedProcess", "level_of_alpha"]
+__all__ = ["AmbientObjective", "level_of_alpha", "scored_nll"]
 
 
 def level_of_alpha(schedule, q: float, iters: int = 80) -> float:
@@ -66,18 +68,18 @@ def level_of_alpha(schedule, q: float, iters: int = 80) -> float:
     return 0.5 * (lo + hi)
 
 
-def _scored_nll(logits: torch.Tensor, target: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+def scored_nll(logits: torch.Tensor, target: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     """``-log p(target)`` where ``scored``, 0 elsewhere (target may hold the mask id there). (B, L)."""
     V = logits.shape[-1]
     nll = F.cross_entropy(logits.float().transpose(1, 2), target.clamp(max=V - 1), reduction="none")
     return torch.where(scored, nll, torch.zeros_like(nll))
 
 
-class AmbientProcess:
+class AmbientObjective:
     """Easy loss above the corruption level ``t_n``, consistency loss below it.
 
     Args:
-        base: the clean :class:`AbsorbingProcess` (schedule, mask id); also used for evaluation.
+        kernel: the clean :class:`AbsorbingKernel` (schedule, mask id); also used for evaluation.
         observed_fraction: ``q``, the probability that a token of the data was observed.
         consistency_weight: weight of the hard loss below ``t_n`` (0 = easy loss only).
         descent_steps: forward passes (no gradient) that reach the anchor from ``y`` (consistency) or
@@ -86,6 +88,7 @@ class AmbientProcess:
         hard_loss: below ``t_n``, ``consistency`` (tower property) or ``imputation`` (Monte Carlo EM).
         divergence: of the consistency loss, ``squared`` (probabilities) or ``kl``.
         hard_start: share of training (``progress``) with the easy loss alone, before the hard loss.
+        t_min: truncation of the weights that diverge at ``t_n`` and at 0 (see :class:`CleanObjective`).
     """
 
     name = "ambient"
@@ -93,7 +96,7 @@ class AmbientProcess:
 
     def __init__(
         self,
-        base: AbsorbingProcess,
+        kernel: AbsorbingKernel,
         observed_fraction: float,
         consistency_weight: float = 1.0,
         descent_steps: int = 2,
@@ -101,18 +104,19 @@ class AmbientProcess:
         hard_loss: str = "consistency",
         divergence: str = "kl",
         hard_start: float = 0.0,
+        t_min: float = 1e-3,
     ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
         if consistency_weight < 0:
             raise TokenDiffError(f"ambient.consistency_weight={consistency_weight} must be >= 0")
-        self.base = base
-        self.eval_process = base
-        self.schedule = base.schedule
-        self.vocab_size = base.vocab_size
-        self.mask_token_id = base.mask_token_id
+        self.kernel = kernel
+        self.schedule = kernel.schedule
+        self.vocab_size = kernel.vocab_size
+        self.mask_token_id = kernel.mask_token_id
+        self.t_min = t_min
         self.q = observed_fraction
-        self.t_n = level_of_alpha(base.schedule, observed_fraction)
+        self.t_n = level_of_alpha(kernel.schedule, observed_fraction)
         self.consistency_weight = consistency_weight
         self.descent_steps = descent_steps
         if not 0.0 < easy_fraction <= 1.0:
@@ -127,7 +131,6 @@ class AmbientProcess:
         if not 0.0 <= hard_start < 1.0:
             raise TokenDiffError(f"ambient.hard_start={hard_start} must lie in [0, 1), e.g. 0.3")
         self.hard_start = hard_start
-        self.progress = 1.0  # share of training done; the trainer sets it before every step
 
     # ------------------------------------------------------------------ easy
     def easy_terms_given(self, logits, y, z, t):
@@ -135,7 +138,7 @@ class AmbientProcess:
         alpha, alpha_prime = self.schedule.alpha(t.double()), self.schedule.alpha_prime(t.double())
         weight = (-alpha_prime / (self.q - alpha)).float()[:, None]  # (B, 1)
         newly_masked = (y != self.mask_token_id) & (z == self.mask_token_id)  # N: (B, L)
-        return weight * _scored_nll(logits, y, newly_masked)
+        return weight * scored_nll(logits, y, newly_masked)
 
     def remask(self, y, t, generator):
         """``z``: each observed token of ``y`` masked again with probability ``1 - alpha(t)/q``."""
@@ -143,13 +146,13 @@ class AmbientProcess:
         u = torch.rand(y.shape, generator=generator, device=y.device)
         return torch.where(u < keep, y, torch.full_like(y, self.mask_token_id))
 
-    def easy_terms(self, denoiser, y, t, generator):
+    def easy_terms(self, model, y, t, generator):
         z = self.remask(y, t, generator)
-        return self.easy_terms_given(denoiser(z, t), y, z, t)
+        return self.easy_terms_given(model(z, t), y, z, t)
 
     # ------------------------------------------------------------------ consistency
     @torch.no_grad()
-    def fill(self, denoiser, z, positions, generator):
+    def fill(self, model, z, positions, generator):
         """Reveal the masked tokens ``positions`` (B, L) of ``z`` with the model's own draws, in a
         uniformly random order split into ``descent_steps`` rounds of one forward pass each (one token
         per round is the exact sequential draw; more per round draw them independently given ``z``)."""
@@ -161,12 +164,12 @@ class AmbientProcess:
             reveal = positions & (rank >= n * k // steps) & (rank < n * (k + 1) // steps)
             if not reveal.any():
                 continue
-            log_p = torch.log_softmax(denoiser(z, None).double(), dim=-1)  # (B, L, V)
+            log_p = torch.log_softmax(model(z, None).double(), dim=-1)  # (B, L, V)
             z = torch.where(reveal, _gumbel_argmax_g(log_p, generator), z)
         return z
 
     @torch.no_grad()
-    def descend(self, denoiser, y, t, generator):
+    def descend(self, model, y, t, generator):
         """Reveal tokens of ``y`` with the model's own predictions until ~``1 - alpha(t)`` stay masked."""
         L = y.shape[1]
         masked = y == self.mask_token_id
@@ -174,20 +177,20 @@ class AmbientProcess:
         n_reveal = (masked.sum(1) - target).clamp(min=0)  # (B,)
         scores = torch.rand(y.shape, generator=generator, device=y.device).masked_fill(~masked, 2.0)
         chosen = masked & (scores.argsort(1).argsort(1) < n_reveal[:, None])  # a uniform subset
-        return self.fill(denoiser, y, chosen, generator)
+        return self.fill(model, y, chosen, generator)
 
-    def consistency_terms_given(self, denoiser, z, j):
+    def consistency_terms_given(self, model, z, j):
         """(B, L) consistency terms for anchors ``z`` (B, L) and revealed positions ``j`` (B,)."""
         mask = self.mask_token_id
         B, L = z.shape
         with torch.no_grad():
-            g = torch.softmax(denoiser(z, None).float(), dim=-1)  # (B, L, V) anchor, stop-gradient
+            g = torch.softmax(model(z, None).float(), dim=-1)  # (B, L, V) anchor, stop-gradient
         rows = torch.arange(B, device=z.device)
         expected = torch.zeros_like(g)  # (B, L, V): sum_v g_j(v) f^v
         for v in range(self.vocab_size):
             z_v = z.clone()
             z_v[rows, j] = v
-            f_v = torch.softmax(denoiser(z_v, None).float(), dim=-1)  # (B, L, V) with gradient
+            f_v = torch.softmax(model(z_v, None).float(), dim=-1)  # (B, L, V) with gradient
             expected = expected + g[rows, j, v][:, None, None] * f_v
         scored = z == mask  # (B, L)
         scored[rows, j] = False
@@ -198,13 +201,13 @@ class AmbientProcess:
             div = ((expected - g) ** 2).sum(-1)  # (B, L)
         return torch.where(scored, div, torch.zeros_like(div))
 
-    def consistency_terms(self, denoiser, y, t, generator):
-        z = self.descend(denoiser, y, t, generator)  # (B, L) anchors below t_n
+    def consistency_terms(self, model, y, t, generator):
+        z = self.descend(model, y, t, generator)  # (B, L) anchors below t_n
         masked = z == self.mask_token_id
         # one masked position per row, uniformly (rows with fewer than two masks contribute nothing)
         scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, -1.0)
         j = scores.argmax(1)  # (B,)
-        terms = self.consistency_terms_given(denoiser, z, j)
+        terms = self.consistency_terms_given(model, z, j)
         # A one-token reveal moves 1/m of the way through the m masked tokens, so the violation it
         # shows is small: scale by m (violation per unit of masking), which puts the gradient of
         # consistency_weight=1 on the scale of the data term's (bench/mnist_loss_scale.py). A positive
@@ -218,9 +221,9 @@ class AmbientProcess:
         alpha, alpha_prime = self.schedule.alpha(t.double()), self.schedule.alpha_prime(t.double())
         weight = (-alpha_prime / ((1.0 - alpha) * self.q)).float()[:, None]  # (B, 1)
         targets = (y != self.mask_token_id) & (z == self.mask_token_id)
-        return weight * _scored_nll(logits, y, targets)
+        return weight * scored_nll(logits, y, targets)
 
-    def imputation_terms(self, denoiser, y, t, generator):
+    def imputation_terms(self, model, y, t, generator):
         """The clean NELBO integrand at ``t < t_n`` with the missing data imputed by the model.
 
         Draw the visible set of ``x_t`` (each token w.p. ``alpha(t)``, independently of ``y``); fill its
@@ -235,12 +238,12 @@ class AmbientProcess:
             torch.rand(y.shape, generator=generator, device=y.device) < self.schedule.alpha(t.double()).float()[:, None]
         )
         observed = y != mask
-        filled = self.fill(denoiser, y, visible & ~observed, generator)
+        filled = self.fill(model, y, visible & ~observed, generator)
         z = torch.where(visible, filled, torch.full_like(y, mask))
-        return self.imputation_terms_given(denoiser(z, None), y, z, t)
+        return self.imputation_terms_given(model(z, None), y, z, t)
 
     # ------------------------------------------------------------------ training entry point
-    def loss_terms(self, denoiser, y, generator=None):
+    def loss_terms(self, model, y, generator=None, progress: float = 1.0):
         """(B, L) terms: a share ``easy_fraction`` of the rows gets the easy loss at a time drawn
         uniformly in ``[t_n, 1]``, the others the weighted consistency loss at a level uniform in
         ``[0, t_n)``. Drawing ``t ~ U[0, 1]`` instead would give the easy loss only ``1 - t_n`` = 10% of
@@ -248,37 +251,25 @@ class AmbientProcess:
         B = y.shape[0]
         u = stratified_uniform(B, generator, y.device)  # antithetic over [0, 1)
         # the hard loss needs a model that already knows the data level: off for the first hard_start
-        p = self.easy_fraction if self.consistency_weight > 0 and self.progress >= self.hard_start else 1.0
+        p = self.easy_fraction if self.consistency_weight > 0 and progress >= self.hard_start else 1.0
         high = u < p
         terms = torch.zeros(y.shape, device=y.device)
         if high.any():
             t_high = self.t_n + (1.0 - self.t_n) * (u[high] / p)
             # the weight -alpha'/(q - alpha) diverges at t_n like 1/t at 0 for clean data: truncate the
-            # same way (AbsorbingProcess.t_min), a bias below 0.1%
-            t_high = t_high.clamp(min=self.t_n + self.base.t_min * (1 - self.t_n))
-            terms[high] = self.easy_terms(denoiser, y[high], t_high, generator)
+            # same way (CleanObjective.t_min), a bias below 0.1%
+            t_high = t_high.clamp(min=self.t_n + self.t_min * (1 - self.t_n))
+            terms[high] = self.easy_terms(model, y[high], t_high, generator)
         if (~high).any():
             t_low = self.t_n * (u[~high] - p) / (1.0 - p)
             if self.hard_loss == "imputation":
                 # the weight -alpha'/((1 - alpha) q) diverges at t = 0 like 1/t: the same truncation
-                t_low = t_low.clamp(min=self.base.t_min * self.t_n)
-                hard = self.imputation_terms(denoiser, y[~high], t_low, generator)
+                t_low = t_low.clamp(min=self.t_min * self.t_n)
+                hard = self.imputation_terms(model, y[~high], t_low, generator)
             else:
-                hard = self.consistency_terms(denoiser, y[~high], t_low, generator)
+                hard = self.consistency_terms(model, y[~high], t_low, generator)
             terms[~high] = self.consistency_weight * hard
         return terms
-
-    def to_dict(self) -> dict:
-        return {
-            **self.base.to_dict(),
-            "forward_process": "absorbing",
-            "training": "ambient",
-            "observed_fraction": self.q,
-            "consistency_weight": self.consistency_weight,
-            "hard_loss": self.hard_loss,
-            "divergence": self.divergence,
-            "hard_start": self.hard_start,
-        }
 
 
 def _gumbel_argmax_g(log_probs, generator):
@@ -286,27 +277,3 @@ def _gumbel_argmax_g(log_probs, generator):
     u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=torch.float64)
     u = u.clamp(min=torch.finfo(torch.float64).tiny, max=1 - 2**-53)
     return torch.argmax(log_probs - torch.log(-torch.log(u)), dim=-1)
-
-
-class NaiveCorruptedProcess:
-    """The baseline: train on ``y`` as if it were clean, scoring only its observed tokens, at all ``t``."""
-
-    name = "naive_corrupted"
-    extra_tokens = 0
-
-    def __init__(self, base: AbsorbingProcess):
-        self.base = base
-        self.eval_process = base
-        self.schedule = base.schedule
-        self.vocab_size = base.vocab_size
-        self.mask_token_id = base.mask_token_id
-
-    def loss_terms(self, denoiser, y, generator=None):
-        t = self.base.sample_t(y.shape[0], generator, y.device)  # (B,)
-        z = self.base.corrupt(y, t, generator)  # already-masked tokens stay masked
-        scored = (y != self.mask_token_id) & (z == self.mask_token_id)
-        weight = self.schedule.weight(t.float())[:, None]
-        return weight * _scored_nll(denoiser(z, t), y, scored)
-
-    def to_dict(self) -> dict:
-        return {**self.base.to_dict(), "training": "naive_corrupted"}

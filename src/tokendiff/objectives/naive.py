@@ -1,0 +1,32 @@
+"""The naive baseline on corrupted data: train on ``y`` as if it were clean, scoring only its observed
+tokens, at all noise levels (see :mod:`tokendiff.objectives.ambient` for the setting)."""
+
+from __future__ import annotations
+
+import torch
+
+from tokendiff.objectives.ambient import scored_nll
+from tokendiff.objectives.times import sample_times
+from tokendiff.processes.absorbing import AbsorbingKernel
+
+__all__ = ["NaiveObjective"]
+
+
+class NaiveObjective:
+    """The masked NELBO of ``y`` with its masked tokens treated as masked inputs and left unscored."""
+
+    name = "naive"
+    extra_tokens = 0
+
+    def __init__(self, kernel: AbsorbingKernel, t_min: float = 1e-3, antithetic: bool = True):
+        self.kernel = kernel
+        self.t_min = t_min
+        self.antithetic = antithetic
+
+    def loss_terms(self, model, y: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
+        mask = self.kernel.mask_token_id
+        t = sample_times(y.shape[0], self.t_min, self.antithetic, generator, y.device)  # (B,)
+        z = self.kernel.corrupt(y, t, generator)  # already-masked tokens stay masked
+        scored = (y != mask) & (z == mask)  # (B, L)
+        weight = self.kernel.schedule.weight(t.float())[:, None]  # (B, 1)
+        return weight * scored_nll(model(z, t), y, scored)

@@ -1,0 +1,53 @@
+"""The kernel interface every forward process satisfies (absorbing, uniform, hybrid).
+
+A *kernel* is the math of one token-wise corruption ``q_t(x_t | x0)`` and of its reverse: no weights,
+no loops, no training-time choices (how times are drawn, what is scored). Those belong to an
+*objective* (:mod:`tokendiff.objectives`), which wraps a kernel.
+
+Shapes: ``B`` batch, ``L`` length, ``V`` real tokens (the width of the denoiser's logits), ``K = V + 1``
+ids the model embeds (the last, ``mask_token_id = V``, is the mask). Times are floats in [0, 1] with
+the convention of :mod:`tokendiff.schedules` (``t = 0`` clean).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+__all__ = ["Kernel"]
+
+
+class Kernel(Protocol):
+    name: str  # the forward_process name written to scheduler_config.json
+    vocab_size: int  # V real tokens
+    mask_token_id: int  # = V: the mask, and the placeholder of the positions a sampler writes
+    time_conditioned: bool  # whether the denoiser must see t (it can tell noise from data only through t)
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """Probability that a token is still clean at ``t``, same shape as ``t``."""
+
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``x_t ~ q_t(. | x0)``: ``x0`` (B, L), ``t`` (B,) -> ``x_t`` (B, L)."""
+
+    def nelbo_terms(self, logits: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-token integrand of the continuous-time NELBO at ``t``: (B, L, V) logits -> (B, L).
+
+        For ``t ~ U[0, 1]`` and ``x_t ~ q_t``, ``terms.sum(1)`` is an unbiased estimate of the NELBO of
+        ``x0`` without its prior term (:meth:`prior_terms`).
+        """
+
+    def reverse_log_probs(self, log_p_x0: torch.Tensor, xt: torch.Tensor, t: float, s: float) -> torch.Tensor:
+        """``log p(x_s | x_t)`` of one reverse step ``t -> s < t`` (``s = 0``: clean), (B, L, K) float64.
+
+        ``log_p_x0``: (B, L, V) log-probabilities of the clean token (after temperature or top-p).
+        """
+
+    def prior_log_probs(self) -> torch.Tensor:
+        """``log p(x_1)`` per token, (K,) float64: what a sampler draws its starting tokens from."""
+
+    def prior_terms(self, x0: torch.Tensor) -> torch.Tensor:
+        """``KL(q_1(. | x0_i) || p(x_1))`` per token, (B, L): the NELBO's prior term."""
+
+    def to_config(self) -> dict:
+        """The fields of ``scheduler_config.json`` (those of the matching diffusers scheduler, plus ours)."""
