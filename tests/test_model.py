@@ -5,7 +5,7 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.objectives import CleanObjective
 from tokendiff.processes import AbsorbingKernel
-from tokendiff.samplers import MaskedDiffusionSampler, row_generators
+from tokendiff.samplers import DiffusionSampler, row_generators
 from tokendiff.schedules import LogLinearSchedule
 
 
@@ -63,7 +63,7 @@ def test_tiny_model_overfits_two_strings():
     with torch.no_grad():
         nelbo = torch.stack([objective.loss_terms(model, data.repeat(64, 1), g).mean() for _ in range(10)]).mean()
     assert nelbo.item() < 0.1
-    out = MaskedDiffusionSampler(model, objective.kernel, steps=L, temperature=0.0).sample(
+    out = DiffusionSampler(model, objective.kernel, steps=L, temperature=0.0).sample(
         torch.full((4, L), V), row_generators(0, 4)
     )
     for row in out.tolist():

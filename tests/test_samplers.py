@@ -9,8 +9,8 @@ from conftest import ExactConditionals
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.processes import AbsorbingKernel
-from tokendiff.samplers import MaskedDiffusionSampler, row_generators
-from tokendiff.samplers.masked import process_log_probs
+from tokendiff.samplers import DiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import process_log_probs
 from tokendiff.schedules import LogLinearSchedule
 
 V = 11
@@ -50,7 +50,7 @@ def masked_start(B, L, prefix=()):
 @pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
 def test_prompt_kept_no_mask_left_and_seeded(strategy):
     model, prefix = tiny_model(), (3, 1, 4)
-    sampler = MaskedDiffusionSampler(model, process(), steps=10, strategy=strategy)
+    sampler = DiffusionSampler(model, process(), steps=10, strategy=strategy)
     x = masked_start(5, 24, prefix)
     a = sampler.sample(x, row_generators(7, 5))
     b = sampler.sample(x, row_generators(7, 5))
@@ -67,7 +67,7 @@ def test_prompt_kept_no_mask_left_and_seeded(strategy):
 def test_output_does_not_depend_on_batch_size(strategy):
     # Each row draws its noise from its own generator seeded by (seed, row index).
     model = tiny_model()
-    sampler = MaskedDiffusionSampler(model, process(), steps=12, strategy=strategy)
+    sampler = DiffusionSampler(model, process(), steps=12, strategy=strategy)
     together = sampler.sample(masked_start(6, 24), row_generators(3, 6))
     one_by_one = torch.cat([sampler.sample(masked_start(1, 24), row_generators(3, 1, start=i)) for i in range(6)])
     assert torch.equal(together, one_by_one)
@@ -79,8 +79,8 @@ def test_cached_equals_uncached_exactly_with_fewer_calls(strategy):
     # so skipping the call when nothing changed cannot change the output (atol = 0).
     model = tiny_model()
     steps = 200  # more steps than positions: many steps reveal nothing
-    cached = MaskedDiffusionSampler(model, process(), steps=steps, strategy=strategy, cache=True)
-    plain = MaskedDiffusionSampler(model, process(), steps=steps, strategy=strategy, cache=False)
+    cached = DiffusionSampler(model, process(), steps=steps, strategy=strategy, cache=True)
+    plain = DiffusionSampler(model, process(), steps=steps, strategy=strategy, cache=False)
     x = masked_start(3, 24, (1, 2))
     out_cached = cached.sample(x, row_generators(0, 3))
     out_plain = plain.sample(x, row_generators(0, 3))
@@ -96,7 +96,7 @@ def test_ancestral_marginals_of_a_factorized_model():
     # exactly (the reveal time does not matter). 4000 samples: each frequency within 5 standard errors.
     L, n = 3, 4000
     logits = torch.randn(L, V, generator=torch.Generator().manual_seed(0)) * 1.5
-    sampler = MaskedDiffusionSampler(FixedLogits(logits), process(), steps=8)
+    sampler = DiffusionSampler(FixedLogits(logits), process(), steps=8)
     out = sampler.sample(masked_start(n, L), row_generators(0, n))
     probs = logits.double().softmax(-1)
     for i in range(L):
@@ -118,7 +118,7 @@ def test_ancestral_with_exact_conditionals_reproduces_the_joint():
     for s in [(a, b) for a in range(3) for b in range(3)]:
         table[s] = model(torch.tensor([s]))[0]
     fast = FixedLookup(table)
-    sampler = MaskedDiffusionSampler(fast, AbsorbingKernel(Vj, LogLinearSchedule()), steps=64)
+    sampler = DiffusionSampler(fast, AbsorbingKernel(Vj, LogLinearSchedule()), steps=64)
     out = sampler.sample(torch.full((n, L), Vj), row_generators(1, n))
     counts = {}
     for row in out.tolist():
@@ -131,7 +131,7 @@ def test_each_step_reveals_a_masked_token_with_the_reverse_probability():
     # MDLM eq. 7: from t to s a masked token is revealed with probability (alpha_s - alpha_t)/(1 - alpha_t).
     # After the first of 4 steps (t = 1 -> s = 0.75) that is (0.25 * 0.999)/(1 - 0.001) = 0.25.
     L, n = 16, 500
-    sampler = MaskedDiffusionSampler(FixedLogits(torch.zeros(L, V)), process(), steps=4)
+    sampler = DiffusionSampler(FixedLogits(torch.zeros(L, V)), process(), steps=4)
     seen = []
     sampler.sample(masked_start(n, L), row_generators(0, n), callback=lambda i, x: seen.append(x.clone()))
     revealed = (seen[0] != V).double().mean().item()
@@ -170,12 +170,12 @@ def test_top_p_keeps_the_smallest_nucleus_and_temperature_zero_is_greedy():
 )
 def test_bad_sampler_arguments_name_the_value(kwargs, message):
     with pytest.raises(TokenDiffError, match=message):
-        MaskedDiffusionSampler(tiny_model(), process(), **kwargs)
+        DiffusionSampler(tiny_model(), process(), **kwargs)
 
 
 def test_gumbel_noise_is_float64():
     # float32 uniforms cap the Gumbel tail at -log(-log(1 - 2^-24)) ~ 16.6; float64 reaches ~36.7.
-    from tokendiff.samplers.masked import row_uniform
+    from tokendiff.samplers.diffusion import row_uniform
 
     u = row_uniform(row_generators(0, 2), (1000,), "cpu")
     assert u.dtype == torch.float64 and u.shape == (2, 1000)

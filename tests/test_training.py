@@ -68,8 +68,10 @@ def test_checkpoint_directory_layout(tmp_path):
         "training_state",
     } <= names
     sched = json.loads((final / "scheduler_config.json").read_text())
-    assert sched["mask_token_id"] == sched["vocab_size"] == 65
-    assert sched["alpha_schedule"] == "loglinear" and sched["eps"] == 1e-3
+    # diffusers counts the mask inside the vocabulary: 65 characters + the mask, which is the last id
+    assert sched["mask_token_id"] == 65 and sched["vocab_size"] == 66
+    assert sched["_class_name"] == "TokenDiffusionScheduler" and sched["forward_process"] == "absorbing"
+    assert sched["alpha_schedule"] == "log_linear" and sched["eps"] == 1e-3
     cfg = json.loads((final / "config.json").read_text())
     assert cfg["config"]["model"]["n_embd"] == 32 and cfg["step"] == 2
     # no temporary directories are left beside the checkpoints

@@ -12,7 +12,7 @@ from tokendiff.schedules import make_schedule  # noqa: E402
 from tokendiff.processes import AbsorbingKernel, Kernel  # noqa: E402
 from tokendiff.objectives import AutoregressiveObjective, CleanObjective, Objective  # noqa: E402
 from tokendiff.models import Transformer  # noqa: E402
-from tokendiff.samplers import MaskedDiffusionSampler, row_generators  # noqa: E402
+from tokendiff.samplers import DiffusionSampler, row_generators  # noqa: E402
 from tokendiff.samplers.text import generate  # noqa: E402
 from tokendiff.checkpoint import load_checkpoint  # noqa: E402
 
@@ -25,7 +25,7 @@ __all__ = [
     "CleanObjective",
     "AutoregressiveObjective",
     "Transformer",
-    "MaskedDiffusionSampler",
+    "DiffusionSampler",
     "row_generators",
     "generate",
     "load_checkpoint",

@@ -15,7 +15,7 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
 from tokendiff.objectives import AmbientObjective, AutoregressiveObjective, CleanObjective, NaiveObjective
-from tokendiff.processes import AbsorbingKernel
+from tokendiff.processes import AbsorbingKernel, HybridKernel, UniformKernel
 from tokendiff.schedules import make_schedule
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "build_model",
     "build_kernel",
     "build_objective",
-    "scheduler_config",
     "default_device",
 ]
 
@@ -50,9 +49,15 @@ def build_dataset(cfg: Config):
 
 def build_kernel(cfg: Config, vocab_size: int):
     """The forward kernel a config names (``diffusion.process``), or None for the autoregressive model."""
+    d = cfg.diffusion
     if cfg.model.causal:
         return None
-    return AbsorbingKernel(vocab_size, make_schedule(cfg.diffusion.schedule, cfg.diffusion.eps))
+    if d.process == "hybrid":
+        return HybridKernel(vocab_size, p_uniform=d.p_uniform, gamma=d.gamma)
+    schedule = make_schedule(d.schedule or "log_linear", d.eps, d.sigma_min, d.sigma_max)
+    if d.process == "uniform":
+        return UniformKernel(vocab_size, schedule, exclude_mask_from_uniform=d.exclude_mask_from_uniform)
+    return AbsorbingKernel(vocab_size, schedule)
 
 
 def build_objective(cfg: Config, kernel, vocab_size: int):
@@ -114,24 +119,6 @@ def build_model(cfg: Config, vocab_size: int):
         causal=m.causal,
         time_conditioning=m.time_conditioning,
     )
-
-
-def scheduler_config(cfg: Config, objective) -> dict:
-    """``scheduler_config.json``: the field names of diffusers' proposed ``TokenDiffusionScheduler``."""
-    kernel = objective.kernel
-    out = {
-        "_class_name": "TokenDiffusionScheduler",
-        "vocab_size": objective.vocab_size if kernel is None else kernel.vocab_size,
-        "mask_token_id": None if kernel is None else kernel.mask_token_id,
-        "num_train_timesteps": 1000,  # continuous time; 1000 is the discretization diffusers expects
-        **(kernel.schedule.to_dict() if kernel is not None else {"alpha_schedule": None}),
-        "forward_process": "autoregressive" if kernel is None else kernel.name,
-        "training_objective": cfg.diffusion.objective,
-        "exclude_mask_from_uniform": True,
-        "t_min": cfg.diffusion.t_min,
-        "time_conditioning": cfg.model.time_conditioning,
-    }
-    return out
 
 
 def default_device(requested: str = "auto") -> torch.device:

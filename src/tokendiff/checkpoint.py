@@ -6,8 +6,9 @@ Layout of one checkpoint (``<output_dir>/checkpoints/step_000500`` or ``<output_
 
     config.json              the resolved config (JSON)
     model.safetensors        the weights to sample and evaluate with (the EMA weights when EMA is on)
-    scheduler_config.json    kernel and schedule, in the field names of diffusers' proposed
-                             TokenDiffusionScheduler (vocab_size, mask_token_id, alpha_schedule, ...)
+    scheduler_config.json    the kernel and its schedule, in the fields of diffusers' TokenDiffusionScheduler
+                             or HybridTokenDiffusionScheduler (_class_name, vocab_size, mask_token_id, ...);
+                             loading rebuilds the kernel from it (absent for an autoregressive model)
     tokenizer.json | char_tokenizer.json
     training_state/          what resume needs: raw weights, optimizer moments, step, RNG
         model.safetensors  optimizer.safetensors  state.json
@@ -33,6 +34,7 @@ from tokendiff._version import __version__
 from tokendiff.configs import Config, config_from_dict
 from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
+from tokendiff.processes import kernel_from_config
 
 __all__ = [
     "save_checkpoint",
@@ -115,13 +117,14 @@ def save_checkpoint(
     *,
     config: dict,
     weights: dict[str, torch.Tensor],
-    scheduler_config: dict,
+    kernel,
     tokenizer,
     training_state: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``target`` atomically (replacing an older one of that name).
 
-    ``config``: from :func:`checkpoint_record`. ``training_state``: ``{"model": raw weights,
+    ``config``: from :func:`checkpoint_record`. ``kernel``: written as ``scheduler_config.json`` (None for
+    an autoregressive model, which has none). ``training_state``: ``{"model": raw weights,
     "optimizer": flat tensors (:func:`optimizer_tensors`), "state": JSON dict}``.
     """
     target = Path(target)
@@ -130,7 +133,8 @@ def save_checkpoint(
     try:
         _write_json(tmp / CONFIG, config)
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
-        _write_json(tmp / SCHEDULER_CONFIG, scheduler_config)
+        if kernel is not None:
+            _write_json(tmp / SCHEDULER_CONFIG, {**kernel.to_config(), "tokendiff_version": __version__})
         tokenizer.save(tmp)
         if training_state is not None:
             (tmp / TRAINING_STATE).mkdir()
@@ -199,7 +203,7 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
 
     Checks that the tokenizer in the directory is the one the model was trained with.
     """
-    from tokendiff.build import build_kernel, build_model, build_objective  # build never imports this module
+    from tokendiff.build import build_model, build_objective  # build never imports this module
 
     ckpt = resolve_checkpoint(path, what)
     saved = read_json(ckpt / CONFIG)
@@ -217,6 +221,7 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
             f"the tokenizer in {ckpt} is not the one this model was trained with (fingerprint differs); "
             "put back the tokenizer file that was saved with this checkpoint"
         )
+    kernel = None if cfg.model.causal else read_kernel(ckpt, cfg, vocab_size)
     model = build_model(cfg, vocab_size)
     state = load_weights(ckpt / weights_file)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -227,9 +232,53 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
         )
     model.to(device).eval()
     step = int(saved.get("step", -1))
-    kernel = build_kernel(cfg, vocab_size)
     objective = build_objective(cfg, kernel, vocab_size)
     return LoadedCheckpoint(ckpt, cfg, model, kernel, objective, tokenizer, step)
+
+
+def read_kernel(ckpt: Path, cfg: Config, vocab_size: int):
+    """The kernel of a checkpoint, from its ``scheduler_config.json`` (the one record of the kernel).
+
+    ``cfg.diffusion`` is set from it, so that the config a run resumes with says what the kernel is.
+    Files written before tokendiff took diffusers' names (no ``tokendiff_version``; the mask id equal to
+    ``vocab_size``) are read when their schedule means the same function under both names.
+    """
+    path = ckpt / SCHEDULER_CONFIG
+    record = read_json(path)
+    if isinstance(record, dict) and "tokendiff_version" not in record and record.get("mask_token_id") == vocab_size:
+        record = _from_format_1(record, path)
+    kernel = kernel_from_config(record, str(path))
+    if kernel.vocab_size != vocab_size:
+        raise TokenDiffError(
+            f"{path} describes {kernel.vocab_size} tokens but the model has {vocab_size}; "
+            "put back the scheduler_config.json saved with this checkpoint"
+        )
+    d = cfg.diffusion
+    d.process = kernel.name
+    if kernel.name == "hybrid":
+        d.schedule, d.p_uniform, d.gamma = None, kernel.p_uniform, kernel.gamma
+    else:
+        sched = kernel.schedule
+        d.schedule, d.eps, d.sigma_min, d.sigma_max = sched.name, sched.eps, sched.sigma_min, sched.sigma_max
+    if kernel.name == "uniform":
+        d.exclude_mask_from_uniform = kernel.exclude_mask_from_uniform
+    return kernel
+
+
+def _from_format_1(record: dict, path: Path) -> dict:
+    """A scheduler_config.json of tokendiff 0.1 (absorbing only) in today's fields."""
+    schedule = record.get("alpha_schedule")
+    if schedule not in ("loglinear", "geometric"):
+        raise TokenDiffError(
+            f"{path} was written by an earlier tokendiff whose {schedule!r} schedule is another function than "
+            "today's of that name; retrain the model"
+        )
+    return {
+        **record,
+        "vocab_size": record["mask_token_id"] + 1,
+        "alpha_schedule": "log_linear" if schedule == "loglinear" else schedule,
+        "eps": record.get("eps", 1e-3),
+    }
 
 
 @dataclass

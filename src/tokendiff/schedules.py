@@ -8,6 +8,10 @@ The continuous-time masked-diffusion NELBO (Sahoo et al. 2024, eq. 10; Shi et al
 cross-entropy of a masked token at time ``t`` by ``-alpha'(t) / (1 - alpha(t))``; :meth:`Schedule.weight`
 returns that factor.
 
+The names and formulas are those of diffusers' ``TokenDiffusionScheduler`` (``_alpha_t`` in
+``src/diffusers/schedulers/scheduling_token_diffusion.py``), so that a ``scheduler_config.json`` means
+the same alpha(t) to both libraries (``tests/test_scheduler_config.py`` checks 5 points of each).
+
 Example::
 
     >>> s = LogLinearSchedule(eps=1e-3)
@@ -33,6 +37,8 @@ __all__ = [
     "GeometricSchedule",
     "make_schedule",
     "SCHEDULES",
+    "ALIASES",
+    "schedule_from_dict",
 ]
 
 
@@ -40,6 +46,9 @@ class Schedule:
     """Base class. Subclasses define :meth:`alpha` and :meth:`alpha_prime` (d alpha / d t)."""
 
     name: str = "base"
+    eps: float = 1e-3
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -52,10 +61,9 @@ class Schedule:
         return -self.alpha_prime(t) / (1.0 - self.alpha(t))
 
     def to_dict(self) -> dict:
-        return {"alpha_schedule": self.name, **self._params()}
-
-    def _params(self) -> dict:
-        return {}
+        """The schedule's fields of diffusers' ``TokenDiffusionScheduler`` (``alpha_schedule``, ``eps``,
+        ``sigma_min``, ``sigma_max``); diffusers checks all of them whatever the schedule."""
+        return {"alpha_schedule": self.name, "eps": self.eps, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
 @dataclass
@@ -67,7 +75,7 @@ class LogLinearSchedule(Schedule):
     """
 
     eps: float = 1e-3
-    name = "loglinear"
+    name = "log_linear"
 
     def alpha(self, t):
         return 1.0 - (1.0 - self.eps) * t
@@ -75,29 +83,34 @@ class LogLinearSchedule(Schedule):
     def alpha_prime(self, t):
         return torch.full_like(t, -(1.0 - self.eps))
 
-    def _params(self):
-        return {"eps": self.eps}
-
 
 @dataclass
 class LinearSchedule(Schedule):
-    """Linear total noise ``sigma(t) = sigma_min + t (sigma_max - sigma_min)``, ``alpha = exp(-sigma)``."""
+    """``alpha(t) = (1 - 2 eps)(1 - t) + eps``: linear from ``1 - eps`` to ``eps`` (diffusers' ``linear``)."""
 
-    sigma_min: float = 1e-4
-    sigma_max: float = 20.0
+    eps: float = 1e-3
     name = "linear"
 
-    def _sigma(self, t):
-        return self.sigma_min + t * (self.sigma_max - self.sigma_min)
-
     def alpha(self, t):
-        return torch.exp(-self._sigma(t))
+        return (1.0 - 2.0 * self.eps) * (1.0 - t) + self.eps
 
     def alpha_prime(self, t):
-        return -(self.sigma_max - self.sigma_min) * torch.exp(-self._sigma(t))
+        return torch.full_like(t, -(1.0 - 2.0 * self.eps))
 
-    def _params(self):
-        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+@dataclass
+class CosineSchedule(Schedule):
+    """``alpha(t) = (1 - 2 eps)(1 - cos(pi (1 - t) / 2)) + eps`` (diffusers' ``cosine``): from ``1 - eps``
+    to ``eps``, masking fast at first and slowly near the end."""
+
+    eps: float = 1e-3
+    name = "cosine"
+
+    def alpha(self, t):
+        return (1.0 - 2.0 * self.eps) * (1.0 - torch.cos(0.5 * math.pi * (1.0 - t))) + self.eps
+
+    def alpha_prime(self, t):
+        return -(1.0 - 2.0 * self.eps) * 0.5 * math.pi * torch.sin(0.5 * math.pi * (1.0 - t))
 
 
 @dataclass
@@ -118,46 +131,39 @@ class GeometricSchedule(Schedule):
         sigma = self._sigma(t)
         return -sigma * math.log(self.sigma_max / self.sigma_min) * torch.exp(-sigma)
 
-    def _params(self):
-        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
-
-
-@dataclass
-class CosineSchedule(Schedule):
-    """``alpha(t) = eps + (1 - eps) cos(pi t / 2)``: ``alpha(0) = 1``, ``alpha(1) = eps``.
-
-    It masks slowly at first, as in MaskGIT.
-    """
-
-    eps: float = 1e-3
-    name = "cosine"
-
-    def alpha(self, t):
-        return self.eps + (1.0 - self.eps) * torch.cos(0.5 * math.pi * t)
-
-    def alpha_prime(self, t):
-        return -(1.0 - self.eps) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t)
-
-    def _params(self):
-        return {"eps": self.eps}
-
 
 SCHEDULES = {
-    "loglinear": LogLinearSchedule,
+    "log_linear": LogLinearSchedule,
     "linear": LinearSchedule,
-    "geometric": GeometricSchedule,
     "cosine": CosineSchedule,
+    "geometric": GeometricSchedule,
 }
+ALIASES = {"loglinear": "log_linear"}  # the name tokendiff used before it took diffusers' names
 
 
-def make_schedule(name: str, eps: float = 1e-3) -> Schedule:
-    """Build a schedule by name: ``loglinear`` (default), ``linear``, ``cosine`` or ``geometric``."""
+def make_schedule(name: str, eps: float = 1e-3, sigma_min: float = 1e-4, sigma_max: float = 20.0) -> Schedule:
+    """Build a schedule by name: ``log_linear`` (default), ``linear``, ``cosine`` or ``geometric``."""
+    name = ALIASES.get(name, name)
     if name not in SCHEDULES:
         raise TokenDiffError(
             f"unknown noise schedule {name!r}; use one of {sorted(SCHEDULES)} (diffusion.schedule=...)"
         )
-    if name in ("loglinear", "cosine"):
-        if not 0.0 <= eps < 1.0:
-            raise TokenDiffError(f"diffusion.eps={eps} is outside [0, 1); the seeds use 1e-3")
-        return SCHEDULES[name](eps=eps)
-    return SCHEDULES[name]()
+    if not 0.0 < eps < 1.0:
+        raise TokenDiffError(f"diffusion.eps={eps} is outside (0, 1); the seeds use 1e-3")
+    if not 0.0 < sigma_min < sigma_max:
+        raise TokenDiffError(
+            f"diffusion.sigma_min={sigma_min} and diffusion.sigma_max={sigma_max} need 0 < sigma_min < sigma_max"
+        )
+    if name == "geometric":
+        return GeometricSchedule(sigma_min=sigma_min, sigma_max=sigma_max)
+    return SCHEDULES[name](eps=eps)
+
+
+def schedule_from_dict(config: dict) -> Schedule:
+    """The schedule a :meth:`Schedule.to_dict` record describes (diffusers' defaults for missing fields)."""
+    return make_schedule(
+        config.get("alpha_schedule", "log_linear"),
+        config.get("eps", 1e-3),
+        config.get("sigma_min", 1e-4),
+        config.get("sigma_max", 20.0),
+    )

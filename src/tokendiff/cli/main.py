@@ -73,7 +73,6 @@ def cmd_train(args):
         build_model,
         build_objective,
         default_device,
-        scheduler_config,
     )
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import compose_resume_config, to_dict
@@ -101,20 +100,14 @@ def cmd_train(args):
     model = build_model(cfg, tokenizer.vocab_size)
     kernel = build_kernel(cfg, tokenizer.vocab_size)
     objective = build_objective(cfg, kernel, tokenizer.vocab_size)
-    kind = (
-        "autoregressive"
-        if cfg.model.causal
-        else f"masked diffusion ({cfg.diffusion.schedule}, {cfg.diffusion.objective})"
-    )
+    kind = "autoregressive" if kernel is None else f"{kernel.name} diffusion ({cfg.diffusion.objective})"
     print(
         f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
         f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
         f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {cfg.output_dir}",
         flush=True,
     )
-    trainer = Trainer(
-        cfg, to_dict(cfg), model, objective, tokenizer, data, scheduler_config(cfg, objective), resume_from
-    )
+    trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)
     if resume_from is not None:
         print(f"resumed from {resume_from} at step {trainer.step}", flush=True)
     result = trainer.train()

@@ -66,25 +66,38 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The forward process and noise schedule (ignored by the autoregressive baseline)."""
+    """The forward kernel, its noise schedule and the training objective (ignored by the autoregressive
+    baseline). ``scheduler_config.json`` in each checkpoint records the kernel in diffusers' fields."""
 
-    process: str = "absorbing"
+    process: str = "absorbing"  # absorbing (MDLM) | uniform (UDLM) | hybrid (GIDD: mask + uniform)
     objective: str = "clean"  # clean | naive (corrupted data as if clean) | ambient (easy + consistency)
-    schedule: str = "loglinear"  # loglinear | linear | cosine | geometric
-    eps: float = 1e-3  # alpha(1) = eps for loglinear and cosine
-    t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see AbsorbingProcess)
+    schedule: Optional[str] = None  # log_linear (default) | linear | cosine | geometric; hybrid has its own
+    eps: float = 1e-3  # alpha(1) = eps (log_linear; linear and cosine run from 1 - eps to eps)
+    sigma_min: float = 1e-4  # geometric: alpha(t) = exp(-sigma_min^(1-t) sigma_max^t)
+    sigma_max: float = 20.0
+    exclude_mask_from_uniform: bool = True  # uniform: noise tokens are real tokens, never the mask id
+    p_uniform: float = 0.1  # hybrid: share of uniform noise at t = 1/2 (0 = masked diffusion)
+    gamma: float = 1.0  # hybrid: shape of the uniform share over time, c_t ~ (t (1 - t))^(gamma/2)
+    t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see CleanObjective)
     antithetic: bool = True  # low-discrepancy times within a batch
 
     def __post_init__(self):
         _check(
-            self.process == "absorbing",
-            f"diffusion.process={self.process!r} is not available yet; use diffusion.process=absorbing",
+            self.process in ("absorbing", "uniform", "hybrid"),
+            f"diffusion.process={self.process!r} is unknown; use absorbing, uniform or hybrid",
         )
         _check(0.0 <= self.t_min < 1.0, f"diffusion.t_min={self.t_min} must lie in [0, 1)")
         _check(
             self.objective in ("clean", "naive", "ambient"),
             f"diffusion.objective={self.objective!r} is unknown; use clean, naive or ambient",
         )
+        _check(
+            not (self.process == "hybrid" and self.schedule is not None),
+            f"diffusion.schedule={self.schedule!r} does not apply to diffusion.process=hybrid (GIDD has its own "
+            "alpha(t), shaped by diffusion.p_uniform and diffusion.gamma); drop diffusion.schedule",
+        )
+        _check(0.0 <= self.p_uniform < 1.0, f"diffusion.p_uniform={self.p_uniform} must lie in [0, 1), e.g. 0.1")
+        _check(self.gamma > 0, f"diffusion.gamma={self.gamma} must be > 0, e.g. 1.0")
 
 
 @dataclass
@@ -291,3 +304,21 @@ class Config:
 
     def __post_init__(self):
         _check(self.num_samples >= 1, f"num_samples={self.num_samples} must be >= 1")
+        d, m = self.diffusion, self.model
+        if m.causal:
+            _check(
+                d.process == "absorbing" and d.objective == "clean",
+                f"model.causal=true trains the autoregressive yardstick, which has no diffusion kernel; drop "
+                f"diffusion.process={d.process} / diffusion.objective={d.objective}",
+            )
+            return
+        needs_time = d.process == "uniform" or (d.process == "hybrid" and d.p_uniform > 0)
+        _check(
+            m.time_conditioning or not needs_time,
+            f"diffusion.process={d.process} replaces tokens by other real tokens, so the denoiser must know t; "
+            "set model.time_conditioning=true",
+        )
+        _check(
+            d.objective == "clean" or d.process == "absorbing",
+            f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
+        )

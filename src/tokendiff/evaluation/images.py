@@ -25,7 +25,7 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.classifier import frechet_distance, load_classifier
 from tokendiff.evaluation.likelihood import evaluate_likelihood
 from tokendiff.samplers.images import draw_images
-from tokendiff.samplers.masked import MaskedDiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 
 __all__ = ["sample_metrics", "nearest_hamming", "inpaint", "shuffled_test_images", "evaluate_images", "sample_quality"]
 
@@ -92,7 +92,7 @@ def inpaint(
     corrupted, observed = corrupt_images(
         np.asarray(clean, dtype=np.uint8), observed_fraction, corruption_seed, mask_value=kernel.mask_token_id
     )
-    sampler = MaskedDiffusionSampler(model, kernel, steps=steps)
+    sampler = DiffusionSampler(model, kernel, steps=steps)
     completed = []
     for i in range(0, len(corrupted), batch_size):
         x = torch.from_numpy(corrupted[i : i + batch_size].astype(np.int64)).to(device)

@@ -25,13 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.schedules import Schedule
+from tokendiff.processes.base import NUM_TRAIN_TIMESTEPS, check_vocab, diffusers_vocab
+from tokendiff.processes.interpolating import InterpolatingKernel
+from tokendiff.schedules import Schedule, schedule_from_dict
 
 __all__ = ["AbsorbingKernel"]
 
 
-class AbsorbingKernel:
+class AbsorbingKernel(InterpolatingKernel):
     """Masked diffusion over a vocabulary of ``vocab_size`` tokens plus one mask token.
+
+    An interpolating kernel with ``m_t = (1 - alpha_t) e_mask`` (its prior and the generic GIDD math
+    apply); corruption, NELBO and reverse step have the closed forms above, which are cheaper.
 
     Args:
         vocab_size: number of real tokens ``V``; the mask token id is ``V``.
@@ -40,16 +45,25 @@ class AbsorbingKernel:
 
     name = "absorbing"
     time_conditioned = False  # a masked token says nothing about t that the count of masks does not
+    reveals_are_final = True  # a revealed token is clean: the reverse process never changes it again
 
     def __init__(self, vocab_size: int, schedule: Schedule):
         if vocab_size < 1:
             raise TokenDiffError(f"vocab_size={vocab_size} must be >= 1")
-        self.vocab_size = vocab_size
-        self.mask_token_id = vocab_size
+        super().__init__(vocab_size)
         self.schedule = schedule
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return self.schedule.alpha(t)
+
+    def alpha_prime(self, t: torch.Tensor) -> torch.Tensor:
+        return self.schedule.alpha_prime(t)
+
+    def noise(self, t: torch.Tensor) -> torch.Tensor:
+        return (1.0 - self.alpha(t))[..., None] * F.one_hot(torch.tensor(self.vocab_size), self.num_ids).to(t)
+
+    def noise_prime(self, t: torch.Tensor) -> torch.Tensor:
+        return -self.alpha_prime(t)[..., None] * F.one_hot(torch.tensor(self.vocab_size), self.num_ids).to(t)
 
     # ------------------------------------------------------------------ forward
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None):
@@ -109,9 +123,16 @@ class AbsorbingKernel:
         return torch.where((xt == self.mask_token_id).unsqueeze(-1), masked, carried)
 
     def to_config(self) -> dict:
+        """diffusers' ``TokenDiffusionScheduler`` with ``forward_process="absorbing"``."""
         return {
-            "forward_process": self.name,
-            "vocab_size": self.vocab_size,
-            "mask_token_id": self.mask_token_id,
+            "_class_name": "TokenDiffusionScheduler",
+            **diffusers_vocab(self),
+            "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
             **self.schedule.to_dict(),
+            "forward_process": self.name,
+            "exclude_mask_from_uniform": True,  # unused by masking; diffusers' default
         }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "AbsorbingKernel":
+        return cls(check_vocab(config, "scheduler_config.json"), schedule_from_dict(config))

@@ -15,7 +15,28 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["Kernel"]
+from tokendiff.errors import TokenDiffError
+
+__all__ = ["Kernel", "NUM_TRAIN_TIMESTEPS", "diffusers_vocab", "check_vocab"]
+
+NUM_TRAIN_TIMESTEPS = 1000  # tokendiff's time is continuous; this is the grid diffusers maps to [0, 1]
+
+
+def diffusers_vocab(kernel) -> dict:
+    """``vocab_size`` and ``mask_token_id`` as diffusers counts them: the mask is inside the vocabulary
+    (``0 <= mask_token_id < vocab_size``), so its ``vocab_size`` is our ``V + 1``."""
+    return {"vocab_size": kernel.vocab_size + 1, "mask_token_id": kernel.mask_token_id}
+
+
+def check_vocab(config: dict, source: str) -> int:
+    """Our ``V`` from a scheduler config, checking that its mask is the last id (tokendiff's convention)."""
+    vocab_size, mask = config.get("vocab_size"), config.get("mask_token_id")
+    if not isinstance(vocab_size, int) or not isinstance(mask, int) or mask != vocab_size - 1:
+        raise TokenDiffError(
+            f"{source}: vocab_size={vocab_size!r} and mask_token_id={mask!r} must be integers with the mask as "
+            "the last id (mask_token_id = vocab_size - 1); put back the file saved with the checkpoint"
+        )
+    return vocab_size - 1
 
 
 class Kernel(Protocol):
@@ -23,6 +44,7 @@ class Kernel(Protocol):
     vocab_size: int  # V real tokens
     mask_token_id: int  # = V: the mask, and the placeholder of the positions a sampler writes
     time_conditioned: bool  # whether the denoiser must see t (it can tell noise from data only through t)
+    reveals_are_final: bool  # a real token in x_t is always clean (masking only): reveals are never undone
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """Probability that a token is still clean at ``t``, same shape as ``t``."""
@@ -50,4 +72,8 @@ class Kernel(Protocol):
         """``KL(q_1(. | x0_i) || p(x_1))`` per token, (B, L): the NELBO's prior term."""
 
     def to_config(self) -> dict:
-        """The fields of ``scheduler_config.json`` (those of the matching diffusers scheduler, plus ours)."""
+        """``scheduler_config.json``: the fields of the matching diffusers scheduler (``_class_name``)."""
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Kernel":
+        """The kernel a :meth:`to_config` dict describes (see :func:`tokendiff.processes.kernel_from_config`)."""

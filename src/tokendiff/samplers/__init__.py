@@ -1,6 +1,6 @@
 """Reverse loops and their strategies."""
 
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
-from tokendiff.samplers.masked import MaskedDiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 
-__all__ = ["MaskedDiffusionSampler", "AutoregressiveSampler", "row_generators"]
+__all__ = ["DiffusionSampler", "AutoregressiveSampler", "row_generators"]

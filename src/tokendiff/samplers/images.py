@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tokendiff.samplers.masked import MaskedDiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 
 __all__ = ["draw_images"]
 
@@ -26,7 +26,7 @@ def draw_images(
 
     ``callback(step, x)`` sees every step of the first batch (for the trajectory visual).
     """
-    sampler = MaskedDiffusionSampler(model, kernel, steps=steps, temperature=temperature, strategy=strategy)
+    sampler = DiffusionSampler(model, kernel, steps=steps, temperature=temperature, strategy=strategy)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)

@@ -14,7 +14,7 @@ import torch
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
-from tokendiff.samplers.masked import MaskedDiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 
 __all__ = ["initial_tokens", "generate"]
 
@@ -87,7 +87,7 @@ def generate(
         sampler = AutoregressiveSampler(model, temperature, top_p)
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
-        sampler = MaskedDiffusionSampler(model, kernel, steps, temperature, strategy, top_p, cache)
+        sampler = DiffusionSampler(model, kernel, steps, temperature, strategy, top_p, cache)
     texts = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)

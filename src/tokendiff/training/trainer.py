@@ -64,7 +64,7 @@ class Trainer:
     Args:
         config: the resolved :class:`~tokendiff.configs.Config`; ``config_dict`` its JSON form, saved
             into every checkpoint.
-        model, objective, tokenizer, data, scheduler_config: built by the CLI (``tokendiff.build``).
+        model, objective, tokenizer, data: built by the CLI (``tokendiff.build``).
         resume_from: a checkpoint directory to continue from, or None.
     """
 
@@ -76,7 +76,6 @@ class Trainer:
         objective,
         tokenizer,
         data,
-        scheduler_config: dict,
         resume_from: Path | None = None,
     ):
         self.cfg = config
@@ -89,7 +88,6 @@ class Trainer:
         self.seq_len = config.model.block_size + objective.extra_tokens
         self.train_split = data.split("train")
         self.val_split = data.split("val")
-        self.scheduler_config = scheduler_config
         device = config.system.device
         if config.system.dtype == "float16" and (device == "cpu" or not torch.cuda.is_available()):
             raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
@@ -144,7 +142,7 @@ class Trainer:
                 num_parameters=self.raw_model.num_parameters(),
             ),
             weights=self.inference_model().state_dict(),
-            scheduler_config=self.scheduler_config,
+            kernel=self.objective.kernel,
             tokenizer=self.tokenizer,
             training_state={
                 "model": self.raw_model.state_dict(),

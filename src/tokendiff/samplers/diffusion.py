@@ -1,10 +1,15 @@
-"""Reverse loops for masked (absorbing) diffusion: ancestral and confidence-ordered unmasking.
+"""The reverse loop of every kernel: ancestral steps, and confidence-ordered unmasking for masks.
+
+Start: the positions to generate (those holding the mask id in the initial sequence) are drawn from
+the kernel's prior ``p(x_1)``; the other positions (a prompt, a template's text) are held fixed at
+every step. With an absorbing kernel holding them is what the reverse step does anyway; with uniform or
+hybrid noise it conditions the sampler by replacement.
 
 Noise: every random draw is float64 (float32 Gumbel noise measurably lowers sample diversity, because
 its tail is cut at ~-log(-log(1 - 2^-24)) ~ 16.6) and comes from one seeded generator per sample
 (:func:`row_generators`), so that sample ``i`` of seed ``s`` is the same whatever the batch size.
 
-Cache: a time-agnostic denoiser (the default) gives the same logits for the same input. A step in
+Cache: a time-agnostic denoiser (the masked default) gives the same logits for the same input. A step in
 which no token was revealed leaves ``x`` unchanged, so the next step reuses the logits instead of
 calling the model. With many steps most steps reveal nothing; the output is identical to the uncached
 loop because both draw exactly the same noise.
@@ -20,7 +25,7 @@ import torch
 from tokendiff.errors import TokenDiffError
 from tokendiff.processes.base import Kernel
 
-__all__ = ["MaskedDiffusionSampler", "row_generators", "row_uniform", "process_log_probs"]
+__all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_probs", "gumbel_argmax"]
 
 STRATEGIES = ("ancestral", "confidence")
 
@@ -67,18 +72,19 @@ def process_log_probs(logits: torch.Tensor, temperature: float, top_p: float) ->
     return log_probs
 
 
-class MaskedDiffusionSampler:
-    """Reverse loop from all-masked (or partly fixed) sequences to clean ones.
+class DiffusionSampler:
+    """Reverse loop from prior draws (at the positions to generate) to clean sequences.
 
     Args:
         model: ``model(x, t) -> logits (B, L, V)``; ``model.time_conditioning`` tells whether it uses t.
         kernel: the forward kernel it was trained with.
         steps: number of reverse steps ``N``; times ``1 = t_0 > t_1 > ... > t_N = 0`` evenly spaced.
         temperature: divides the logits (0 = greedy).
-        strategy: ``ancestral`` (exact MDLM reverse step: each masked token is revealed with
-            probability ``(alpha_s - alpha_t) / (1 - alpha_t)``) or ``confidence`` (reveal, at each
-            step, the masked tokens whose sampled value is most probable; the number revealed
-            follows the schedule so that none remain after the last step).
+        strategy: ``ancestral`` (the kernel's reverse step; for masks the exact MDLM step: each masked
+            token is revealed with probability ``(alpha_s - alpha_t) / (1 - alpha_t)``) or ``confidence``
+            (kernels whose reveals are final: reveal, at each step, the masked tokens whose sampled
+            value is most probable; the number revealed follows the schedule so that none remain
+            after the last step).
         top_p: nucleus filtering of the clean-token distribution (1.0 = off).
         cache: reuse the logits when ``x`` did not change (time-agnostic models only).
     """
@@ -103,6 +109,11 @@ class MaskedDiffusionSampler:
             raise TokenDiffError(f"sampling.strategy={strategy!r} is unknown; use one of {list(STRATEGIES)}")
         if not 0.0 < top_p <= 1.0:
             raise TokenDiffError(f"sampling.top_p={top_p} must lie in (0, 1]; 1.0 turns it off")
+        if strategy == "confidence" and not kernel.reveals_are_final:
+            raise TokenDiffError(
+                f"sampling.strategy=confidence reveals masks for good, which diffusion.process={kernel.name} "
+                "does not do; use sampling.strategy=ancestral"
+            )
         self.model = model
         self.kernel = kernel
         self.steps = steps
@@ -123,7 +134,8 @@ class MaskedDiffusionSampler:
         generators: list[torch.Generator],
         callback: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
-        """Fill every mask of ``x_init`` (B, L); other positions never change. Returns (B, L) ids.
+        """Generate the positions of ``x_init`` (B, L) that hold the mask id; the others never change.
+        Returns (B, L) ids.
 
         ``generators``: one per row (see :func:`row_generators`). ``callback(step, x)`` is called
         after each step, e.g. to record the denoising trajectory.
@@ -134,19 +146,21 @@ class MaskedDiffusionSampler:
         times = torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
         alphas = self.kernel.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
         alphas[-1] = 1.0
-        x = x_init.clone()
+        free = x_init == mask_id  # (B, L) the positions to generate
+        prior = self.kernel.prior_log_probs().to(x_init.device).expand(*x_init.shape, -1)  # (B, L, K)
+        x = torch.where(free, gumbel_argmax(prior, generators), x_init)  # (B, L) x_1 ~ p(x_1) where free
         masked0 = (x == mask_id).sum(-1)  # (B,) masks to fill
         logits, logits_input = None, None
         for i in range(self.steps):
-            if not (x == mask_id).any():
+            if self.kernel.reveals_are_final and not (x == mask_id).any():
                 break  # every position is known; later steps could change nothing
             if logits is None or not self.cache or not torch.equal(x, logits_input):
                 logits = self._logits(x, float(times[i]))  # (B, L, V)
                 logits_input = x.clone()
             log_p_x0 = process_log_probs(logits, self.temperature, self.top_p)  # (B, L, V)
             if self.strategy == "ancestral":
-                log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, V+1)
-                x = gumbel_argmax(log_q, generators)  # (B, L)
+                log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, K)
+                x = torch.where(free, gumbel_argmax(log_q, generators), x_init)  # (B, L)
             else:
                 x = self._confidence_step(x, log_p_x0, masked0, alphas[0], alphas[i + 1], generators)
             if callback is not None:

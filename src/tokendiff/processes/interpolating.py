@@ -1,0 +1,165 @@
+"""Interpolating kernels (GIDD, von Rütte et al. 2025): the math shared by uniform and hybrid noise.
+
+Every kernel here has token-wise marginals that interpolate between the clean token and a noise
+distribution that may change with time::
+
+    q_t(. | x0) = alpha_t e_{x0} + m_t,         m_t = beta_t pi_t  (a vector over the K = V + 1 ids, sum 1 - alpha_t)
+
+A subclass gives ``alpha_t``, ``m_t`` and their time derivatives. Absorbing noise is ``m_t = (1 - alpha_t)
+e_mask``, uniform noise ``m_t = (1 - alpha_t) u``, GIDD's hybrid a time-varying mix of the two.
+
+**Reverse model** (the mean parameterization of D3PM, UDLM and GIDD, also diffusers'): the denoiser's
+distribution ``x_theta`` over the V real tokens is plugged into the forward posterior,
+``p(x_s | x_t) = q_{t|s}(x_t | x_s) q_s(x_s | x_theta) / q_t(x_t | x_theta)`` with
+``q_s(. | x_theta) = alpha_s x_theta + m_s`` and the conditional transition
+``q_{t|s}(z | y) = alpha_{t|s} [y = z] + g(z)``, ``alpha_{t|s} = alpha_t / alpha_s``,
+``g = m_t - alpha_{t|s} m_s``. It is exact when ``x_theta`` at position i is the clean token's law given
+the *other* positions of ``x_t``, ``p(x0_i | x_t^{-i})`` (the tests plug that in and recover ``-log p``).
+
+**NELBO** (GIDD's ELBO; for uniform noise it is UDLM's, Schiff et al. 2025): as ``s -> t`` the forward
+jump rate into ``z`` is ``r_t(z) = m_t'(z) - (alpha_t' / alpha_t) m_t(z)``, and the KL of the reverse
+jump processes gives, per token, with ``q = q_t(. | x0)``, ``p = q_t(. | x_theta)`` and ``z = x_t``::
+
+    term = r_t(z) / q(z) * [ KL(q || p) + q(z)/p(z) - log(q(z)/p(z)) - 1 ]
+
+(the last three terms are the Itakura-Saito divergence of ``q(z)`` and ``p(z)``). Its expectation over
+``t ~ U[0, 1]`` and ``x_t ~ q_t`` plus the prior term ``KL(q_1(. | x0) || p(x_1))`` bounds ``-log p(x0)``.
+
+**Prior**: ``p(x_1) = alpha_1 u_V + m_1``, the marginal at ``t = 1`` of data uniform over the V real
+tokens: the samplers draw their starting tokens from it, and it makes the prior term finite even
+when ``alpha_1 > 0``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["InterpolatingKernel"]
+
+
+def _times(t) -> torch.Tensor:
+    """``t`` as a float64 tensor (a python float becomes shape (1,))."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return t.reshape(1) if t.dim() == 0 else t
+
+
+class InterpolatingKernel:
+    """Base class: subclasses define :meth:`alpha`, :meth:`alpha_prime`, :meth:`noise`, :meth:`noise_prime`.
+
+    ``noise(t)``: ``m_t`` of shape ``(*t.shape, K)``; ``noise_prime(t)`` its derivative in t.
+    """
+
+    name = "interpolating"
+    time_conditioned = True
+    reveals_are_final = False  # a real token may be noise that a later step replaces
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+        self.mask_token_id = vocab_size
+
+    @property
+    def num_ids(self) -> int:
+        """``K = V + 1``: the real tokens and the mask."""
+        return self.vocab_size + 1
+
+    # ------------------------------------------------------------------ to be defined
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def alpha_prime(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def noise(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def noise_prime(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ forward
+    def marginal(self, probs_x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``q_t(. | p) = alpha_t p + m_t`` for clean-token distributions ``probs_x0`` (B, L, V): (B, L, K)."""
+        alpha = self.alpha(t.to(probs_x0.dtype))[:, None, None]  # (B, 1, 1)
+        m = self.noise(t.to(probs_x0.dtype))[:, None, :]  # (B, 1, K)
+        return alpha * F.pad(probs_x0, (0, 1)) + m  # (B, L, K)
+
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x_t ~ q_t(. | x0)``: keep a token with probability ``alpha_t``, else draw it from ``pi_t``.
+
+        ``x0``: (B, L), ``t``: (B,). Returns (B, L).
+        """
+        B, L = x0.shape
+        t = t.double()
+        alpha = self.alpha(t)[:, None]  # (B, 1)
+        pi = self.noise(t)  # (B, K), rows sum to 1 - alpha
+        keep = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64) < alpha  # (B, L)
+        noise = torch.multinomial(pi.float(), L, replacement=True, generator=generator)  # (B, L)
+        return torch.where(keep, x0, noise.to(x0.device))
+
+    # ------------------------------------------------------------------ loss
+    def rate(self, t: torch.Tensor) -> torch.Tensor:
+        """Forward jump rate into each id, ``r_t = m_t' - (alpha_t'/alpha_t) m_t``: (*t.shape, K), >= 0."""
+        return self.noise_prime(t) - (self.alpha_prime(t) / self.alpha(t))[..., None] * self.noise(t)
+
+    def nelbo_terms(self, logits: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-token GIDD NELBO integrand (module docstring), (B, L, V) logits -> (B, L).
+
+        Computed in float64 when the logits are float64 (tests), else in float32 (bf16 loses digits).
+        """
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        t = t.to(dtype)
+        x_theta = torch.softmax(logits.to(dtype), dim=-1)  # (B, L, V)
+        p = self.marginal(x_theta, t)  # (B, L, K): q_t(. | x_theta)
+        q = self.marginal(F.one_hot(x0, self.vocab_size).to(dtype), t)  # (B, L, K): q_t(. | x0)
+        tiny = torch.finfo(dtype).tiny
+        log_ratio = torch.log(q.clamp_min(tiny)) - torch.log(p.clamp_min(tiny))  # (B, L, K)
+        kl = torch.where(q > 0, q * log_ratio, torch.zeros_like(q)).sum(-1)  # (B, L)
+        q_z = q.gather(-1, xt.unsqueeze(-1)).squeeze(-1)  # (B, L)
+        ratio_z = q_z / p.gather(-1, xt.unsqueeze(-1)).squeeze(-1).clamp_min(tiny)  # (B, L)
+        r_z = self.rate(t)[:, None, :].expand_as(q).gather(-1, xt.unsqueeze(-1)).squeeze(-1)  # (B, L)
+        itakura_saito = ratio_z - torch.log(ratio_z.clamp_min(tiny)) - 1.0  # (B, L)
+        term = r_z / q_z.clamp_min(tiny) * (kl + itakura_saito)
+        return torch.where(r_z > 0, term, torch.zeros_like(term)).float()
+
+    # ------------------------------------------------------------------ reverse
+    def _alpha_noise(self, s: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``alpha_s`` (1,) and ``m_s`` (1, K) in float64; ``s = 0`` is exactly clean."""
+        if s <= 0.0:
+            m = torch.zeros(1, self.num_ids, dtype=torch.float64)
+            return torch.ones(1, dtype=torch.float64).to(device), m.to(device)
+        s = _times(s)
+        return self.alpha(s).to(device), self.noise(s).to(device)
+
+    def reverse_log_probs(self, log_p_x0: torch.Tensor, xt: torch.Tensor, t: float, s: float) -> torch.Tensor:
+        """``log p(x_s | x_t)`` of one reverse step ``t -> s < t`` (module docstring), (B, L, K) float64."""
+        device = log_p_x0.device
+        alpha_t, m_t = self._alpha_noise(t, device)  # (1,), (1, K)
+        alpha_s, m_s = self._alpha_noise(s, device)
+        alpha_ts = alpha_t / alpha_s  # (1,)
+        g = (m_t - alpha_ts[:, None] * m_s).clamp_min(0.0)  # (1, K): jump mass into each id over (s, t]
+        q_ts = alpha_ts * F.one_hot(xt, self.num_ids).double() + g[0, xt].unsqueeze(-1)  # (B, L, K): q(x_t | x_s=y)
+        q_s = alpha_s * F.pad(log_p_x0.double().exp(), (0, 1)) + m_s  # (B, L, K): q_s(y | x_theta)
+        # the floor keeps a row whose only reachable value lost all model mass (top-p) on its current token
+        q_s = q_s.clamp_min(torch.finfo(torch.float64).tiny)
+        log_joint = torch.log(q_ts) + torch.log(q_s)  # (B, L, K)
+        return torch.log_softmax(log_joint, dim=-1)
+
+    # ------------------------------------------------------------------ prior
+    def prior_probs(self) -> torch.Tensor:
+        """``p(x_1) = alpha_1 u_V + m_1``, (K,) float64."""
+        one = torch.ones(1, dtype=torch.float64)
+        uniform = F.pad(torch.full((self.vocab_size,), 1.0 / self.vocab_size, dtype=torch.float64), (0, 1))
+        return self.alpha(one)[0] * uniform + self.noise(one)[0]
+
+    def prior_log_probs(self) -> torch.Tensor:
+        return torch.log(self.prior_probs())
+
+    def prior_terms(self, x0: torch.Tensor) -> torch.Tensor:
+        """``KL(q_1(. | x0_i) || p(x_1))`` per token, (B, L) float32 (a table over the V values of x0)."""
+        one = torch.ones(1, dtype=torch.float64)
+        q = self.alpha(one)[0] * torch.eye(self.vocab_size, self.num_ids, dtype=torch.float64) + self.noise(
+            one
+        )  # (V, K)
+        prior = self.prior_probs()  # (K,)
+        kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-300)) - torch.log(prior)), torch.zeros_like(q)).sum(-1)
+        return kl.float().to(x0.device)[x0]  # (B, L)
