@@ -27,7 +27,8 @@ import torch
 from tokendiff.data.images import MnistData
 from tokendiff.evaluation import evaluate_likelihood
 from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
-from tokendiff.processes import AbsorbingProcess
+from tokendiff.objectives import CleanObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import LogLinearSchedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,7 +45,7 @@ def run(name, make, minutes, batch, train, val, eval_images):
     torch.manual_seed(0)
     model = make()
     params = sum(p.numel() for p in model.parameters())
-    process = AbsorbingProcess(2, LogLinearSchedule())
+    objective = CleanObjective(AbsorbingKernel(2, LogLinearSchedule()))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
 
@@ -55,7 +56,7 @@ def run(name, make, minutes, batch, train, val, eval_images):
             group["lr"] = lr
         x = train.batch(batch, 784, g)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = process.loss_terms(lambda xt, t: model(xt), x, g).mean()
+            loss = objective.loss_terms(model, x, g).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -73,9 +74,7 @@ def run(name, make, minutes, batch, train, val, eval_images):
     seconds = time.perf_counter() - start
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        r = evaluate_likelihood(
-            lambda x, t: model(x), process, val.windows(784, eval_images), num_draws=2, batch_size=250, seed=0
-        )
+        r = evaluate_likelihood(model, objective, val.windows(784, eval_images), num_draws=2, batch_size=250, seed=0)
     return {
         "params": params,
         "steps": total,

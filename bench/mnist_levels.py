@@ -23,20 +23,20 @@ import torch
 
 from tokendiff.checkpoint import load_checkpoint
 from tokendiff.data.images import MnistData
-from tokendiff.processes.ambient import level_of_alpha
+from tokendiff.objectives.ambient import level_of_alpha
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
-def integrand(model, process, x: torch.Tensor, t: float, generator, batch: int = 250) -> tuple[float, float]:
+def integrand(model, kernel, x: torch.Tensor, t: float, generator, batch: int = 250) -> tuple[float, float]:
     """``I(t)`` in nats per image over images ``x`` (N, 784): mean and standard error (one draw each)."""
     vals = []
     for s in range(0, x.shape[0], batch):
         xb = x[s : s + batch]
         tt = torch.full((xb.shape[0],), t)
-        xt = process.corrupt(xb, tt, generator)
-        terms = process.nelbo_terms(model(xt), xb, xt, tt)  # (b, L)
+        xt = kernel.corrupt(xb, tt, generator)
+        terms = kernel.nelbo_terms(model(xt, tt), xb, xt, tt)  # (b, L)
         vals.append(terms.double().sum(1))
     v = torch.cat(vals)
     return v.mean().item(), (v.std().item() / len(v) ** 0.5)
@@ -61,8 +61,8 @@ def main() -> None:
     results = {}
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
-        process = ckpt.process
-        t_n = level_of_alpha(process.schedule, args.observed_fraction)
+        kernel = ckpt.kernel  # the clean kernel, whatever the objective the model was trained with
+        t_n = level_of_alpha(kernel.schedule, args.observed_fraction)
         parts = {}
         for side, (a, b, n) in {
             "below_t_n": (0.0, t_n, args.low_nodes),
@@ -75,10 +75,8 @@ def main() -> None:
             total, var = 0.0, 0.0
             for t, w in zip(ts, ws):
                 gen = torch.Generator().manual_seed(1234)  # same masks for every model
-                m, se = integrand(ckpt.model, process, x, float(t), gen)
-                rows.append(
-                    {"t": float(t), "visible": float(process.schedule.alpha(torch.tensor(t))), "I": m, "se": se}
-                )
+                m, se = integrand(ckpt.model, kernel, x, float(t), gen)
+                rows.append({"t": float(t), "visible": float(kernel.alpha(torch.tensor(t))), "I": m, "se": se})
                 total += w * m
                 var += (w * se) ** 2
             parts[side] = {"nats_per_image": total, "stderr": var**0.5, "nodes": rows}

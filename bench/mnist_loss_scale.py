@@ -17,7 +17,7 @@ import torch
 
 from tokendiff.checkpoint import load_checkpoint
 from tokendiff.data.images import MnistData
-from tokendiff.processes.ambient import AmbientProcess
+from tokendiff.objectives.ambient import AmbientObjective
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,19 +35,26 @@ def main() -> None:
     model = ckpt.model.train()
     y = MnistData(observed_fraction=args.observed_fraction).split("train").windows(784)[: args.images]
     q = args.observed_fraction
+    objectives = {
+        "easy": AmbientObjective(ckpt.kernel, q),
+        "consistency (squared)": AmbientObjective(ckpt.kernel, q, divergence="squared"),
+        "consistency (kl)": AmbientObjective(ckpt.kernel, q, divergence="kl"),
+        "imputation": AmbientObjective(ckpt.kernel, q, hard_loss="imputation"),
+    }
     losses = {
-        "easy": (AmbientProcess(ckpt.process, q), "easy_terms"),
-        "consistency (squared)": (AmbientProcess(ckpt.process, q, divergence="squared"), "consistency_terms"),
-        "consistency (kl)": (AmbientProcess(ckpt.process, q, divergence="kl"), "consistency_terms"),
-        "imputation": (AmbientProcess(ckpt.process, q, hard_loss="imputation"), "imputation_terms"),
+        "easy": objectives["easy"].easy_terms,
+        "consistency (squared)": objectives["consistency (squared)"].consistency_terms,
+        "consistency (kl)": objectives["consistency (kl)"].consistency_terms,
+        "imputation": objectives["imputation"].imputation_terms,
     }
     results = {}
-    for name, (process, method) in losses.items():
+    for name, terms in losses.items():
+        t_n = objectives[name].t_n
         g = torch.Generator().manual_seed(0)
         u = torch.rand(y.shape[0], generator=g)
-        t = process.t_n + (1 - process.t_n) * u if name == "easy" else process.t_n * u
+        t = t_n + (1 - t_n) * u if name == "easy" else t_n * u
         model.zero_grad()
-        loss = getattr(process, method)(lambda a, _t: model(a), y, t, g).sum(1).mean()  # nats per image
+        loss = terms(model, y, t, g).sum(1).mean()  # nats per image
         loss.backward()
         grad = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())).item()
         results[name] = {"loss_per_image": loss.item(), "grad_norm": grad}

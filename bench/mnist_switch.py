@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -36,12 +35,13 @@ class Joined(torch.nn.Module):
         super().__init__()
         self.high, self.low, self.switch, self.mask_id = high, low, switch, mask_id
         self.block_size = high.block_size
+        self.time_conditioning = high.time_conditioning or low.time_conditioning  # the samplers read it
 
     def forward(self, x, t=None):
         noisy = (x == self.mask_id).float().mean(1) > self.switch  # (B,)
-        out = self.low(x)
+        out = self.low(x, t)
         if noisy.any():
-            out[noisy] = self.high(x[noisy])
+            out[noisy] = self.high(x[noisy], None if t is None else t[noisy])
         return out
 
 
@@ -64,13 +64,12 @@ def main() -> None:
     test = shuffled_test_images(data.split("test").windows(784).numpy(), args.samples)
     results = {}
     for switch in args.switch:
-        model = Joined(high.model, low.model, switch, high.process.mask_token_id).eval()
-        ckpt = SimpleNamespace(model=model, process=high.process)
+        model = Joined(high.model, low.model, switch, high.kernel.mask_token_id).eval()
         start = time.perf_counter()
         with torch.no_grad():
-            samples = draw_images(ckpt.model, ckpt.process, args.samples, args.steps, 1.0, "ancestral", 0, 100, "cpu")
+            samples = draw_images(model, high.kernel, args.samples, args.steps, 1.0, "ancestral", 0, 100, "cpu")
             metrics = sample_metrics(samples, classifier, reference, train)
-            accuracy, _, _ = inpaint(model, high.process, test, 0.1, args.steps, 0)
+            accuracy, _, _ = inpaint(model, high.kernel, test, 0.1, args.steps, 0)
         metrics["inpainting_accuracy"] = accuracy
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         results[str(switch)] = metrics

@@ -1,7 +1,7 @@
-"""Sampling speed of MaskedDiffusionSampler with the logits cache on and off.
+"""Sampling speed of DiffusionSampler with the logits cache on and off.
 
 What is measured
-    Tokens per second and model calls of ``tokendiff.MaskedDiffusionSampler`` generating ``--batch-size``
+    Tokens per second and model calls of ``tokendiff.DiffusionSampler`` generating ``--batch-size``
     sequences of ``--length`` tokens (256 by default) from all-masked input, for several step counts
     (64, 256, 1024 by default), once with ``cache=True`` and once with ``cache=False``, with the same
     seed and the same per-row noise (``tokendiff.samplers.row_generators``). The two outputs must be
@@ -58,14 +58,14 @@ import torch
 
 import tokendiff
 from tokendiff.models import Transformer
-from tokendiff.processes import AbsorbingProcess
-from tokendiff.samplers import MaskedDiffusionSampler, row_generators
+from tokendiff.processes import AbsorbingKernel, Kernel
+from tokendiff.samplers import DiffusionSampler, row_generators
 from tokendiff.schedules import LogLinearSchedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def expected_calls(process: AbsorbingProcess, steps: int, masked: int) -> float:
+def expected_calls(kernel: Kernel, steps: int, masked: int) -> float:
     """Expected model calls of the cached ancestral loop from ``masked`` masked positions (all rows).
 
     Step 0 always calls the model; step i > 0 calls it when step i - 1 revealed at least one token.
@@ -74,17 +74,15 @@ def expected_calls(process: AbsorbingProcess, steps: int, masked: int) -> float:
     revealed before the last step, which is negligible unless masked positions are few.)
     """
     times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    alphas = process.schedule.alpha(times)
+    alphas = kernel.alpha(times)
     alphas[-1] = 1.0
     p = (alphas[1:] - alphas[:-1]) / (1.0 - alphas[0])  # (N,) reveal step distribution
     changed = 1.0 - (1.0 - p[:-1]) ** masked  # step i revealed something, i = 0..N-2
     return 1.0 + float(changed.sum())
 
 
-def run(model, process, x_init, steps, cache, seed, strategy, temperature):
-    sampler = MaskedDiffusionSampler(
-        model, process, steps=steps, temperature=temperature, strategy=strategy, cache=cache
-    )
+def run(model, kernel, x_init, steps, cache, seed, strategy, temperature):
+    sampler = DiffusionSampler(model, kernel, steps=steps, temperature=temperature, strategy=strategy, cache=cache)
     gens = row_generators(seed, x_init.shape[0])
     start = time.perf_counter()
     out = sampler.sample(x_init, gens)
@@ -116,21 +114,21 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.checkpoint:
         ckpt = tokendiff.load_checkpoint(args.checkpoint)
-        model, process = ckpt.model, ckpt.process
-        if getattr(process, "mask_token_id", None) is None:
+        model, kernel = ckpt.model, ckpt.kernel
+        if kernel is None:
             raise SystemExit(f"{ckpt.path} is an autoregressive model; this benchmark needs a masked diffusion one")
         source = str(ckpt.path)
     else:
         torch.manual_seed(args.seed)
         model = Transformer(vocab_size=65, n_layer=4, n_head=4, n_embd=256, block_size=256)
-        process = AbsorbingProcess(65, LogLinearSchedule(eps=1e-3))
+        kernel = AbsorbingKernel(65, LogLinearSchedule(eps=1e-3))
         source = "random init (4 layers x 4 heads x 256 wide, vocab 65)"
     model.eval()
     if args.length > model.block_size:
         raise SystemExit(f"--length {args.length} exceeds the model's block size {model.block_size}")
-    time_conditioned = bool(getattr(model, "time_conditioning", False))
+    time_conditioned = bool(model.time_conditioning)
     B, L = args.batch_size, args.length
-    x_init = torch.full((B, L), process.mask_token_id, dtype=torch.long)
+    x_init = torch.full((B, L), kernel.mask_token_id, dtype=torch.long)
     tokens = B * L
 
     print(
@@ -144,7 +142,7 @@ def main(argv=None) -> int:
     )
 
     with torch.no_grad():  # warm-up: the first call of a process pays for allocations and kernel selection
-        model(x_init, torch.ones(B) if time_conditioned else None)
+        model(x_init, torch.ones(B))
 
     rows = []
     for steps in args.steps:
@@ -153,7 +151,7 @@ def main(argv=None) -> int:
             order = (False, True) if rep % 2 == 0 else (True, False)
             for cache in order:
                 out, seconds, calls = run(
-                    model, process, x_init, steps, cache, args.seed, args.strategy, args.temperature
+                    model, kernel, x_init, steps, cache, args.seed, args.strategy, args.temperature
                 )
                 if cache:
                     out_on, calls_on = out, calls
@@ -163,8 +161,8 @@ def main(argv=None) -> int:
                     times_off.append(seconds)
         s_off, s_on = statistics.median(times_off), statistics.median(times_on)
         assert torch.equal(out_on, out_off), f"cache=True and cache=False gave different samples at {steps} steps"
-        assert not (out_on == process.mask_token_id).any(), "masks remain after the last step"
-        expected = expected_calls(process, steps, B * L) if args.strategy == "ancestral" else None
+        assert not (out_on == kernel.mask_token_id).any(), "masks remain after the last step"
+        expected = expected_calls(kernel, steps, B * L) if args.strategy == "ancestral" else None
         rows.append(
             {
                 "steps": steps,

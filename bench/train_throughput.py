@@ -14,9 +14,9 @@ What is measured
         trainer's weight-decay groups, grad clipping and the EMA update of the weights.
     (c) ``tokendiff bf16 + compile`` (only with ``--compile``): (b) with ``torch.compile`` of the model.
 
-    Every configuration computes the same loss: ``AbsorbingProcess.loss_terms`` with a log-linear
-    schedule (the loss is not what is compared), on the same random token batches and the same
-    seeded draws of ``t`` and the masks. Both models start from the same weights: the reference
+    Every configuration computes the same loss: ``CleanObjective.loss_terms`` of an ``AbsorbingKernel``
+    with a log-linear schedule (the loss is not what is compared), on the same random token batches
+    and the same seeded draws of ``t`` and the masks. Both models start from the same weights: the reference
     copies tokendiff's initial weights, and the script checks that the two give the same logits and
     have the same parameter count before timing anything.
 
@@ -73,7 +73,8 @@ from torch import nn
 
 import tokendiff
 from tokendiff.models import Transformer
-from tokendiff.processes import AbsorbingProcess
+from tokendiff.objectives import CleanObjective
+from tokendiff.processes import AbsorbingKernel
 from tokendiff.schedules import LogLinearSchedule
 from tokendiff.training.optimizer import param_groups
 from tokendiff.training.ema import EMA
@@ -159,7 +160,7 @@ class RefTransformer(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, t=None):  # time-agnostic: t is ignored
         L = x.shape[1]
         h = self.tok_emb(x)
         cos, sin = self.cos[:L], self.sin[:L]
@@ -198,12 +199,11 @@ class Config:
         self.losses: list[float] = []
 
 
-def baseline_config(ref: RefTransformer, process: AbsorbingProcess, lr: float, clip: float) -> Config:
+def baseline_config(ref: RefTransformer, objective: CleanObjective, lr: float, clip: float) -> Config:
     opt = torch.optim.AdamW(ref.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.1, foreach=False, fused=False)
-    denoiser = lambda xt, t: ref(xt)
 
     def step(x, g):
-        loss = process.loss_terms(denoiser, x, g).mean()
+        loss = objective.loss_terms(ref, x, g).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), clip)
         opt.step()
@@ -215,7 +215,7 @@ def baseline_config(ref: RefTransformer, process: AbsorbingProcess, lr: float, c
 
 
 def tokendiff_config(
-    model: Transformer, process: AbsorbingProcess, lr: float, clip: float, ema: float, compile_model: bool
+    model: Transformer, objective: CleanObjective, lr: float, clip: float, ema: float, compile_model: bool
 ) -> Config:
     """The Trainer's step: autocast (as accelerate's bf16 wraps the forward), fused AdamW, clip, EMA."""
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.99), fused=True)
@@ -224,10 +224,10 @@ def tokendiff_config(
 
     def denoiser(xt, t):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return forward(xt, None)
+            return forward(xt, t)
 
     def step(x, g):
-        loss = process.loss_terms(denoiser, x, g).mean()
+        loss = objective.loss_terms(denoiser, x, g).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
@@ -322,18 +322,18 @@ def main(argv=None) -> int:
         diff = (td(probe) - ref(probe)).abs().max().item()
     assert diff < 1e-4, f"the reference model does not compute the same logits (max |diff| {diff:.2e})"
 
-    process = AbsorbingProcess(args.vocab_size, LogLinearSchedule(eps=1e-3))
+    objective = CleanObjective(AbsorbingKernel(args.vocab_size, LogLinearSchedule(eps=1e-3)))
     data_gen = torch.Generator().manual_seed(args.seed)
     batches = [torch.randint(0, args.vocab_size, (B, L), generator=data_gen) for _ in range(4)]
     fpt, n_nonembed = flops_per_token(td, args.n_layer, args.n_embd, L)
 
     configs = [
-        baseline_config(ref, process, args.lr, clip=1.0),
-        tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=False),
+        baseline_config(ref, objective, args.lr, clip=1.0),
+        tokendiff_config(copy.deepcopy(td), objective, args.lr, clip=1.0, ema=args.ema, compile_model=False),
     ]
     if args.compile:
         configs.append(
-            tokendiff_config(copy.deepcopy(td), process, args.lr, clip=1.0, ema=args.ema, compile_model=True)
+            tokendiff_config(copy.deepcopy(td), objective, args.lr, clip=1.0, ema=args.ema, compile_model=True)
         )
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")

@@ -10,16 +10,17 @@ from tokendiff.schedules import LogLinearSchedule
 
 
 def test_uniform_model_scores_log_V_per_token_within_its_stderr():
-    # Each draw has expectation (1 - eps) log V per token (see test_absorbing), so the reported mean
-    # must be within a few Monte Carlo standard errors of it.
+    # Each draw of the diffusion terms has expectation (1 - eps) log V per token (see test_absorbing) and the
+    # prior term is KL(q_1 || eps u + (1 - eps) mask) = eps log V, so the NELBO is log V: what a model that
+    # knows nothing must pay. The reported mean must be within a few Monte Carlo standard errors of it.
     V = 7
     process = CleanObjective(AbsorbingKernel(V, LogLinearSchedule(eps=1e-3)))
     windows = torch.randint(0, V, (64, 32), generator=torch.Generator().manual_seed(0))
     r = evaluate_likelihood(
         lambda x, t: torch.zeros(*x.shape, V), process, windows, num_draws=8, seed=0, chars_per_token=1.0
     )
-    expected = (1 - 1e-3) * math.log(V)
-    assert abs(r.nelbo_nats_per_token - expected) < 4 * r.nelbo_nats_per_token_stderr
+    assert r.prior_nats_per_token == pytest.approx(1e-3 * math.log(V), rel=1e-6)
+    assert abs(r.nelbo_nats_per_token - math.log(V)) < 4 * r.nelbo_nats_per_token_stderr
     assert r.bits_per_token == r.nelbo_nats_per_token / math.log(2)
     assert r.perplexity == math.exp(r.nelbo_nats_per_token)
 

@@ -1,8 +1,12 @@
 """Likelihood of held-out text: NELBO (an upper bound on -log p) with a Monte Carlo standard error.
 
-For masked diffusion the per-token NELBO of a sequence ``x`` of ``L`` tokens is
+For a diffusion model the per-token NELBO of a sequence ``x`` of ``L`` tokens is
 
-    nelbo(x) = (1/L) E_{t, x_t} [ w(t) sum_{i masked} -log p_theta(x^i | x_t) ]     (nats per token)
+    nelbo(x) = (1/L) ( E_{t, x_t} [ sum_i term_i(x_t, t) ] + sum_i KL(q_1(. | x^i) || p(x_1)) )     (nats per token)
+
+the kernel's NELBO integrand (for masks ``w(t) * -log p_theta(x^i | x_t)`` at masked positions) with
+``t ~ U[t_min, 1]`` (the part below ``t_min`` is left out, see ``CleanObjective``), plus the prior term,
+which is deterministic (``prior_nats_per_token``; ``eps * log V`` for masks),
 
 estimated with ``D`` independent draws of ``(t, x_t)`` per sequence. Over ``N`` sequences we report
 the mean ``m`` and its Monte Carlo standard error ``sqrt(mean_n var_d(v_nd) / (N D))``: the error due
@@ -32,6 +36,8 @@ __all__ = ["LikelihoodResult", "evaluate_likelihood"]
 class LikelihoodResult:
     nelbo_nats_per_token: float
     nelbo_nats_per_token_stderr: float
+    prior_nats_per_token: float  # the prior term inside the NELBO (0 for autoregressive)
+    t_min: float  # times below t_min are left out of the NELBO integral
     bits_per_token: float
     bits_per_token_stderr: float
     perplexity: float
@@ -69,12 +75,15 @@ def evaluate_likelihood(
     exact = estimator.kernel is None  # autoregressive: no randomness
     draws = 1 if exact else num_draws
     per_seq = torch.zeros(windows.shape[0], draws, dtype=torch.float64)  # v_nd, nats per token
+    prior = torch.zeros(windows.shape[0], dtype=torch.float64)  # nats per token, the same in every draw
+    if not exact:
+        prior = torch.cat([estimator.kernel.prior_terms(w).double().mean(1) for w in windows.split(batch_size)])
     for d in range(draws):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size].to(device)  # (b, L)
             with autocast():
                 terms = estimator.loss_terms(model, x, generator)  # (b, L')
-            per_seq[start : start + x.shape[0], d] = terms.double().mean(dim=1).cpu()
+            per_seq[start : start + x.shape[0], d] = terms.double().mean(dim=1).cpu() + prior[start : start + len(x)]
     n = windows.shape[0]
     mean = per_seq.mean().item()
     if draws > 1:
@@ -88,6 +97,8 @@ def evaluate_likelihood(
     return LikelihoodResult(
         nelbo_nats_per_token=mean,
         nelbo_nats_per_token_stderr=stderr,
+        prior_nats_per_token=prior.mean().item(),
+        t_min=estimator.t_min,
         bits_per_token=mean / ln2,
         bits_per_token_stderr=stderr / ln2,
         perplexity=math.exp(mean),

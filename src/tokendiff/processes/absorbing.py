@@ -86,7 +86,9 @@ class AbsorbingKernel(InterpolatingKernel):
         # Cross-entropy in float32 whatever the autocast dtype: bf16 log-softmax loses ~2 digits.
         nll = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
         masked = xt == self.mask_token_id  # (B, L)
-        weight = self.schedule.weight(t.float())[:, None]  # (B, 1)
+        weight = self.schedule.weight(t.double()).float()[
+            :, None
+        ]  # (B, 1); float64: 1 - alpha loses t < 6e-8 in float32
         return torch.where(masked, weight * nll, torch.zeros_like(nll))
 
     # ------------------------------------------------------------------ reverse
