@@ -69,10 +69,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-RUNS = RESULTS / "quality_runs"
+RUNS = Path(os.environ.get("QUALITY_RUNS", RESULTS / "quality_runs"))
 
 MODELS = {
     "mdlm": ("masked diffusion (default preset)", ["+experiment=shakespeare_char"]),
+    "udlm": ("uniform diffusion (UDLM)", ["+experiment=shakespeare_char_udlm"]),
+    "hybrid": ("hybrid mask+uniform (GIDD, p_u=0.1)", ["+experiment=shakespeare_char_hybrid"]),
     "ar": ("autoregressive baseline", ["+experiment=shakespeare_char_ar"]),
 }
 # Keys this script sets itself; --override must not touch them.
@@ -156,6 +158,56 @@ def fmt(x, digits=4):
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def report(runs: dict, calib: dict, minutes: float) -> dict:
+    """Print the table; return each diffusion model's gap to the autoregressive one (bits per char)."""
+    header = f"{'model':<44}{'steps':>12}{'schedule':>10}{'val bpc':>9}{'stderr':>9}{'sequences':>11}{'draws':>7}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for name, r in runs.items():
+        e = r["eval"]
+        print(
+            f"{name + ': ' + MODELS[name][0]:<44}{str(r['steps_done']) + '/' + str(r['max_iters']):>12}"
+            f"{'done' if r['schedule_completed'] else 'cut':>10}{fmt(e['bits_per_char']):>9}"
+            f"{fmt(e['bits_per_char_stderr']):>9}{e['sequences']:>11}{e['draws']:>7}"
+        )
+    gaps = {}
+    if "ar" in runs:
+        a = runs["ar"]["eval"]
+        for name in (n for n in runs if n != "ar"):
+            m = runs[name]["eval"]
+            se = m["bits_per_char_stderr"]
+            gap = m["bits_per_char"] - a["bits_per_char"]
+            gaps[name] = {"gap": gap, "stderr": se, "relative": gap / a["bits_per_char"]}
+            print(
+                f"gap ({name} - ar): {gap:+.4f} +- {se:.4f} bits per char ({100 * gap / a['bits_per_char']:+.1f}% "
+                "of the AR value); the diffusion value is a NELBO, an upper bound"
+            )
+    print(
+        f"budget {minutes:g} min per model; steps/s calibrated -> achieved: "
+        + ", ".join(f"{n} {calib[n]['steps_per_s']:.2f} -> {runs[n]['steps_per_s']:.2f}" for n in runs)
+    )
+    for name, r in runs.items():
+        for i, text in enumerate(r.get("samples", [])[:1]):
+            print(f"\n--- {name}, sample {i} ---\n{text[:300]}")
+    return gaps
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """Join results of runs made side by side (e.g. one process per core) into one file and table."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    merged = {**parts[0], "calibration": {}, "runs": {}, "merged_from": [str(p) for p in paths]}
+    for part in parts:
+        merged["calibration"].update(part["calibration"])
+        merged["runs"].update(part["runs"])
+    order = [n for n in MODELS if n in merged["runs"]]
+    merged["runs"] = {n: merged["runs"][n] for n in order}
+    merged["gaps_to_ar_bits_per_char"] = report(merged["runs"], merged["calibration"], merged["budget_minutes"])
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -178,7 +230,10 @@ def main(argv=None) -> int:
         help="extra Hydra override for both models (repeatable), e.g. training.batch_size=4",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    p.add_argument("--merge", type=Path, nargs="+", help="only join these result files into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
 
     for o in args.override:
         if o.split("=", 1)[0].lstrip("+") in RESERVED:
@@ -278,35 +333,18 @@ def main(argv=None) -> int:
         runs[name]["steps_done"] = result["step"]
         runs[name]["schedule_completed"] = result["step"] >= runs[name]["max_iters"]
 
-    # 4) report
-    header = f"{'model':<36}{'steps':>12}{'schedule':>10}{'val bpc':>9}{'stderr':>9}{'sequences':>11}{'draws':>7}"
-    print()
-    print(header)
-    print("-" * len(header))
+    # 4) samples: what each model writes (ancestral, the checkpoint's sampling defaults)
     for name in args.models:
-        r, e = runs[name], runs[name]["eval"]
-        print(
-            f"{name + ': ' + MODELS[name][0]:<36}{str(r['steps_done']) + '/' + str(r['max_iters']):>12}"
-            f"{'done' if r['schedule_completed'] else 'cut':>10}{fmt(e['bits_per_char']):>9}"
-            f"{fmt(e['bits_per_char_stderr']):>9}{e['sequences']:>11}{e['draws']:>7}"
+        proc = run_cli(
+            ["sample", f"checkpoint={RUNS / name}", "num_samples=3", "seed=0", "system.device=cpu"],
+            RUNS / "logs" / f"sample_{name}.log",
+            env,
         )
-    gap = gap_se = None
-    if "mdlm" in runs and "ar" in runs:
-        m, a = runs["mdlm"]["eval"], runs["ar"]["eval"]
-        gap = m["bits_per_char"] - a["bits_per_char"]
-        se_m = m["bits_per_char_stderr"] or 0.0
-        se_a = a["bits_per_char_stderr"] or 0.0
-        gap_se = math.sqrt((0.0 if math.isnan(se_m) else se_m) ** 2 + (0.0 if math.isnan(se_a) else se_a) ** 2)
-        rel = 100.0 * gap / a["bits_per_char"]
-        print(
-            f"\ngap (mdlm - ar): {gap:+.4f} +- {gap_se:.4f} bits per char ({rel:+.1f}% of the AR value); "
-            "the diffusion value is a NELBO, an upper bound"
-        )
-    print(
-        f"budget {args.minutes:g} min per model; steps/s calibrated -> achieved: "
-        + ", ".join(f"{n} {calib[n]['steps_per_s']:.2f} -> {runs[n]['steps_per_s']:.2f}" for n in args.models)
-    )
+        runs[name]["samples"] = [
+            block.split("-----\n", 1)[1].strip() for block in proc.stdout.split("----- sample ")[1:]
+        ]
 
+    gaps = report(runs, calib, args.minutes)
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, cwd=REPO
@@ -330,8 +368,7 @@ def main(argv=None) -> int:
         "budget_minutes": args.minutes,
         "calibration": calib,
         "runs": runs,
-        "gap_bits_per_char": gap,
-        "gap_bits_per_char_stderr": gap_se,
+        "gaps_to_ar_bits_per_char": gaps,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

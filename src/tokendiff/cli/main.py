@@ -26,7 +26,8 @@ commands:
   eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out
 
 Every key=value is a Hydra override of the config in tokendiff/configs/schema.py;
-presets: +experiment=shakespeare_char | shakespeare_char_ar | small | medium.
+presets: +experiment=shakespeare_char | shakespeare_char_ar | shakespeare_char_udlm | shakespeare_char_hybrid
+         | small | medium | mnist | mnist_baseline | mnist_ambient.
 """
 
 VERBATIM_KEYS = ("prompt=", "template=")

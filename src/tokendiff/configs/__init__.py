@@ -34,6 +34,17 @@ def _valid_keys_hint(cause) -> str:
     return f" (valid keys here: {', '.join(section.keys())})"
 
 
+def presets() -> list[str]:
+    """The names ``+experiment=`` accepts: the YAML files in ``configs/experiment/``."""
+    from importlib.resources import files
+
+    return sorted(
+        p.name[: -len(".yaml")]
+        for p in files("tokendiff.configs").joinpath("experiment").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+
 def compose_config(overrides: list[str]) -> Config:
     """Compose ``config.yaml`` with Hydra overrides (``model.n_layer=6``, ``+experiment=medium``)."""
     try:
@@ -46,7 +57,7 @@ def compose_config(overrides: list[str]) -> Config:
             message += f": {_first_line(exc.__cause__)}"
         message += _valid_keys_hint(exc.__cause__)
         if "experiment" in message and ("Could not find" in message or "not found" in message):
-            message += " (presets: +experiment=shakespeare_char|shakespeare_char_ar|small|medium)"
+            message += f" (presets: +experiment={'|'.join(presets())})"
         raise TokenDiffError(f"bad configuration: {message}") from None
 
 
