@@ -258,17 +258,22 @@ def test_hybrid_without_uniform_noise_is_masked_diffusion():
     assert not hybrid.time_conditioned and hybrid.reveals_are_final
 
 
+def random_states(kernel, seed: int, B: int, n: int):
+    """Clean tokens, times in [0.01, 0.99], noisy states and random float64 logits: (x0, t, xt, logits)."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, V, (B, n), generator=g)
+    t = torch.rand(B, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    xt = kernel.corrupt(x0, t, g)
+    return x0, t, xt, torch.randn(B, n, V, generator=g, dtype=torch.float64)
+
+
 def test_generic_interpolating_terms_equal_the_masked_closed_form():
     # AbsorbingKernel uses MDLM's cross-entropy; the generic GIDD term of its m_t = (1 - alpha) e_mask
     # must be the same number on every state (the closed form is a special case, not another model).
     from tokendiff.processes.interpolating import InterpolatingKernel
 
     kernel = AbsorbingKernel(V, LogLinearSchedule(eps=1e-3))
-    g = torch.Generator().manual_seed(1)
-    x0 = torch.randint(0, V, (32, 6), generator=g)
-    t = torch.rand(32, generator=g, dtype=torch.float64) * 0.98 + 0.01
-    xt = kernel.corrupt(x0, t, g)
-    logits = torch.randn(32, 6, V, generator=g, dtype=torch.float64)
+    x0, t, xt, logits = random_states(kernel, 1, 32, 6)
     generic = InterpolatingKernel.nelbo_terms(kernel, logits, x0, xt, t)
     torch.testing.assert_close(generic, kernel.nelbo_terms(logits, x0, xt, t), rtol=1e-5, atol=1e-6)
 
@@ -278,11 +283,7 @@ def test_uniform_nelbo_is_udlm_formula():
     #   alpha'/(N alpha) [N/x_bar_z - N/x_bar_theta_z
     #                     - sum_j (x_bar_j/x_bar_z) log(x_bar_theta_z x_bar_j / (x_bar_theta_j x_bar_z))]
     kernel = UniformKernel(V, LogLinearSchedule(eps=1e-3))
-    g = torch.Generator().manual_seed(2)
-    x0 = torch.randint(0, V, (16, 4), generator=g)
-    t = torch.rand(16, generator=g, dtype=torch.float64) * 0.98 + 0.01
-    xt = kernel.corrupt(x0, t, g)
-    logits = torch.randn(16, 4, V, generator=g, dtype=torch.float64)
+    x0, t, xt, logits = random_states(kernel, 2, 16, 4)
     a = kernel.alpha(t)[:, None, None]
     a_prime = kernel.alpha_prime(t)[:, None, None]
     N = V

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import fit
 
 from test_cli import run
 from test_training import TINY
@@ -134,17 +135,8 @@ def test_tiny_model_overfits_two_strings(kernel):
     k = UniformKernel(V, LogLinearSchedule()) if kernel == "uniform" else HybridKernel(V, p_uniform=0.3)
     model = Transformer(V, n_layer=2, n_head=2, n_embd=32, block_size=L, time_conditioning=True)
     objective = CleanObjective(k)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(600):
-        loss = objective.loss_terms(model, data.repeat(16, 1), g).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        nelbo = torch.stack([objective.loss_terms(model, data.repeat(64, 1), g).mean() for _ in range(10)]).mean()
-    assert nelbo.item() < 0.8, nelbo.item()
+    nelbo = fit(model, objective, data, steps=600)
+    assert nelbo < 0.8, nelbo
     out = DiffusionSampler(model, k, steps=4 * L, temperature=0.0).sample(torch.full((4, L), V), row_generators(0, 4))
     for row in out.tolist():
         assert row in data.tolist()

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import fit
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
@@ -52,17 +53,8 @@ def test_tiny_model_overfits_two_strings():
     data = torch.tensor([[1] * 12, [4] * 12])
     model = Transformer(V, n_layer=2, n_head=2, n_embd=32, block_size=L)
     objective = CleanObjective(AbsorbingKernel(V, LogLinearSchedule()))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(250):
-        loss = objective.loss_terms(model, data.repeat(16, 1), g).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        nelbo = torch.stack([objective.loss_terms(model, data.repeat(64, 1), g).mean() for _ in range(10)]).mean()
-    assert nelbo.item() < 0.1
+    nelbo = fit(model, objective, data, steps=250)
+    assert nelbo < 0.1
     out = DiffusionSampler(model, objective.kernel, steps=L, temperature=0.0).sample(
         torch.full((4, L), V), row_generators(0, 4)
     )
