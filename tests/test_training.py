@@ -1,6 +1,7 @@
 """Training: exact resume, atomic checkpoints, no lost work on a bad loss."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -40,9 +41,12 @@ def test_stopped_and_resumed_run_ends_with_the_same_parameters(tmp_path, extra):
     # Run A goes straight through 6 steps, writing a checkpoint at step 3. Run B starts from that
     # checkpoint, on disk, and does steps 4-6. Batches, times, masks and dropout come from seeded state
     # that the checkpoint holds, so B's final raw weights, EMA weights and optimizer moments equal A's.
+    # B is a copy of A's run directory without its final checkpoint: resume continues in the copy.
     args = TINY + extra + ["training.max_iters=6", "training.checkpoint_interval=3"]
     assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
-    assert main(["train", f"resume={tmp_path}/a/checkpoints/step_000003", f"output_dir={tmp_path}/b"]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "final")
+    assert main(["train", f"resume={tmp_path}/b/checkpoints/step_000003"]) == 0
     a, b = tmp_path / "a" / "final", tmp_path / "b" / "final"
     assert_same_weights(
         weights(a / "training_state/model.safetensors"), weights(b / "training_state/model.safetensors")

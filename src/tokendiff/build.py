@@ -43,7 +43,13 @@ def build_dataset(cfg: Config):
         )
     name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
     return resolve_dataset(
-        name, [d.input] if d.input else None, d.tokenizer, d.vocab_size, d.data_dir, min_tokens=cfg.model.block_size + 2
+        name,
+        [d.input] if d.input else None,
+        d.tokenizer,
+        d.vocab_size,
+        d.data_dir,
+        min_tokens=cfg.model.block_size + 2,
+        val_fraction=d.val_fraction,
     )
 
 

@@ -10,10 +10,9 @@ Any mistake a user can make ends in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
-
-import numpy as np
 
 from tokendiff.errors import TokenDiffError
 
@@ -31,6 +30,21 @@ presets: +experiment=shakespeare_char | shakespeare_char_ar | shakespeare_char_u
 """
 
 VERBATIM_KEYS = ("prompt=", "template=")
+
+
+def strict_json(value, **kwargs) -> str:
+    """JSON with ``null`` for a NaN or infinite number (which JSON has no literal for)."""
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), allow_nan=False, **kwargs)
 
 
 def split_args(args: list[str]) -> tuple[list[str], dict]:
@@ -62,9 +76,9 @@ def cmd_prepare(args):
     prepared = build_dataset(cfg)
     if not hasattr(prepared, "meta"):  # images: nothing to tokenize; load (and check) the splits
         splits = {name: len(prepared.split(name)) for name in ("train", "val", "test")}
-        print(json.dumps({"dataset": cfg.data.dataset, "images": splits}, indent=2))
+        print(strict_json({"dataset": cfg.data.dataset, "images": splits}, indent=2))
         return
-    print(json.dumps({"prepared_dir": str(prepared.root), **prepared.meta}, indent=2))
+    print(strict_json({"prepared_dir": str(prepared.root), **prepared.meta}, indent=2))
 
 
 def cmd_train(args):
@@ -75,14 +89,19 @@ def cmd_train(args):
         build_objective,
         default_device,
     )
+    import torch
+
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import compose_resume_config, to_dict
     from tokendiff.training import Trainer
+    from tokendiff.training.run_directory import create_run_directory, run_directory_of
 
     overrides, _ = split_args(args)
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
     resume_from = None
     if resume:
+        if any(o.startswith("output_dir=") for o in overrides):
+            raise TokenDiffError("a resumed run continues in its own run directory; drop output_dir=")
         loaded = load_checkpoint(resume, what="resume")
         resume_from = loaded.path
         cfg = compose_resume_config(loaded.config, [o for o in overrides if not o.startswith("resume=")])
@@ -98,6 +117,7 @@ def cmd_train(args):
     derived = cfg.training.apply_epochs(data.split("train").epoch_size(seq_len))  # the MNIST seed counts epochs
     if derived:
         print(derived, flush=True)
+    torch.manual_seed(cfg.training.seed)  # initialisation; every later draw has its own seeded generator
     model = build_model(cfg, tokenizer.vocab_size)
     kernel = build_kernel(cfg, tokenizer.vocab_size)
     objective = build_objective(cfg, kernel, tokenizer.vocab_size)
@@ -108,6 +128,9 @@ def cmd_train(args):
         f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {cfg.output_dir}",
         flush=True,
     )
+    # where the run writes, decided once: a resumed run continues in its own directory
+    run = run_directory_of(resume_from) if resume_from else create_run_directory(cfg.output_dir, cfg.overwrite)
+    cfg.output_dir, cfg.overwrite = str(run), False
     trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)
     if resume_from is not None:
         print(f"resumed from {resume_from} at step {trainer.step}", flush=True)
@@ -116,7 +139,7 @@ def cmd_train(args):
     for i, text in enumerate(result.samples):
         print(f"\n----- sample {i} -----\n{text}")
     if result.eval:
-        print("\n" + json.dumps(result.eval))
+        print("\n" + strict_json(result.eval))
 
 
 def _device(cfg):
@@ -189,6 +212,8 @@ def cmd_sample(args):
 
 
 def _sample_images(cfg, ckpt, device) -> None:
+    import numpy as np
+
     from tokendiff.data.mnist import load_binarized_mnist
     from tokendiff.evaluation.images import inpaint, shuffled_test_images
     from tokendiff.samplers.images import draw_images
@@ -205,7 +230,7 @@ def _sample_images(cfg, ckpt, device) -> None:
         accuracy, corrupted, completed = inpaint(ckpt.model, ckpt.kernel, clean, q, s.steps, cfg.seed, device=device)
         save_grid(np.concatenate([corrupted, completed, clean]), output, nrow=len(clean))  # observed, completed, truth
         print(
-            json.dumps(
+            strict_json(
                 {"inpainting_accuracy": accuracy, "observed_fraction": q, "images": len(clean), "output": str(output)}
             )
         )
@@ -246,7 +271,7 @@ def cmd_eval(args):
     if ckpt.tokenizer.kind == "binary_image":
         from tokendiff.evaluation.images import evaluate_images
 
-        print(json.dumps(evaluate_images(ckpt, data, cfg.eval, cfg.seed, device), indent=2))
+        print(strict_json(evaluate_images(ckpt, data, cfg.eval, cfg.seed, device), indent=2))
         return
     if data.tokenizer().fingerprint() != ckpt.tokenizer.fingerprint():
         raise TokenDiffError(
@@ -270,10 +295,33 @@ def cmd_eval(args):
         device=device,
     )
     out = {"checkpoint": str(ckpt.path), "step": ckpt.step, "split": split_name, **result.to_dict()}
-    print(json.dumps(out, indent=2))
+    print(strict_json(out, indent=2))
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+
+# the config keys each command reads, for `tokendiff <command> --help`
+COMMAND_KEYS = {
+    "prepare": (["data"], []),
+    "train": (
+        ["model", "diffusion", "data", "training", "system", "logging", "sampling", "ambient"],
+        ["output_dir", "overwrite", "resume"],
+    ),
+    "sample": (["sampling", "system"], ["checkpoint", "prompt", "template", "num_samples", "seed"]),
+    "eval": (["eval", "system"], ["checkpoint", "seed"]),
+}
+
+
+def command_help(command: str) -> str:
+    from tokendiff.configs import describe_keys, presets
+
+    sections, top = COMMAND_KEYS[command]
+    line = next(x for x in USAGE.splitlines() if x.strip().startswith(command + " "))
+    return (
+        f"usage: tokendiff {command} [key=value ...]\n\n{line.strip()}\n\n"
+        f"keys (key=default, then what it does; presets: +experiment={'|'.join(presets())}):\n"
+        + describe_keys(sections, top)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"tokendiff: error: unknown command {command!r}; use one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(command_help(command))
+        return 0
     try:
         COMMANDS[command](args)
     except TokenDiffError as exc:

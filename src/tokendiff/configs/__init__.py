@@ -11,7 +11,15 @@ from omegaconf.errors import OmegaConfBaseException
 from tokendiff.configs.schema import Config
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["Config", "compose_config", "compose_resume_config", "config_from_dict", "to_dict"]
+__all__ = [
+    "Config",
+    "compose_config",
+    "compose_resume_config",
+    "config_from_dict",
+    "to_dict",
+    "describe_keys",
+    "presets",
+]
 
 ConfigStore.instance().store(name="tokendiff_schema", node=Config)
 
@@ -85,3 +93,31 @@ def config_from_dict(data: dict) -> Config:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
     except OmegaConfBaseException as exc:
         raise TokenDiffError(f"config.json does not match this version of tokendiff: {_first_line(exc)}") from None
+
+
+def describe_keys(sections: list[str], top_level: list[str]) -> str:
+    """``key=default  comment`` lines for the given config sections and top-level keys, read from the
+    schema's dataclasses (the comment beside each field is its documentation)."""
+    import dataclasses
+    import inspect
+    import re
+
+    from tokendiff.configs import schema
+
+    def lines_of(obj, prefix: str, names=None) -> list[str]:
+        comments = dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.*)$", inspect.getsource(type(obj)), re.M))
+        return [
+            f"  {prefix + f.name + '=' + str(getattr(obj, f.name)):<40} {comments.get(f.name, '')}".rstrip()
+            for f in dataclasses.fields(obj)
+            if (names is None or f.name in names) and not dataclasses.is_dataclass(getattr(obj, f.name))
+        ]
+
+    config, out = schema.Config(), []
+    for section in sections:
+        obj = getattr(config, section)
+        doc = type(obj).__doc__ or ""
+        title = "" if doc.startswith(type(obj).__name__ + "(") else doc.strip().splitlines()[0]
+        out += [f"{section}.*  {title}".rstrip(), *lines_of(obj, f"{section}.")]
+    if top_level:
+        out += ["top level", *lines_of(config, "", set(top_level))]
+    return "\n".join(out)

@@ -294,7 +294,8 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ambient: AmbientConfig = field(default_factory=AmbientConfig)
-    output_dir: str = "out"  # runs write checkpoints under here
+    output_dir: str = "out"  # the run directory (made absolute when the run is created)
+    overwrite: bool = False  # train into an output_dir that holds a run: move the old run aside first
     resume: Optional[str] = None  # a run or checkpoint directory to continue from
     checkpoint: Optional[str] = None  # for sample / eval: a run or checkpoint directory
     prompt: Optional[str] = None  # sample: a prefix every sample starts with

@@ -162,11 +162,12 @@ def resolve_dataset(
     vocab_size: int,
     configured_data_dir: str | None,
     min_tokens: int,
+    val_fraction: float = 0.1,
 ) -> PreparedText:
     """Find (or build, once) the prepared corpus for a config.
 
     ``dataset``: a known name (``shakespeare_char``, ``shakespeare``), or ``custom`` with ``inputs``.
-    The cache key holds the text's sha256, the tokenizer kind and the vocabulary size.
+    The cache key holds the text's sha256, the tokenizer kind, the vocabulary size and the validation share.
     """
     if inputs:
         text = read_corpus(inputs)
@@ -181,11 +182,12 @@ def resolve_dataset(
         raise TokenDiffError("the corpus is empty; give data.input a file or folder with text in it")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     size = f"-{vocab_size}" if tokenizer == "bpe" else ""
-    root = prepared_dir() / f"{dataset}-{tokenizer}{size}-{digest}"
+    split = "" if val_fraction == 0.1 else f"-val{val_fraction:g}"  # the default keeps existing cache names
+    root = prepared_dir() / f"{dataset}-{tokenizer}{size}{split}-{digest}"
     if (root / "meta.json").exists():
         prepared = PreparedText(root)
     else:
-        prepared = prepare_text(text, root, tokenizer, vocab_size, min_tokens=min_tokens)
+        prepared = prepare_text(text, root, tokenizer, vocab_size, val_fraction=val_fraction, min_tokens=min_tokens)
     for split in ("train", "val"):
         prepared.split(split).check_length(min_tokens)
     return prepared

@@ -126,7 +126,9 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
         "split": split_name,
         "images": r.sequences,
         "nelbo_nats_per_image": r.nelbo_nats_per_token * D,
-        "nelbo_nats_per_image_stderr": r.nelbo_nats_per_token_stderr * D,
+        "nelbo_nats_per_image_stderr": None
+        if r.nelbo_nats_per_token_stderr is None
+        else r.nelbo_nats_per_token_stderr * D,
         "nelbo_nats_per_token": r.nelbo_nats_per_token,
         "bits_per_token": r.bits_per_token,
         "bits_per_token_stderr": r.bits_per_token_stderr,

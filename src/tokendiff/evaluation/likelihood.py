@@ -35,13 +35,13 @@ __all__ = ["LikelihoodResult", "evaluate_likelihood"]
 @dataclass
 class LikelihoodResult:
     nelbo_nats_per_token: float
-    nelbo_nats_per_token_stderr: float
+    nelbo_nats_per_token_stderr: float | None  # None with one draw per sequence (eval.num_draws=1)
     prior_nats_per_token: float  # the prior term inside the NELBO (0 for autoregressive)
     t_min: float  # times below t_min are left out of the NELBO integral
     bits_per_token: float
-    bits_per_token_stderr: float
+    bits_per_token_stderr: float | None
     perplexity: float
-    perplexity_stderr: float
+    perplexity_stderr: float | None
     bits_per_char: float | None
     bits_per_char_stderr: float | None
     sequences: int
@@ -89,20 +89,21 @@ def evaluate_likelihood(
     if draws > 1:
         stderr = math.sqrt(per_seq.var(dim=1, unbiased=True).mean().item() / (n * draws))
     else:
-        stderr = 0.0 if exact else float("nan")
+        stderr = 0.0 if exact else None  # one draw per sequence: no spread to estimate it from
     ln2 = math.log(2.0)
+    scale = lambda v, f: None if v is None else v * f  # noqa: E731
     bpc = bpc_se = None
     if chars_per_token:
-        bpc, bpc_se = mean / chars_per_token / ln2, stderr / chars_per_token / ln2
+        bpc, bpc_se = mean / chars_per_token / ln2, scale(stderr, 1 / chars_per_token / ln2)
     return LikelihoodResult(
         nelbo_nats_per_token=mean,
         nelbo_nats_per_token_stderr=stderr,
         prior_nats_per_token=prior.mean().item(),
         t_min=estimator.t_min,
         bits_per_token=mean / ln2,
-        bits_per_token_stderr=stderr / ln2,
+        bits_per_token_stderr=scale(stderr, 1 / ln2),
         perplexity=math.exp(mean),
-        perplexity_stderr=math.exp(mean) * stderr,
+        perplexity_stderr=scale(stderr, math.exp(mean)),
         bits_per_char=bpc,
         bits_per_char_stderr=bpc_se,
         sequences=n,

@@ -9,7 +9,10 @@ ends with the same parameters as one that ran straight through (``tests/test_tra
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from tokendiff.training.ema import EMA
 from tokendiff.training.logger import RunLogger
 from tokendiff.training.optimizer import learning_rate, param_groups
 
-__all__ = ["Trainer", "TrainResult"]
+__all__ = ["Trainer", "TrainResult", "interrupts_between_steps"]
 
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -48,6 +51,28 @@ def step_generator(seed: int, step: int, micro: int, stream: int, device) -> tor
     """
     state = int(np.random.SeedSequence([seed, step, micro, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator(device=device).manual_seed(state)
+
+
+@contextlib.contextmanager
+def interrupts_between_steps():
+    """Ctrl-C (SIGINT) during the block sets a flag, read by calling the yielded function, instead of
+    raising wherever the interpreter is: the loop stops between two steps, so the optimizer step and the
+    step counter always change together. A second Ctrl-C raises KeyboardInterrupt at once."""
+    state = {"interrupted": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: state["interrupted"]  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum, frame):
+        if state["interrupted"]:
+            raise KeyboardInterrupt
+        state["interrupted"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: state["interrupted"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -233,76 +258,81 @@ class Trainer:
         last_ckpt = None
         loss_avg = None
         try:
-            while self.step < t.max_iters:
-                step_start = time.perf_counter()
-                lr = learning_rate(self.step, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                loss_sum = 0.0
-                progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
-                for micro in range(t.grad_accum):
-                    g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
-                    g = step_generator(t.seed, self.step, micro, 1, self.device)
-                    x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
-                    with self.accelerator.accumulate(self.model):
-                        terms = self._loss_terms(x, g, progress)  # (B, L)
-                        loss = terms.mean()
-                        self.accelerator.backward(loss)
-                        loss_sum += loss.item()
-                        if self.accelerator.sync_gradients:
-                            grad_norm = self._clip()
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                loss_value = loss_sum / t.grad_accum
-                if not math.isfinite(loss_value):
-                    raise TokenDiffError(
-                        f"the training loss became {loss_value} at step {self.step}; lower "
-                        f"training.learning_rate (now {t.learning_rate}) or use system.dtype=float32 "
-                        f"and resume from the last checkpoint ({last_ckpt or 'none written yet'})"
-                    )
-                if self.ema is not None:
-                    self.ema.update(self.raw_model)
-                self.step += 1
-                dt = time.perf_counter() - step_start
-                loss_avg = loss_value if loss_avg is None else 0.9 * loss_avg + 0.1 * loss_value
-                bar.update(1)
-                if self.step % t.log_interval == 0 or self.step == 1:
-                    bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
-                    logger.log(
-                        {
-                            "train/loss": loss_value,
-                            "train/loss_avg": loss_avg,
-                            "train/lr": lr,
-                            "train/grad_norm": grad_norm,
-                            "train/time_ms": dt * 1000.0,
-                            "train/tokens_per_s": tokens_per_step / dt,
-                        },
-                        self.step,
-                    )
-                done = self.step >= t.max_iters
-                out_of_time = t.max_minutes is not None and time.time() - start_time > 60.0 * t.max_minutes
-                if t.eval_interval and self.step % t.eval_interval == 0 and not done:
-                    self._log_eval(logger, bar)
-                if t.sample_interval and self.step % t.sample_interval == 0 and not done:
-                    logger.log_samples(self.sample(), self.step)
-                if t.checkpoint_interval and self.step % t.checkpoint_interval == 0 and not done:
-                    last_ckpt = self._save(ckpt_dir / f"step_{self.step:06d}")
-                if out_of_time:
-                    bar.write(f"training.max_minutes={t.max_minutes} reached at step {self.step}")
-                    break
-        except KeyboardInterrupt:
-            bar.close()
+            with interrupts_between_steps() as interrupted:
+                while self.step < t.max_iters and not interrupted():
+                    step_start = time.perf_counter()
+                    lr = learning_rate(self.step, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    loss_sum = 0.0
+                    progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
+                    for micro in range(t.grad_accum):
+                        g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
+                        g = step_generator(t.seed, self.step, micro, 1, self.device)
+                        x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
+                        with self.accelerator.accumulate(self.model):
+                            terms = self._loss_terms(x, g, progress)  # (B, L)
+                            loss = terms.mean()
+                            self.accelerator.backward(loss)
+                            loss_sum += loss.item()
+                            if self.accelerator.sync_gradients:
+                                grad_norm = self._clip()
+                            self.optimizer.step()
+                            self.optimizer.zero_grad(set_to_none=True)
+                    loss_value = loss_sum / t.grad_accum
+                    if not math.isfinite(loss_value):
+                        raise TokenDiffError(
+                            f"the training loss became {loss_value} at step {self.step}; lower "
+                            f"training.learning_rate (now {t.learning_rate}) or use system.dtype=float32 "
+                            f"and resume from the last checkpoint ({last_ckpt or 'none written yet'})"
+                        )
+                    if self.ema is not None:
+                        self.ema.update(self.raw_model)
+                    self.step += 1
+                    dt = time.perf_counter() - step_start
+                    loss_avg = loss_value if loss_avg is None else 0.9 * loss_avg + 0.1 * loss_value
+                    bar.update(1)
+                    if self.step % t.log_interval == 0 or self.step == 1:
+                        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}")
+                        logger.log(
+                            {
+                                "train/loss": loss_value,
+                                "train/loss_avg": loss_avg,
+                                "train/lr": lr,
+                                "train/grad_norm": grad_norm,
+                                "train/time_ms": dt * 1000.0,
+                                "train/tokens_per_s": tokens_per_step / dt,
+                            },
+                            self.step,
+                        )
+                    done = self.step >= t.max_iters
+                    out_of_time = t.max_minutes is not None and time.time() - start_time > 60.0 * t.max_minutes
+                    if t.eval_interval and self.step % t.eval_interval == 0 and not done:
+                        self._log_eval(logger, bar)
+                    if t.sample_interval and self.step % t.sample_interval == 0 and not done:
+                        logger.log_samples(self.sample(), self.step)
+                    if t.checkpoint_interval and self.step % t.checkpoint_interval == 0 and not done:
+                        last_ckpt = self._save(ckpt_dir / f"step_{self.step:06d}")
+                    if out_of_time:
+                        bar.write(f"training.max_minutes={t.max_minutes} reached at step {self.step}")
+                        break
+        finally:
+            bar.close()  # so that an error message starts on a line of its own
+        if interrupted():
             path = self._save(ckpt_dir / f"step_{self.step:06d}")
             logger.finish()
             raise TokenDiffError(
                 f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}"
-            ) from None
-        finally:
-            bar.close()  # so that an error message starts on a line of its own
-        final_eval = self._log_eval(logger, None)
-        samples = self.sample()
-        logger.log_samples(samples, self.step)
+            )
+        # the final checkpoint first: nothing after the last step (evaluation, samples) can lose it
         path = self._save(self.output_dir / FINAL)
+        try:
+            final_eval = self._log_eval(logger, None)
+            samples = self.sample()
+        except KeyboardInterrupt:
+            logger.finish()
+            raise TokenDiffError(f"interrupted during the final evaluation; the run is saved in {path}") from None
+        logger.log_samples(samples, self.step)
         logger.finish()
         return TrainResult(path, self.step, final_eval, samples)
 
