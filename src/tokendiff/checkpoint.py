@@ -49,6 +49,7 @@ __all__ = [
     "restore_optimizer",
     "TrainingState",
     "load_training_state",
+    "load_into",
 ]
 
 FINAL = "final"
@@ -207,10 +208,12 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
 
     ckpt = resolve_checkpoint(path, what)
     saved = read_json(ckpt / CONFIG)
-    cfg = config_from_dict(saved.get("config", saved))
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise TokenDiffError(f"{ckpt / CONFIG} is not a tokendiff checkpoint record; put back the file saved with it")
+    cfg = config_from_dict(saved["config"], source=str(ckpt / CONFIG))
     tokenizer = load_tokenizer(ckpt)
     vocab_size = saved.get("vocab_size")
-    if vocab_size != tokenizer.vocab_size:
+    if not isinstance(vocab_size, int) or vocab_size != tokenizer.vocab_size:
         raise TokenDiffError(
             f"the tokenizer in {ckpt} has {tokenizer.vocab_size} tokens but the model was trained with "
             f"{vocab_size}; put back the tokenizer file that was saved with this checkpoint"
@@ -223,13 +226,7 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
         )
     kernel = None if cfg.model.causal else read_kernel(ckpt, cfg, vocab_size)
     model = build_model(cfg, vocab_size)
-    state = load_weights(ckpt / weights_file)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise TokenDiffError(
-            f"{ckpt / weights_file} does not fit the model in its config.json "
-            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); the checkpoint is damaged"
-        )
+    load_into(model, load_weights(ckpt / weights_file), ckpt / weights_file)
     model.to(device).eval()
     step = int(saved.get("step", -1))
     objective = build_objective(cfg, kernel, vocab_size)
@@ -281,6 +278,26 @@ def _from_format_1(record: dict, path: Path) -> dict:
     }
 
 
+def load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """``model.load_state_dict(state)``, or a clear error naming ``path`` when the shapes or names differ."""
+    expected = model.state_dict()
+    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if wrong or missing or unexpected:
+        detail = (
+            f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}" if wrong else ""
+        )
+        detail = detail or f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        raise TokenDiffError(
+            f"{path} does not fit the model of its config.json ({detail}); the checkpoint is damaged or "
+            "its config.json was edited"
+        )
+    model.load_state_dict(state)
+
+
+STATE_KEYS = ("step", "torch_rng_state")
+
+
 @dataclass
 class TrainingState:
     """What ``training_state/`` holds besides the weights: the step, RNG states, EMA count, last eval."""
@@ -296,9 +313,15 @@ def load_training_state(ckpt: Path) -> TrainingState:
     root = Path(ckpt) / TRAINING_STATE
     if not root.is_dir():
         raise TokenDiffError(f"{ckpt} has no {TRAINING_STATE}/; it can be sampled but not resumed")
+    state = read_json(root / "state.json")
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS) or not isinstance(state["step"], int):
+        raise TokenDiffError(
+            f"{root / 'state.json'} lacks {', '.join(STATE_KEYS)} or has the wrong types; resume from another "
+            "checkpoint of the run"
+        )
     return TrainingState(
         load_weights(root / WEIGHTS),
         load_weights(Path(ckpt) / WEIGHTS),
         load_weights(root / "optimizer.safetensors"),
-        read_json(root / "state.json"),
+        state,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 
@@ -102,6 +103,9 @@ def cmd_train(args):
     if resume:
         if any(o.startswith("output_dir=") for o in overrides):
             raise TokenDiffError("a resumed run continues in its own run directory; drop output_dir=")
+        changed = [o.split("=", 1)[0] for o in overrides if o.startswith("model.")]
+        if changed:
+            raise TokenDiffError(f"a resumed run keeps its model; drop {changed[0]}= (or start a new run)")
         loaded = load_checkpoint(resume, what="resume")
         resume_from = loaded.path
         cfg = compose_resume_config(loaded.config, [o for o in overrides if not o.startswith("resume=")])
@@ -217,12 +221,16 @@ def _sample_images(cfg, ckpt, device) -> None:
     from tokendiff.data.mnist import load_binarized_mnist
     from tokendiff.evaluation.images import inpaint, shuffled_test_images
     from tokendiff.samplers.images import draw_images
+    from tokendiff.viz.files import check_output_file
     from tokendiff.viz.images import save_grid, save_trajectory
 
     s = cfg.sampling
     if cfg.prompt or cfg.template:
         raise TokenDiffError("an image model takes no prompt or template; use sampling.inpaint=true")
     output = s.output or ("inpainting.png" if s.inpaint else "samples.png")
+    check_output_file(output, "sampling.output", (".png", ".gif", ".jpg", ".jpeg", ".webp"))
+    if s.trajectory:
+        check_output_file(s.trajectory, "sampling.trajectory", (".gif", ".png"))
     start = time.perf_counter()
     if s.inpaint:
         clean = shuffled_test_images(load_binarized_mnist("test", cfg.data.data_dir), cfg.num_samples)
@@ -235,8 +243,6 @@ def _sample_images(cfg, ckpt, device) -> None:
             )
         )
         return
-    if s.trajectory and not s.trajectory.lower().endswith((".gif", ".png")):
-        raise TokenDiffError(f"sampling.trajectory={s.trajectory!r}: images need a .gif or .png file")
     frames = []
     callback = (lambda step, x: frames.append(x.cpu().numpy().copy())) if s.trajectory else None  # noqa: E731
     images = draw_images(
@@ -344,7 +350,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tokendiff {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback in a file for the report
+        log = write_crash_log(command, argv)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(
+            f"tokendiff {command}: internal error ({type(exc).__name__}: {first}); the traceback is in {log}, "
+            "please attach it to a bug report",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def write_crash_log(command: str, argv: list[str]) -> str:
+    """Write the current exception's traceback to a file in the temporary directory; return its path."""
+    import tempfile
+    import traceback
+
+    from tokendiff._version import __version__
+
+    fd, path = tempfile.mkstemp(prefix=f"tokendiff-{command}-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"tokendiff {__version__}, python {sys.version.split()[0]}\nargv: {argv}\n\n{traceback.format_exc()}")
+    return path
 
 
 if __name__ == "__main__":

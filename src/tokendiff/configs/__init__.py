@@ -87,12 +87,14 @@ def to_dict(cfg: Config) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
-def config_from_dict(data: dict) -> Config:
+def config_from_dict(data: dict, source: str = "config.json") -> Config:
     """Rebuild a typed config from ``config.json`` (unknown keys are an error, missing ones default)."""
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
     except OmegaConfBaseException as exc:
-        raise TokenDiffError(f"config.json does not match this version of tokendiff: {_first_line(exc)}") from None
+        raise TokenDiffError(f"{source} does not match this version of tokendiff: {_first_line(exc)}") from None
+    except TokenDiffError as exc:  # a value that the schema's checks refuse
+        raise TokenDiffError(f"{source}: {exc}") from None
 
 
 def describe_keys(sections: list[str], top_level: list[str]) -> str:

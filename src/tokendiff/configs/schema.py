@@ -168,6 +168,11 @@ class TrainingConfig:
         )
         _check(0.0 <= self.ema < 1.0, f"training.ema={self.ema} must lie in [0, 1); 0 turns EMA off")
         _check(self.grad_clip >= 0, f"training.grad_clip={self.grad_clip} must be >= 0 (0 turns it off)")
+        _check(0 <= self.seed < 2**63, f"training.seed={self.seed} must lie in [0, 2^63), e.g. 1337")
+        _check(
+            self.max_minutes is None or self.max_minutes > 0,
+            f"training.max_minutes={self.max_minutes} must be > 0 (or unset)",
+        )
 
     def apply_epochs(self, sequences_per_epoch: int) -> str | None:
         """With ``n_epochs`` set, derive ``max_iters`` and ``checkpoint_interval`` from the epoch size.
@@ -194,6 +199,10 @@ class SystemConfig:
     threads: Optional[int] = None  # CPU threads; default torch's choice
 
     def __post_init__(self):
+        _check(
+            self.threads is None or 1 <= self.threads <= 1024,
+            f"system.threads={self.threads} must lie in [1, 1024] (or unset for torch's choice)",
+        )
         _check(
             self.dtype in ("float32", "bfloat16", "float16"),
             f"system.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16",
@@ -224,7 +233,14 @@ class SamplingConfig:
     def __post_init__(self):
         if self.strategy == "stochastic":  # the name the minimal-MDLM seed uses
             self.strategy = "ancestral"
-        _check(self.steps >= 1, f"sampling.steps={self.steps} must be >= 1, e.g. sampling.steps=128")
+        _check(
+            1 <= self.steps <= 100_000,
+            f"sampling.steps={self.steps} must lie in [1, 100000], e.g. sampling.steps=128",
+        )
+        _check(
+            self.length is None or 1 <= self.length <= 1_000_000,
+            f"sampling.length={self.length} must lie in [1, 1000000] (or unset for model.block_size)",
+        )
         _check(
             self.temperature >= 0,
             f"sampling.temperature={self.temperature} is negative; use 0 (greedy) or a positive value such as 0.8",
@@ -252,8 +268,14 @@ class EvalConfig:
             self.split in (None, "train", "val", "test"),
             f"eval.split={self.split!r} is unknown; use val, test or train",
         )
-        for name in ("num_draws", "batch_size", "num_samples", "sampling_steps"):
-            _check(getattr(self, name) >= 1, f"eval.{name}={getattr(self, name)} must be >= 1")
+        for name, high in (("num_draws", 10_000), ("batch_size", 100_000), ("sampling_steps", 100_000)):
+            value = getattr(self, name)
+            _check(1 <= value <= high, f"eval.{name}={value} must lie in [1, {high}]")
+        _check(
+            10 <= self.num_samples <= 100_000,
+            f"eval.num_samples={self.num_samples} must lie in [10, 100000]: the Frechet distance needs a "
+            "covariance of the samples' features",
+        )
         _check(self.max_windows is None or self.max_windows >= 1, f"eval.max_windows={self.max_windows} must be >= 1")
 
 
@@ -304,7 +326,8 @@ class Config:
     seed: int = 0  # seed of sampling and evaluation
 
     def __post_init__(self):
-        _check(self.num_samples >= 1, f"num_samples={self.num_samples} must be >= 1")
+        _check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must lie in [1, 1000000]")
+        _check(0 <= self.seed < 2**63, f"seed={self.seed} must lie in [0, 2^63), e.g. 0")
         d, m = self.diffusion, self.model
         if m.causal:
             _check(

@@ -64,10 +64,20 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, directory: Path) -> "CharTokenizer":
-        data = json.loads((Path(directory) / CHAR_FILE).read_text())
-        if data.get("type") != "char" or not isinstance(data.get("chars"), list):
-            raise TokenDiffError(f"{directory / CHAR_FILE} is not a tokendiff character tokenizer")
-        return cls(data["chars"])
+        path = Path(directory) / CHAR_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TokenDiffError(f"{path} is damaged ({exc}); put back the file saved with the checkpoint") from None
+        chars = data.get("chars") if isinstance(data, dict) else None
+        if (
+            data.get("type") != "char"
+            or not isinstance(chars, list)
+            or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+            or len(set(chars)) != len(chars)
+        ):
+            raise TokenDiffError(f"{path} is not a tokendiff character tokenizer; put back the file saved with it")
+        return cls(chars)
 
 
 class BPETokenizer:

@@ -107,6 +107,11 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
     """``tokendiff eval`` of an image checkpoint: NELBO in nats per image with its Monte Carlo standard
     error, and (``eval_cfg.sample_metrics``) the sample metrics."""
     split_name = eval_cfg.split or "test"
+    if split_name == "train" and ckpt.config.diffusion.objective != "clean":
+        raise TokenDiffError(
+            f"eval.split=train: this run's training images are corrupted (diffusion.objective="
+            f"{ckpt.config.diffusion.objective}), so their clean NELBO is undefined; use eval.split=val or test"
+        )
     split = data.split(split_name)
     windows = split.windows(ckpt.model.block_size, eval_cfg.max_windows)
     start = time.perf_counter()

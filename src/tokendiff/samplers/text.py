@@ -16,9 +16,44 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
 from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 
-__all__ = ["initial_tokens", "generate"]
+__all__ = ["initial_tokens", "generate", "parse_template", "unescape"]
 
 PLACEHOLDER = re.compile(r"\[MASK(?::(\d+))?\]")
+MASK_OPEN = "[MASK"
+
+
+def unescape(text: str) -> str:
+    """``\\n`` (backslash, n) as typed in a shell becomes a newline, ``\\\\`` a backslash: prompts and
+    templates may then span lines on any shell (``template="ROMEO:[MASK:60]\\nJULIET:[MASK:60]"``)."""
+    return re.sub(r"\\(\\|n)", lambda m: "\n" if m.group(1) == "n" else "\\", text)
+
+
+def parse_template(template: str, max_tokens: int) -> list[str | int]:
+    """Split a template into text pieces and gap sizes; a malformed ``[MASK...`` is a syntax error.
+
+    ``max_tokens`` bounds each gap before anything is allocated (a gap longer than the sequence cannot fit).
+    """
+    pieces: list[str | int] = []
+    pos = 0
+    while True:
+        start = template.find(MASK_OPEN, pos)
+        if start < 0:
+            pieces.append(template[pos:])
+            return pieces
+        match = PLACEHOLDER.match(template, start)
+        if match is None or (match.group(1) is not None and int(match.group(1)) < 1):
+            near = template[start : start + 12]
+            raise TokenDiffError(
+                f"template: malformed placeholder {near!r} at character {start}; write [MASK] for one token or "
+                "[MASK:N] with N >= 1"
+            )
+        n = int(match.group(1) or 1)
+        if n > max_tokens:
+            raise TokenDiffError(
+                f"template: [MASK:{n}] is longer than the sequence length {max_tokens}; use a smaller N"
+            )
+        pieces += [template[pos:start], n]
+        pos = match.end()
 
 
 def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = None, template: str | None = None):
@@ -27,12 +62,8 @@ def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = No
         raise TokenDiffError("give either prompt=... (a prefix) or template=... (with [MASK] gaps), not both")
     if template:
         ids: list[int] = []
-        pos = 0
-        for match in PLACEHOLDER.finditer(template):
-            ids += tokenizer.encode(template[pos : match.start()])
-            ids += [mask_id] * int(match.group(1) or 1)
-            pos = match.end()
-        ids += tokenizer.encode(template[pos:])
+        for piece in parse_template(unescape(template), length):
+            ids += [mask_id] * piece if isinstance(piece, int) else tokenizer.encode(piece)
         if mask_id not in ids:
             raise TokenDiffError("template has no [MASK] or [MASK:N] placeholder; add one where text should go")
         if len(ids) > length:
@@ -41,7 +72,7 @@ def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = No
                 "shorten it or raise sampling.length (at most model.block_size)"
             )
         return torch.tensor(ids, dtype=torch.long)
-    ids = tokenizer.encode(prompt) if prompt else []
+    ids = tokenizer.encode(unescape(prompt)) if prompt else []
     if len(ids) >= length:
         raise TokenDiffError(
             f"prompt is {len(ids)} tokens, not shorter than the sequence length {length}; "

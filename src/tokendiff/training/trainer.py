@@ -26,6 +26,7 @@ from tokendiff.checkpoint import (
     CHECKPOINTS,
     FINAL,
     checkpoint_record,
+    load_into,
     load_training_state,
     optimizer_tensors,
     restore_optimizer,
@@ -178,9 +179,9 @@ class Trainer:
 
     def _load_state(self, ckpt: Path) -> None:
         saved = load_training_state(ckpt)
-        self.raw_model.load_state_dict(saved.raw_weights)
+        load_into(self.raw_model, saved.raw_weights, ckpt / "training_state" / "model.safetensors")
         if self.ema is not None:
-            self.ema.module.load_state_dict(saved.ema_weights)
+            load_into(self.ema.module, saved.ema_weights, ckpt / "model.safetensors")
         state = saved.state
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))

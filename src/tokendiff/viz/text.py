@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from tokendiff.errors import TokenDiffError
+from tokendiff.viz.files import check_output_file
 
 __all__ = ["check_trajectory_path", "write_trajectory", "render_frame"]
 
@@ -18,8 +18,7 @@ MASK_GLYPH = "\u2591"
 
 
 def check_trajectory_path(path: str) -> None:
-    if Path(path).suffix.lower() not in SUFFIXES:
-        raise TokenDiffError(f"sampling.trajectory={path!r}: use a file ending in {', '.join(SUFFIXES)}")
+    check_output_file(path, "sampling.trajectory", SUFFIXES)
 
 
 def render_frame(ids, tokenizer, mask_id: int) -> list[str]:
