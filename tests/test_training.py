@@ -141,18 +141,25 @@ def test_wandb_offline_run_logs_metrics(tmp_path, monkeypatch):
 
 
 def test_interrupted_run_saves_a_checkpoint(tmp_path, monkeypatch):
+    # A real Ctrl-C (SIGINT to this process) while step 3 is being computed: the step finishes, the
+    # loop stops before step 4, and the checkpoint holds the weights of 4 steps under the number 4.
+    import os
+    import signal
+
     from tokendiff.training import trainer as trainer_module
 
     real = trainer_module.learning_rate
 
     def interrupt_at_3(step, *a):
         if step == 3:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
         return real(step, *a)
 
     monkeypatch.setattr(trainer_module, "learning_rate", interrupt_at_3)
-    with pytest.raises(TokenDiffError, match="interrupted at step 3"):
+    with pytest.raises(TokenDiffError, match="interrupted at step 4"):
         from tokendiff.cli.main import cmd_train
 
         cmd_train([*TINY, "training.max_iters=6", f"output_dir={tmp_path}"])
-    assert (tmp_path / "checkpoints" / "step_000003" / "training_state" / "state.json").exists()
+    state = json.loads((tmp_path / "checkpoints" / "step_000004" / "training_state" / "state.json").read_text())
+    assert state["step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
