@@ -39,7 +39,7 @@ from tokendiff.training.ema import EMA
 from tokendiff.training.logger import RunLogger
 from tokendiff.training.optimizer import learning_rate, param_groups
 
-__all__ = ["Trainer", "TrainResult", "interrupts_between_steps"]
+__all__ = ["Trainer", "TrainResult", "StepStats", "interrupts_between_steps"]
 
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -74,6 +74,13 @@ def interrupts_between_steps():
         yield lambda: state["interrupted"]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class StepStats:
+    loss: float  # mean training loss of the step's micro-batches
+    lr: float  # the learning rate it used
+    grad_norm: float  # global gradient norm before clipping
 
 
 @dataclass
@@ -141,6 +148,7 @@ class Trainer:
         self._compile_checked = not config.system.compile
         self.step = 0
         self.last_eval: dict | None = None
+        self.last_checkpoint: Path | None = None  # the newest periodic checkpoint of this session
         if resume_from is not None:
             self._load_state(Path(resume_from))
 
@@ -243,7 +251,6 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
         t = self.tcfg
-        decay_end = t.lr_decay_iters or t.max_iters
         logger = RunLogger(self.cfg.logging, self.config_dict, self.raw_model.num_parameters(), self.output_dir)
         tokens_per_step = t.batch_size * t.grad_accum * self.seq_len
         start_time = time.time()
@@ -256,40 +263,13 @@ class Trainer:
             disable=not self.accelerator.is_main_process,
         )
         self.model.train()
-        last_ckpt = None
         loss_avg = None
         try:
             with interrupts_between_steps() as interrupted:
                 while self.step < t.max_iters and not interrupted():
                     step_start = time.perf_counter()
-                    lr = learning_rate(self.step, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    loss_sum = 0.0
-                    progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
-                    for micro in range(t.grad_accum):
-                        g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
-                        g = step_generator(t.seed, self.step, micro, 1, self.device)
-                        x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
-                        with self.accelerator.accumulate(self.model):
-                            terms = self._loss_terms(x, g, progress)  # (B, L)
-                            loss = terms.mean()
-                            self.accelerator.backward(loss)
-                            loss_sum += loss.item()
-                            if self.accelerator.sync_gradients:
-                                grad_norm = self._clip()
-                            self.optimizer.step()
-                            self.optimizer.zero_grad(set_to_none=True)
-                    loss_value = loss_sum / t.grad_accum
-                    if not math.isfinite(loss_value):
-                        raise TokenDiffError(
-                            f"the training loss became {loss_value} at step {self.step}; lower "
-                            f"training.learning_rate (now {t.learning_rate}) or use system.dtype=float32 "
-                            f"and resume from the last checkpoint ({last_ckpt or 'none written yet'})"
-                        )
-                    if self.ema is not None:
-                        self.ema.update(self.raw_model)
-                    self.step += 1
+                    stats = self.train_step()
+                    loss_value, lr, grad_norm = stats.loss, stats.lr, stats.grad_norm
                     dt = time.perf_counter() - step_start
                     loss_avg = loss_value if loss_avg is None else 0.9 * loss_avg + 0.1 * loss_value
                     bar.update(1)
@@ -313,7 +293,7 @@ class Trainer:
                     if t.sample_interval and self.step % t.sample_interval == 0 and not done:
                         logger.log_samples(self.sample(), self.step)
                     if t.checkpoint_interval and self.step % t.checkpoint_interval == 0 and not done:
-                        last_ckpt = self._save(ckpt_dir / f"step_{self.step:06d}")
+                        self.last_checkpoint = self._save(ckpt_dir / f"step_{self.step:06d}")
                     if out_of_time:
                         bar.write(f"training.max_minutes={t.max_minutes} reached at step {self.step}")
                         break
@@ -336,6 +316,45 @@ class Trainer:
         logger.log_samples(samples, self.step)
         logger.finish()
         return TrainResult(path, self.step, final_eval, samples)
+
+    def train_step(self) -> "StepStats":
+        """One optimizer step (every micro-batch of ``training.grad_accum``), then the EMA update and the
+        step counter: the unit the loop repeats and ``bench/train_throughput.py`` times.
+
+        Raises :class:`TokenDiffError` when the loss is not finite (nothing is counted then).
+        """
+        t = self.tcfg
+        decay_end = t.lr_decay_iters or t.max_iters
+        lr = learning_rate(self.step, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        losses = []
+        grad_norm = float("nan")
+        progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
+        for micro in range(t.grad_accum):
+            g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
+            g = step_generator(t.seed, self.step, micro, 1, self.device)
+            x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
+            with self.accelerator.accumulate(self.model):
+                terms = self._loss_terms(x, g, progress)  # (B, L)
+                loss = terms.mean()
+                self.accelerator.backward(loss)
+                losses.append(loss.detach())
+                if self.accelerator.sync_gradients:
+                    grad_norm = self._clip()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        loss_value = torch.stack(losses).float().mean().item()  # one device sync per step, not per micro-batch
+        if not math.isfinite(loss_value):
+            raise TokenDiffError(
+                f"the training loss became {loss_value} at step {self.step}; lower "
+                f"training.learning_rate (now {t.learning_rate}) or use system.dtype=float32 "
+                f"and resume from the last checkpoint ({self.last_checkpoint or 'none written yet'})"
+            )
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+        self.step += 1
+        return StepStats(loss_value, lr, grad_norm)
 
     def _loss_terms(self, x, g, progress):
         if self._compile_checked:
