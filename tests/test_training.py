@@ -163,3 +163,18 @@ def test_interrupted_run_saves_a_checkpoint(tmp_path, monkeypatch):
     state = json.loads((tmp_path / "checkpoints" / "step_000004" / "training_state" / "state.json").read_text())
     assert state["step"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_eval_keeps_its_own_estimator_whatever_training_used(tmp_path, capsys):
+    # A run trained with the count estimator and a large training t_min is evaluated with the time
+    # estimator at eval.t_min (1e-3 unless set), printed in the JSON: no training setting moves the bound.
+    run = tmp_path / "run"
+    args = ["diffusion.estimator=count", "diffusion.t_min=0.3", "training.max_iters=2", f"output_dir={run}"]
+    assert main(["train", *TINY, *args]) == 0
+    capsys.readouterr()
+    results = []
+    for extra in ([], ["eval.t_min=0.01"]):
+        assert main(["eval", f"checkpoint={run}", "eval.max_windows=4", *extra]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["t_min"] == 1e-3 and results[1]["t_min"] == 0.01
+    assert results[0]["nelbo_nats_per_token"] != results[1]["nelbo_nats_per_token"]

@@ -6,6 +6,7 @@ layers below receive objects and plain values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,11 +20,14 @@ from tokendiff.processes import AbsorbingKernel, HybridKernel, UniformKernel
 from tokendiff.schedules import make_schedule
 
 __all__ = [
+    "TrainingParts",
+    "build_training",
     "build_dataset",
     "build_model",
     "build_kernel",
     "build_objective",
     "default_device",
+    "resolve_dtype",
 ]
 
 
@@ -71,6 +75,11 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
     d = cfg.diffusion
     if kernel is None:
         return AutoregressiveObjective(vocab_size)
+    if d.estimator != "time" and d.objective != "clean":
+        raise TokenDiffError(
+            f"diffusion.estimator={d.estimator} applies to diffusion.objective=clean, not {d.objective}; "
+            "use diffusion.estimator=time"
+        )
     if d.objective == "naive":
         return NaiveObjective(kernel, t_min=d.t_min, antithetic=d.antithetic)
     if d.objective == "ambient":
@@ -90,7 +99,12 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
             a.hard_start,
             t_min=d.t_min,
         )
-    return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic)
+    if d.estimator == "count" and cfg.model.time_conditioning:
+        raise TokenDiffError(
+            "diffusion.estimator=count draws no time for the model to see; set model.time_conditioning=false "
+            "or use diffusion.estimator=time"
+        )
+    return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic, estimator=d.estimator)
 
 
 def build_model(cfg: Config, vocab_size: int):
@@ -137,3 +151,52 @@ def default_device(requested: str = "auto") -> torch.device:
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
         raise TokenDiffError(f"system.device={requested!r} is unknown; use auto, cpu, cuda, cuda:N or mps")
     return torch.device(requested)
+
+
+@dataclass
+class TrainingParts:
+    """What a :class:`~tokendiff.training.Trainer` is built from (``tokendiff train`` and the benchmarks)."""
+
+    data: object  # the prepared corpus or image set
+    tokenizer: object
+    model: torch.nn.Module
+    kernel: object  # None for the autoregressive model
+    objective: object
+    derived: str | None  # what ``training.n_epochs`` set, for the user; None without it
+
+
+def build_training(cfg: Config) -> TrainingParts:
+    """Data, model (initialised from ``training.seed``), kernel and objective of a training config.
+
+    Applies ``training.n_epochs`` to ``cfg.training`` (it needs the corpus size).
+    """
+    data = build_dataset(cfg)
+    tokenizer = data.tokenizer()
+    seq_len = cfg.model.block_size + (1 if cfg.model.causal else 0)
+    derived = cfg.training.apply_epochs(data.split("train").epoch_size(seq_len))  # the MNIST seed counts epochs
+    torch.manual_seed(cfg.training.seed)  # initialisation; every later draw has its own seeded generator
+    model = build_model(cfg, tokenizer.vocab_size)
+    kernel = build_kernel(cfg, tokenizer.vocab_size)
+    objective = build_objective(cfg, kernel, tokenizer.vocab_size)
+    return TrainingParts(data, tokenizer, model, kernel, objective, derived)
+
+
+def resolve_dtype(requested: str, device: torch.device) -> tuple[str, str]:
+    """The compute dtype of training for ``system.dtype`` on ``device``, and why (for the user).
+
+    ``auto`` is bfloat16 mixed precision only where bf16 matmuls run natively: a CUDA GPU that supports
+    them, or a CPU with AMX or AVX512-BF16. Elsewhere bf16 is emulated and slower than float32 (measured
+    on an AVX512 CPU without them: 3.2x slower per training step; docs/benchmarks.md), so ``auto`` is float32.
+    """
+    if requested != "auto":
+        return requested, "as set"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bfloat16", "this GPU has bf16 matmul"
+        return "float32", "this GPU has no bf16 matmul"
+    if device.type == "cpu":
+        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        if native:
+            return "bfloat16", "this CPU has native bf16 matmul (AMX or AVX512-BF16)"
+        return "float32", "this CPU has no native bf16 matmul, where bf16 is slower than float32"
+    return "float32", f"the safe choice on {device.type}"

@@ -83,15 +83,7 @@ def cmd_prepare(args):
 
 
 def cmd_train(args):
-    from tokendiff.build import (
-        build_dataset,
-        build_kernel,
-        build_model,
-        build_objective,
-        default_device,
-    )
-    import torch
-
+    from tokendiff.build import build_training, default_device
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import compose_resume_config, to_dict
     from tokendiff.training import Trainer
@@ -115,16 +107,10 @@ def cmd_train(args):
     if any(o.startswith("training.max_iters=") for o in overrides):
         cfg.training.n_epochs = None  # an explicit step count wins over the preset's epochs
     default_device(cfg.system.device)  # a clear error for a device this machine does not have
-    data = build_dataset(cfg)
-    tokenizer = data.tokenizer()
-    seq_len = cfg.model.block_size + (1 if cfg.model.causal else 0)
-    derived = cfg.training.apply_epochs(data.split("train").epoch_size(seq_len))  # the MNIST seed counts epochs
-    if derived:
-        print(derived, flush=True)
-    torch.manual_seed(cfg.training.seed)  # initialisation; every later draw has its own seeded generator
-    model = build_model(cfg, tokenizer.vocab_size)
-    kernel = build_kernel(cfg, tokenizer.vocab_size)
-    objective = build_objective(cfg, kernel, tokenizer.vocab_size)
+    parts = build_training(cfg)
+    if parts.derived:
+        print(parts.derived, flush=True)
+    data, tokenizer, model, kernel, objective = parts.data, parts.tokenizer, parts.model, parts.kernel, parts.objective
     kind = "autoregressive" if kernel is None else f"{kernel.name} diffusion ({cfg.diffusion.objective})"
     print(
         f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
@@ -299,6 +285,7 @@ def cmd_eval(args):
         seed=cfg.seed,
         chars_per_token=split.chars_per_token,
         device=device,
+        t_min=cfg.eval.t_min,
     )
     out = {"checkpoint": str(ckpt.path), "step": ckpt.step, "split": split_name, **result.to_dict()}
     print(strict_json(out, indent=2))

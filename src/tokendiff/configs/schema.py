@@ -78,7 +78,8 @@ class DiffusionConfig:
     exclude_mask_from_uniform: bool = True  # uniform: noise tokens are real tokens, never the mask id
     p_uniform: float = 0.1  # hybrid: share of uniform noise at t = 1/2 (0 = masked diffusion)
     gamma: float = 1.0  # hybrid: shape of the uniform share over time, c_t ~ (t (1 - t))^(gamma/2)
-    t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see CleanObjective)
+    t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see CleanObjective); eval has its own eval.t_min
+    estimator: str = "time"  # training loss: time (draw t, then masks) | count (masks only: k ~ U{1..L}, weight L/k)
     antithetic: bool = True  # low-discrepancy times within a batch
 
     def __post_init__(self):
@@ -87,6 +88,10 @@ class DiffusionConfig:
             f"diffusion.process={self.process!r} is unknown; use absorbing, uniform or hybrid",
         )
         _check(0.0 <= self.t_min < 1.0, f"diffusion.t_min={self.t_min} must lie in [0, 1)")
+        _check(
+            self.estimator in ("time", "count"),
+            f"diffusion.estimator={self.estimator!r} is unknown; use time or count",
+        )
         _check(
             self.objective in ("clean", "naive", "ambient"),
             f"diffusion.objective={self.objective!r} is unknown; use clean, naive or ambient",
@@ -194,7 +199,7 @@ class TrainingConfig:
 @dataclass
 class SystemConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "bfloat16"  # float32 | bfloat16 | float16 (mixed precision: weights stay float32)
+    dtype: str = "auto"  # auto (bfloat16 where bf16 matmul is native, else float32) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model (slow start, faster steps)
     threads: Optional[int] = None  # CPU threads; default torch's choice
 
@@ -204,8 +209,8 @@ class SystemConfig:
             f"system.threads={self.threads} must lie in [1, 1024] (or unset for torch's choice)",
         )
         _check(
-            self.dtype in ("float32", "bfloat16", "float16"),
-            f"system.dtype={self.dtype!r} is unknown; use float32, bfloat16 or float16",
+            self.dtype in ("auto", "float32", "bfloat16", "float16"),
+            f"system.dtype={self.dtype!r} is unknown; use auto, float32, bfloat16 or float16",
         )
 
 
@@ -257,6 +262,7 @@ class SamplingConfig:
 class EvalConfig:
     split: Optional[str] = None  # val | train | test; default val for text, test for images
     num_draws: int = 4  # Monte Carlo draws of (t, mask) per sequence
+    t_min: float = 1e-3  # the NELBO integral over t in [t_min, 1]; its own, whatever training used
     max_windows: Optional[int] = None  # evaluate at most this many sequences (default: the whole split)
     batch_size: int = 32
     sample_metrics: bool = True  # images: classifier Frechet distance, confidence, coverage, memorization
@@ -277,6 +283,7 @@ class EvalConfig:
             "covariance of the samples' features",
         )
         _check(self.max_windows is None or self.max_windows >= 1, f"eval.max_windows={self.max_windows} must be >= 1")
+        _check(0.0 <= self.t_min < 1.0, f"eval.t_min={self.t_min} must lie in [0, 1); MDLM uses 1e-3")
 
 
 @dataclass

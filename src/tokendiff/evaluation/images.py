@@ -123,6 +123,7 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
         batch_size=max(eval_cfg.batch_size, 100),
         seed=seed,
         device=device,
+        t_min=eval_cfg.t_min,
     )
     D = windows.shape[1]
     out = {

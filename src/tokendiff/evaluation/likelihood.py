@@ -5,7 +5,7 @@ For a diffusion model the per-token NELBO of a sequence ``x`` of ``L`` tokens is
     nelbo(x) = (1/L) ( E_{t, x_t} [ sum_i term_i(x_t, t) ] + sum_i KL(q_1(. | x^i) || p(x_1)) )     (nats per token)
 
 the kernel's NELBO integrand (for masks ``w(t) * -log p_theta(x^i | x_t)`` at masked positions) with
-``t ~ U[t_min, 1]`` (the part below ``t_min`` is left out, see ``CleanObjective``), plus the prior term,
+``t ~ U[t_min, 1]`` (``eval.t_min``; the part below it is left out, see ``CleanObjective``), plus the prior term,
 which is deterministic (``prior_nats_per_token``; ``eps * log V`` for masks),
 
 estimated with ``D`` independent draws of ``(t, x_t)`` per sequence. Over ``N`` sequences we report
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from tokendiff.objectives import likelihood_objective
+from tokendiff.objectives import EVAL_T_MIN, likelihood_objective
 
 __all__ = ["LikelihoodResult", "evaluate_likelihood"]
 
@@ -63,6 +63,7 @@ def evaluate_likelihood(
     chars_per_token: float | None = None,
     device="cpu",
     autocast=contextlib.nullcontext,
+    t_min: float = EVAL_T_MIN,
 ) -> LikelihoodResult:
     """The clean NELBO of ``model`` on ``windows`` (N, L [+1 for autoregressive]), for a model trained
     with ``objective`` (its kernel's estimator: :func:`~tokendiff.objectives.likelihood_objective`).
@@ -70,7 +71,7 @@ def evaluate_likelihood(
     Deterministic for a given seed, batch size and device; times are drawn independently for every
     sequence and draw.
     """
-    estimator = likelihood_objective(objective)
+    estimator = likelihood_objective(objective, t_min)
     generator = torch.Generator(device=device).manual_seed(seed)
     exact = estimator.kernel is None  # autoregressive: no randomness
     draws = 1 if exact else num_draws

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.objectives.times import sample_times
+from tokendiff.objectives.times import sample_times, stratified_uniform
 from tokendiff.processes.base import Kernel
 
 __all__ = ["CleanObjective"]
@@ -23,6 +24,18 @@ class CleanObjective:
         antithetic: draw the ``B`` times of a batch as ``(u + i/B) mod 1`` (low-discrepancy, MDLM
             ``_sample_t``): still uniform marginally, lower variance.
 
+        estimator: ``time`` draws ``t`` and then the masks of ``x_t`` independently per token (the
+            NELBO's own definition; every kernel). ``count`` (masks only): draw the number of masked
+            tokens ``k`` uniformly from ``1..L`` (stratified over the batch when ``antithetic``), mask
+            a uniformly drawn set of exactly ``k`` positions and weight each masked cross-entropy by
+            ``L / k``. For masks the NELBO does not depend on the schedule: it is
+            ``sum_k (1/k) E_{|S|=k} [sum_{i in S} -log p(x_i | x_{-S})]`` (integrate the binomial count
+            against ``w(t)``: ``int C(L,k) t^(k-1) (1-t)^(L-k) dt = 1/k``), so this is an unbiased
+            estimate of the same NELBO (with ``alpha(1) = 0``, no ``t_min``) without the binomial noise
+            of the masked count, which at small ``t`` multiplies a few cross-entropies by ``1/t``
+            (``tests/test_absorbing.py`` checks it by enumeration). Training only: evaluation always
+            uses ``time`` (:func:`tokendiff.objectives.likelihood_objective`).
+
     With ``t ~ U[t_min, 1]``, ``terms.sum(1)`` is an unbiased estimate of ``(1 / (1 - t_min))`` times the
     NELBO integral over ``[t_min, 1]`` (MDLM's convention: the factor adds ~t_min relative, the part
     below t_min is left out, and so is the prior term).
@@ -31,12 +44,20 @@ class CleanObjective:
     name = "clean"
     extra_tokens = 0  # a window of L tokens is one training sequence
 
-    def __init__(self, kernel: Kernel, t_min: float = 1e-3, antithetic: bool = True):
+    def __init__(self, kernel: Kernel, t_min: float = 1e-3, antithetic: bool = True, estimator: str = "time"):
         if not 0.0 <= t_min < 1.0:
             raise TokenDiffError(f"diffusion.t_min={t_min} must lie in [0, 1); MDLM uses 1e-3")
+        if estimator not in ("time", "count"):
+            raise TokenDiffError(f"diffusion.estimator={estimator!r} is unknown; use time or count")
+        if estimator == "count" and (not kernel.reveals_are_final or kernel.time_conditioned):
+            raise TokenDiffError(
+                f"diffusion.estimator=count needs masked diffusion (diffusion.process=absorbing), not {kernel.name}; "
+                "use diffusion.estimator=time"
+            )
         self.kernel = kernel
         self.t_min = t_min
         self.antithetic = antithetic
+        self.estimator = estimator
 
     def sample_t(self, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
         """``n`` training times in ``[t_min, 1]``, shape ``(n,)``."""
@@ -44,6 +65,25 @@ class CleanObjective:
 
     def loss_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
         """Per-token NELBO terms of a batch ``x0`` (B, L); ``model(xt, t) -> logits (B, L, V)``."""
+        if self.estimator == "count":
+            return self._count_terms(model, x0, generator)
         t = self.sample_t(x0.shape[0], generator, x0.device)  # (B,)
         xt = self.kernel.corrupt(x0, t, generator)  # (B, L)
         return self.kernel.nelbo_terms(model(xt, t), x0, xt, t)  # (B, L)
+
+    def _count_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The ``count`` estimator (class docstring): exactly ``k`` masked tokens, each weighted ``L / k``."""
+        B, L = x0.shape
+        u = (
+            stratified_uniform(B, generator, x0.device)
+            if self.antithetic
+            else torch.rand(B, generator=generator, device=x0.device)
+        )
+        k = (u * L).long().clamp_max(L - 1) + 1  # (B,) uniform over 1..L
+        scores = torch.rand(B, L, generator=generator, device=x0.device)  # (B, L)
+        ranks = scores.argsort(dim=1).argsort(dim=1)  # (B, L): a uniformly random permutation per row
+        masked = ranks < k[:, None]  # (B, L): a uniformly drawn set of exactly k positions
+        xt = torch.where(masked, torch.full_like(x0, self.kernel.mask_token_id), x0)
+        t = k.to(torch.float32) / L  # (B,) the masked share; a time-agnostic model ignores it
+        nll = F.cross_entropy(model(xt, t).float().transpose(1, 2), x0, reduction="none")  # (B, L)
+        return torch.where(masked, nll * (L / k.to(nll.dtype))[:, None], torch.zeros_like(nll))

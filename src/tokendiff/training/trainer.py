@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from tokendiff.build import default_device, resolve_dtype
 from tokendiff.checkpoint import (
     CHECKPOINTS,
     FINAL,
@@ -124,13 +125,16 @@ class Trainer:
         device = config.system.device
         if config.system.dtype == "float16" and (device == "cpu" or not torch.cuda.is_available()):
             raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
+        self.dtype, why = resolve_dtype(config.system.dtype, default_device(device))
+        if config.system.dtype == "auto":
+            print(f"system.dtype=auto: {self.dtype} ({why})", flush=True)
         if config.system.threads:
             torch.set_num_threads(config.system.threads)
         if device.startswith("cuda:"):
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # accelerate uses the current device
         self.accelerator = Accelerator(
             cpu=device == "cpu",
-            mixed_precision=MIXED_PRECISION[config.system.dtype],
+            mixed_precision=MIXED_PRECISION[self.dtype],
             gradient_accumulation_steps=self.tcfg.grad_accum,
         )
         self.device = self.accelerator.device
@@ -221,6 +225,7 @@ class Trainer:
             chars_per_token=tokens.chars_per_token,
             device=self.device,
             autocast=self.accelerator.autocast,
+            t_min=self.cfg.eval.t_min,
         )
         model.train(was_training)
         return result.to_dict()
