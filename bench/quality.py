@@ -200,7 +200,9 @@ def merge(paths: list[Path], out: Path) -> int:
     for part in parts:
         merged["calibration"].update(part["calibration"])
         merged["runs"].update(part["runs"])
-    order = [n for n in MODELS if n in merged["runs"]]
+    order = [n for n in MODELS if n in merged["runs"]] + [n for n in merged["runs"] if n not in MODELS]
+    for n in order:
+        MODELS.setdefault(n, (" ".join(merged["runs"][n]["overrides"][:2]), []))
     merged["runs"] = {n: merged["runs"][n] for n in order}
     merged["gaps_to_ar_bits_per_char"] = report(merged["runs"], merged["calibration"], merged["budget_minutes"])
     out.write_text(json.dumps(merged, indent=2) + "\n")
@@ -216,7 +218,15 @@ def main(argv=None) -> int:
     p.add_argument("--calib-steps", type=int, default=20, help="steps of the calibration run of each model")
     p.add_argument("--safety", type=float, default=0.95, help="max_iters = steps/s * budget * safety")
     p.add_argument("--warmup-iters", type=int, default=None, help="default: min(100, max_iters // 10)")
-    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE,KEY=VALUE",
+        help="a model of your own (repeatable), e.g. small=+experiment=shakespeare_char,model.n_embd=128; "
+        "name it in --models",
+    )
+    p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--eval-draws", type=int, default=4, help="eval.num_draws (diffusion Monte Carlo draws)")
     p.add_argument("--eval-max-windows", type=int, default=None, help="eval.max_windows (default: the whole split)")
     p.add_argument("--eval-batch-size", type=int, default=32)
@@ -232,6 +242,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     p.add_argument("--merge", type=Path, nargs="+", help="only join these result files into --out")
     args = p.parse_args(argv)
+    for arm in args.arm:
+        name, _, overrides = arm.partition("=")
+        MODELS[name] = (overrides, overrides.split(","))
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"--models {unknown[0]}: not one of {', '.join(MODELS)} (define it with --arm)")
     if args.merge:
         return merge(args.merge, args.out)
 

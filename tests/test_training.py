@@ -178,3 +178,12 @@ def test_eval_keeps_its_own_estimator_whatever_training_used(tmp_path, capsys):
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["t_min"] == 1e-3 and results[1]["t_min"] == 0.01
     assert results[0]["nelbo_nats_per_token"] != results[1]["nelbo_nats_per_token"]
+
+
+def test_two_trainings_with_different_precisions_in_one_process(tmp_path):
+    # accelerate's process-wide state refuses a second mixed-precision setting; each Trainer owns its own
+    for i, dtype in enumerate(("float32", "bfloat16", "float32")):
+        assert (
+            main(["train", *TINY, "training.max_iters=1", f"system.dtype={dtype}", f"output_dir={tmp_path / str(i)}"])
+            == 0
+        )

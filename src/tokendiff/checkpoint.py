@@ -91,12 +91,25 @@ def optimizer_tensors(state_dict: dict) -> dict[str, torch.Tensor]:
     return flat
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
-    """Load moments saved by :func:`optimizer_tensors`; hyper-parameters come from the current config."""
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], path: Path | str = "optimizer.safetensors"
+) -> None:
+    """Load moments saved by :func:`optimizer_tensors`; hyper-parameters come from the current config.
+
+    A name or shape that does not fit the optimizer's parameters is a clear error naming ``path``."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for key, value in flat.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
+        parts = key.split(".", 2)
+        index = int(parts[1]) if len(parts) == 3 and parts[0] == "state" and parts[1].isdigit() else -1
+        if not 0 <= index < len(params) or (value.dim() > 0 and value.shape != params[index].shape):
+            detail = (
+                f"unexpected {key!r}" if index < 0 or index >= len(params) else f"shape of {key} {tuple(value.shape)}"
+            )
+            raise TokenDiffError(
+                f"{path} does not fit the model ({detail}); the checkpoint is damaged, resume from another one"
+            )
+        state.setdefault(index, {})[parts[2]] = value
     current = optimizer.state_dict()
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 
@@ -161,7 +174,11 @@ def save_checkpoint(
 def checkpoint_step(path: Path) -> int:
     state = Path(path) / TRAINING_STATE / "state.json"
     if state.exists():
-        return int(read_json(state).get("step", -1))
+        record = read_json(state)
+        step = record.get("step", -1) if isinstance(record, dict) else None
+        if not isinstance(step, int):
+            raise TokenDiffError(f"{state} is damaged (no integer step); give one checkpoint of the run directly")
+        return step
     return -1
 
 
@@ -210,6 +227,9 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
     saved = read_json(ckpt / CONFIG)
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise TokenDiffError(f"{ckpt / CONFIG} is not a tokendiff checkpoint record; put back the file saved with it")
+    step = saved.get("step", -1)
+    if not isinstance(step, int):
+        raise TokenDiffError(f"{ckpt / CONFIG}: step={step!r} is not an integer; put back the file saved with it")
     cfg = config_from_dict(saved["config"], source=str(ckpt / CONFIG))
     tokenizer = load_tokenizer(ckpt)
     vocab_size = saved.get("vocab_size")
@@ -228,7 +248,6 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
     model = build_model(cfg, vocab_size)
     load_into(model, load_weights(ckpt / weights_file), ckpt / weights_file)
     model.to(device).eval()
-    step = int(saved.get("step", -1))
     objective = build_objective(cfg, kernel, vocab_size)
     return LoadedCheckpoint(ckpt, cfg, model, kernel, objective, tokenizer, step)
 
@@ -298,6 +317,15 @@ def load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
 STATE_KEYS = ("step", "torch_rng_state")
 
 
+def _is_rng_state(value) -> bool:
+    """Whether ``value`` is a saved ``torch.get_rng_state()``: a list of that many bytes."""
+    return (
+        isinstance(value, list)
+        and len(value) == torch.get_rng_state().numel()
+        and all(isinstance(b, int) and 0 <= b < 256 for b in value)
+    )
+
+
 @dataclass
 class TrainingState:
     """What ``training_state/`` holds besides the weights: the step, RNG states, EMA count, last eval."""
@@ -314,7 +342,13 @@ def load_training_state(ckpt: Path) -> TrainingState:
     if not root.is_dir():
         raise TokenDiffError(f"{ckpt} has no {TRAINING_STATE}/; it can be sampled but not resumed")
     state = read_json(root / "state.json")
-    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS) or not isinstance(state["step"], int):
+    if (
+        not isinstance(state, dict)
+        or any(k not in state for k in STATE_KEYS)
+        or not isinstance(state["step"], int)
+        or not _is_rng_state(state["torch_rng_state"])
+        or not isinstance(state.get("ema_updates", 0), int)
+    ):
         raise TokenDiffError(
             f"{root / 'state.json'} lacks {', '.join(STATE_KEYS)} or has the wrong types; resume from another "
             "checkpoint of the run"

@@ -57,7 +57,12 @@ def compose_config(overrides: list[str]) -> Config:
     """Compose ``config.yaml`` with Hydra overrides (``model.n_layer=6``, ``+experiment=medium``)."""
     try:
         with initialize_config_module(config_module="tokendiff.configs", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides))
+            try:
+                cfg = compose(config_name="config", overrides=list(overrides))
+            except ValueError as exc:  # Hydra's check of an override without a key (`=3`) raises a bare ValueError
+                raise TokenDiffError(
+                    f"bad configuration: {_first_line(exc)}; write key=value, e.g. model.n_layer=6"
+                ) from None
         return OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         message = _first_line(exc)

@@ -164,6 +164,7 @@ class TrainingConfig:
         _check(self.n_epochs is None or self.n_epochs >= 1, f"training.n_epochs={self.n_epochs} must be >= 1")
         for name in ("max_iters", "batch_size", "grad_accum", "eval_iters", "log_interval", "epochs_per_checkpoint"):
             _check(getattr(self, name) >= 1, f"training.{name}={getattr(self, name)} must be >= 1")
+        _check(self.batch_size <= 100_000, f"training.batch_size={self.batch_size} must lie in [1, 100000]")
         for name in ("eval_interval", "sample_interval", "checkpoint_interval", "warmup_iters"):
             _check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
         _check(self.learning_rate > 0, f"training.learning_rate={self.learning_rate} must be > 0, e.g. 6e-4")
@@ -247,8 +248,9 @@ class SamplingConfig:
             f"sampling.length={self.length} must lie in [1, 1000000] (or unset for model.block_size)",
         )
         _check(
-            self.temperature >= 0,
-            f"sampling.temperature={self.temperature} is negative; use 0 (greedy) or a positive value such as 0.8",
+            0 <= self.temperature < float("inf"),
+            f"sampling.temperature={self.temperature} must be a finite number >= 0; use 0 (greedy) or a positive "
+            "value such as 0.8",
         )
         _check(
             self.strategy in ("ancestral", "confidence"),

@@ -92,8 +92,13 @@ def prepare_text(
     dtype = np.uint16 if tok.vocab_size < 2**16 else np.uint32
     splits = {}
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    except OSError as exc:
+        raise TokenDiffError(
+            f"cannot write prepared data to {out_dir.parent} ({exc.strerror}); set TOKENDIFF_CACHE to a writable folder"
+        ) from None
     try:
         for name, part in (("train", train_text), ("val", val_text)):
             ids = np.asarray(tok.encode(part), dtype=dtype)

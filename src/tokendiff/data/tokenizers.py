@@ -71,7 +71,8 @@ class CharTokenizer:
             raise TokenDiffError(f"{path} is damaged ({exc}); put back the file saved with the checkpoint") from None
         chars = data.get("chars") if isinstance(data, dict) else None
         if (
-            data.get("type") != "char"
+            not isinstance(data, dict)
+            or data.get("type") != "char"
             or not isinstance(chars, list)
             or not all(isinstance(c, str) and len(c) == 1 for c in chars)
             or len(set(chars)) != len(chars)
@@ -164,8 +165,12 @@ class BinaryImageTokenizer:
 
     @classmethod
     def load(cls, directory: Path) -> "BinaryImageTokenizer":
-        data = json.loads((Path(directory) / IMAGE_FILE).read_text())
-        return cls(int(data["height"]), int(data["width"]))
+        path = Path(directory) / IMAGE_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(int(data["height"]), int(data["width"]))
+        except (ValueError, TypeError, KeyError) as exc:  # not JSON, not UTF-8, not {"height": int, "width": int}
+            raise TokenDiffError(f"{path} is damaged ({exc!r}); put back the file saved with the checkpoint") from None
 
 
 TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}

@@ -16,6 +16,13 @@ def kernel_from_config(config: dict, source: str = "scheduler_config.json"):
     """The kernel a ``scheduler_config.json`` describes (diffusers' ``_class_name`` and ``forward_process``)."""
     if not isinstance(config, dict):
         raise TokenDiffError(f"{source} is not a JSON object; put back the file saved with the checkpoint")
+    for key in ("eps", "sigma_min", "sigma_max", "p_uniform", "gamma", "t_eps", "alpha_schedule"):
+        value = config.get(key)
+        kind = str if key == "alpha_schedule" else (int, float)
+        if key in config and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise TokenDiffError(
+                f"{source}: {key}={value!r} has the wrong type; put back the file saved with the checkpoint"
+            )
     if config.get("_class_name") == "HybridTokenDiffusionScheduler":
         return HybridKernel.from_config(config)
     process = config.get("forward_process")

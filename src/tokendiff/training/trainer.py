@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from tokendiff.build import default_device, resolve_dtype
@@ -132,6 +133,10 @@ class Trainer:
             torch.set_num_threads(config.system.threads)
         if device.startswith("cuda:"):
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # accelerate uses the current device
+        # accelerate keeps its mixed-precision setting in a process-wide singleton and refuses a second
+        # Accelerator with another one; a Trainer owns its precision, so it clears that part (never the
+        # distributed PartialState) before building its own: two trainers in one process just work.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             cpu=device == "cpu",
             mixed_precision=MIXED_PRECISION[self.dtype],
@@ -197,7 +202,7 @@ class Trainer:
         state = saved.state
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
-        restore_optimizer(self.optimizer.optimizer, saved.optimizer)
+        restore_optimizer(self.optimizer.optimizer, saved.optimizer, ckpt / "training_state" / "optimizer.safetensors")
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
         cuda_states = state.get("cuda_rng_states") or []
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
