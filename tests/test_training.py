@@ -187,3 +187,31 @@ def test_two_trainings_with_different_precisions_in_one_process(tmp_path):
             main(["train", *TINY, "training.max_iters=1", f"system.dtype={dtype}", f"output_dir={tmp_path / str(i)}"])
             == 0
         )
+
+
+def test_auto_dtype_is_bfloat16_only_where_bf16_matmul_is_native(monkeypatch):
+    from tokendiff.build import resolve_dtype
+
+    cpu = torch.device("cpu")
+    for amx, avx512_bf16, expected in ((False, False, "float32"), (True, False, "bfloat16"), (False, True, "bfloat16")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert resolve_dtype("auto", cpu)[0] == expected
+    assert resolve_dtype("float32", cpu)[0] == "float32" and resolve_dtype("bfloat16", cpu)[0] == "bfloat16"
+
+
+def test_auto_compile_only_for_long_cpu_runs(tmp_path):
+    # torch.compile is lazy: building the Trainer decides, nothing is compiled here
+    from tokendiff.build import build_training
+    from tokendiff.configs import compose_config, to_dict
+    from tokendiff.training import Trainer
+    from tokendiff.training.trainer import AUTO_COMPILE_MIN_STEPS
+
+    decided = []
+    for steps, setting in ((10, "null"), (AUTO_COMPILE_MIN_STEPS, "null"), (AUTO_COMPILE_MIN_STEPS, "false")):
+        cfg = compose_config([*TINY, f"training.max_iters={steps}", f"system.compile={setting}"])
+        cfg.output_dir = str(tmp_path / f"{steps}-{setting}")
+        parts = build_training(cfg)
+        trainer = Trainer(cfg, to_dict(cfg), parts.model, parts.objective, parts.tokenizer, parts.data)
+        decided.append(trainer.compiled)
+    assert decided == [False, True, False]

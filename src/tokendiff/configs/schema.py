@@ -201,7 +201,9 @@ class TrainingConfig:
 class SystemConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto (bfloat16 where bf16 matmul is native, else float32) | float32 | bfloat16 | float16
-    compile: bool = False  # torch.compile the model (slow start, faster steps)
+    # torch.compile the model: null (auto) compiles on a GPU, and on a CPU for runs of >= 1000 steps, where
+    # the measured 1.18x step speed repays the ~30-50 s of compilation (docs/benchmarks.md); true | false
+    compile: Optional[bool] = None
     threads: Optional[int] = None  # CPU threads; default torch's choice
 
     def __post_init__(self):

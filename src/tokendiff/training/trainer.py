@@ -43,6 +43,7 @@ from tokendiff.training.optimizer import learning_rate, param_groups
 
 __all__ = ["Trainer", "TrainResult", "StepStats", "interrupts_between_steps"]
 
+AUTO_COMPILE_MIN_STEPS = 1000  # system.compile=null compiles a CPU run of at least this many steps
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 
@@ -153,8 +154,12 @@ class Trainer:
             fused=fused,
         )
         self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
-        self.forward = torch.compile(self.model) if config.system.compile else self.model
-        self._compile_checked = not config.system.compile
+        compile_model = config.system.compile
+        if compile_model is None:  # auto: where it pays for its compilation time (docs/benchmarks.md)
+            compile_model = self.device.type == "cuda" or self.tcfg.max_iters >= AUTO_COMPILE_MIN_STEPS
+        self.compiled = bool(compile_model)
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self._compile_checked = not compile_model
         self.step = 0
         self.last_eval: dict | None = None
         self.last_checkpoint: Path | None = None  # the newest periodic checkpoint of this session
@@ -375,11 +380,12 @@ class Trainer:
             terms = self.objective.loss_terms(self.forward, x, g, progress)
         except Exception as exc:  # inductor raises many kinds; any failure here means "cannot compile"
             print(
-                f"system.compile=true failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                "training without torch.compile",
+                f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                "training without it (system.compile=false skips the attempt)",
                 flush=True,
             )
             self.forward = self.model
+            self.compiled = False
             g.set_state(state)
             terms = self.objective.loss_terms(self.forward, x, g, progress)
         self._compile_checked = True
