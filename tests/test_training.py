@@ -215,3 +215,15 @@ def test_auto_compile_only_for_long_cpu_runs(tmp_path):
         trainer = Trainer(cfg, to_dict(cfg), parts.model, parts.objective, parts.tokenizer, parts.data)
         decided.append(trainer.compiled)
     assert decided == [False, True, False]
+
+
+def test_eval_of_raw_and_ema_weights(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "training.max_iters=3", "training.ema=0.5", f"output_dir={run}"]) == 0
+    capsys.readouterr()
+    results = {}
+    for which in ("ema", "raw"):
+        assert main(["eval", f"checkpoint={run}", "eval.max_windows=4", f"eval.weights={which}"]) == 0
+        results[which] = json.loads(capsys.readouterr().out)
+    assert results["ema"]["weights"] == "ema" and results["raw"]["weights"] == "raw"
+    assert results["ema"]["nelbo_nats_per_token"] != results["raw"]["nelbo_nats_per_token"]

@@ -251,6 +251,21 @@ def _sample_images(cfg, ckpt, device) -> None:
         print(f"[denoising trajectory written to {path}]", file=sys.stderr)
 
 
+def eval_weights_file(checkpoint, eval_cfg) -> str:
+    """The weights ``eval.weights`` names, relative to the checkpoint directory."""
+    from tokendiff.checkpoint import TRAINING_STATE, WEIGHTS, resolve_checkpoint
+
+    if eval_cfg.weights == "ema":
+        return WEIGHTS
+    raw = f"{TRAINING_STATE}/{WEIGHTS}"
+    if not (resolve_checkpoint(checkpoint) / raw).exists():
+        raise TokenDiffError(
+            f"eval.weights=raw: {resolve_checkpoint(checkpoint)} has no {raw} (a checkpoint saved for sampling "
+            "only); use eval.weights=ema"
+        )
+    return raw
+
+
 def cmd_eval(args):
     from tokendiff.build import build_dataset
     from tokendiff.checkpoint import load_checkpoint
@@ -258,7 +273,7 @@ def cmd_eval(args):
 
     cfg, _ = load_config(args)
     device = _device(cfg)
-    ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    ckpt = load_checkpoint(cfg.checkpoint, device=device, weights_file=eval_weights_file(cfg.checkpoint, cfg.eval))
     data = build_dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
     if ckpt.tokenizer.kind == "binary_image":
         from tokendiff.evaluation.images import evaluate_images
@@ -287,7 +302,13 @@ def cmd_eval(args):
         device=device,
         t_min=cfg.eval.t_min,
     )
-    out = {"checkpoint": str(ckpt.path), "step": ckpt.step, "split": split_name, **result.to_dict()}
+    out = {
+        "checkpoint": str(ckpt.path),
+        "step": ckpt.step,
+        "split": split_name,
+        "weights": cfg.eval.weights,
+        **result.to_dict(),
+    }
     print(strict_json(out, indent=2))
 
 

@@ -267,6 +267,7 @@ class EvalConfig:
     split: Optional[str] = None  # val | train | test; default val for text, test for images
     num_draws: int = 4  # Monte Carlo draws of (t, mask) per sequence
     t_min: float = 1e-3  # the NELBO integral over t in [t_min, 1]; its own, whatever training used
+    weights: str = "ema"  # ema: model.safetensors (EMA when training.ema > 0) | raw: the optimizer's weights
     max_windows: Optional[int] = None  # evaluate at most this many sequences (default: the whole split)
     batch_size: int = 32
     sample_metrics: bool = True  # images: classifier Frechet distance, confidence, coverage, memorization
@@ -288,6 +289,7 @@ class EvalConfig:
         )
         _check(self.max_windows is None or self.max_windows >= 1, f"eval.max_windows={self.max_windows} must be >= 1")
         _check(0.0 <= self.t_min < 1.0, f"eval.t_min={self.t_min} must lie in [0, 1); MDLM uses 1e-3")
+        _check(self.weights in ("ema", "raw"), f"eval.weights={self.weights!r} is unknown; use ema or raw")
 
 
 @dataclass
