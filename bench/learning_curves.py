@@ -1,7 +1,8 @@
 """Learning curves: training bits per char against CPU-minutes, from the ``log.jsonl`` of finished runs.
 
 What is plotted
-    For each run directory given, the training loss the trainer logged at every step (``train/loss``,
+    For each run directory given (trained with ``training.log_interval=1``, as ``bench/quality.py`` does),
+    the training loss the trainer logged at every step (``train/loss``,
     nats per token; a running mean over ``--window`` steps) converted to bits per char, against the
     cumulated step time (``train/time_ms``, i.e. the minutes spent in training steps, not start-up or
     evaluation). For a diffusion model this loss is its training estimator of the NELBO (unbiased, on
@@ -30,6 +31,8 @@ def curve(run_dir: Path, window: int, chars_per_token: float) -> tuple[list[floa
     """(minutes, bits per char) of the running mean of the training loss."""
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "train/loss" in r]
+    if any(b["step"] - a["step"] != 1 for a, b in zip(steps, steps[1:])):
+        raise SystemExit(f"{run_dir}: log.jsonl has a row every few steps; train with training.log_interval=1")
     minutes, bits, recent, elapsed = [], [], [], 0.0
     for r in steps:
         elapsed += r["train/time_ms"] / 60_000.0

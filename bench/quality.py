@@ -242,9 +242,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     p.add_argument("--merge", type=Path, nargs="+", help="only join these result files into --out")
     args = p.parse_args(argv)
-    for arm in args.arm:
+    for arm in args.arm:  # overrides split at commas: values with commas (lists) cannot be given here
         name, _, overrides = arm.partition("=")
-        MODELS[name] = (overrides, overrides.split(","))
+        items = [o for o in overrides.split(",") if o]
+        if not name or not items or any("=" not in o for o in items):
+            raise SystemExit(f"--arm {arm!r}: write NAME=KEY=VALUE,KEY=VALUE")
+        reserved = [o for o in items if o.split("=", 1)[0].lstrip("+") in RESERVED]
+        if reserved:
+            raise SystemExit(f"--arm {arm!r}: this script sets {reserved[0].split('=', 1)[0]} itself")
+        MODELS[name] = (overrides, items)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise SystemExit(f"--models {unknown[0]}: not one of {', '.join(MODELS)} (define it with --arm)")

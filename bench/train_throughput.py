@@ -12,7 +12,9 @@ What is measured
         user gets from adding one line to a plain model.
     (c) ``tokendiff Trainer``: ``Trainer.train_step()`` itself, the Trainer built from the default config
         exactly as ``tokendiff train`` builds it (accelerate, the config's dtype, fused AdamW, clipping,
-        EMA, the real data batches and seeded draws). ``--trainer-overrides`` changes its config.
+        EMA, the real data batches and seeded draws), eager (``system.compile=false``). The dtype is the
+        one the Trainer resolved (``system.dtype=auto``) and its MFU is against that dtype's peak.
+        ``--trainer-overrides`` changes its config (not ``grad_accum`` or ``causal``).
     (d) ``tokendiff Trainer + compile`` (``--compile``): (c) with ``system.compile=true``.
 
     Every configuration computes the same loss (``CleanObjective`` of an ``AbsorbingKernel``), on real
@@ -220,8 +222,7 @@ def trainer_config(name: str, trainer: Trainer) -> Config:
     def step(k):
         return trainer.train_step().loss
 
-    dtype = trainer.cfg.system.dtype
-    return Config(name, "bfloat16" if dtype == "bfloat16" else "float32", step)
+    return Config(name, trainer.dtype, step)  # the dtype the Trainer resolved (system.dtype=auto)
 
 
 def make_trainer(overrides: list[str]) -> tuple[Trainer, Transformer]:
@@ -325,7 +326,13 @@ def main(argv=None) -> int:
         f"model.n_embd={args.n_embd}",
         *args.trainer_overrides,
     ]
-    trainer, td = make_trainer(overrides)
+    refused = [o for o in args.trainer_overrides if o.split("=", 1)[0] in ("training.grad_accum", "model.causal")]
+    if refused:
+        raise SystemExit(
+            f"--trainer-overrides {refused[0]}: the plain configurations time one micro-batch of the "
+            "bidirectional model; this script cannot compare that"
+        )
+    trainer, td = make_trainer([*overrides, "system.compile=false"])
     V = trainer.tokenizer.vocab_size
 
     # The reference is the same network with the same initial weights.
@@ -362,7 +369,7 @@ def main(argv=None) -> int:
         f"{n_td:,} parameters ({n_nonembed:,} non-embedding); reference matches (max |logit diff| {diff:.1e})"
     )
     print(f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True)
-    print(f"Trainer config: system.dtype={trainer.cfg.system.dtype} system.compile={trainer.cfg.system.compile}")
+    print(f"Trainer: system.dtype={trainer.cfg.system.dtype} -> {trainer.dtype}; compiled: {trainer.compiled}")
 
     peaks_before = {
         "float32": matmul_peak(args.matmul_size, torch.float32, args.matmul_reps),

@@ -227,3 +227,18 @@ def test_eval_of_raw_and_ema_weights(tmp_path, capsys):
         results[which] = json.loads(capsys.readouterr().out)
     assert results["ema"]["weights"] == "ema" and results["raw"]["weights"] == "raw"
     assert results["ema"]["nelbo_nats_per_token"] != results["raw"]["nelbo_nats_per_token"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["+experiment=shakespeare_char_udlm", "diffusion.estimator=count"],
+        ["+experiment=shakespeare_char_ar", "diffusion.estimator=count"],
+        ["model.time_conditioning=true", "diffusion.estimator=count"],
+    ],
+)
+def test_count_estimator_where_it_does_not_apply_is_one_line(args, tmp_path, capsys):
+    assert main(["train", *args, f"output_dir={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diffusion.estimator=count applies to masked diffusion" in err[0]
+    assert not (tmp_path / "x").exists()

@@ -342,6 +342,13 @@ class Config:
         _check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must lie in [1, 1000000]")
         _check(0 <= self.seed < 2**63, f"seed={self.seed} must lie in [0, 2^63), e.g. 0")
         d, m = self.diffusion, self.model
+        if d.estimator == "count":
+            _check(
+                not m.causal and d.process == "absorbing" and d.objective == "clean" and not m.time_conditioning,
+                "diffusion.estimator=count applies to masked diffusion of clean data with a time-agnostic model "
+                f"(here model.causal={m.causal}, diffusion.process={d.process}, diffusion.objective={d.objective}, "
+                f"model.time_conditioning={m.time_conditioning}); use diffusion.estimator=time",
+            )
         if m.causal:
             _check(
                 d.process == "absorbing" and d.objective == "clean",

@@ -130,6 +130,8 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
         "split": split_name,
+        "weights": eval_cfg.weights,
+        "t_min": r.t_min,
         "images": r.sequences,
         "nelbo_nats_per_image": r.nelbo_nats_per_token * D,
         "nelbo_nats_per_image_stderr": None

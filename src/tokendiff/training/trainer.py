@@ -127,16 +127,18 @@ class Trainer:
         device = config.system.device
         if config.system.dtype == "float16" and (device == "cpu" or not torch.cuda.is_available()):
             raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
-        self.dtype, why = resolve_dtype(config.system.dtype, default_device(device))
-        if config.system.dtype == "auto":
-            print(f"system.dtype=auto: {self.dtype} ({why})", flush=True)
         if config.system.threads:
             torch.set_num_threads(config.system.threads)
         if device.startswith("cuda:"):
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # accelerate uses the current device
+        self.dtype, why = resolve_dtype(config.system.dtype, default_device(device))  # after set_device
+        if config.system.dtype == "auto":
+            print(f"system.dtype=auto: {self.dtype} ({why})", flush=True)
         # accelerate keeps its mixed-precision setting in a process-wide singleton and refuses a second
         # Accelerator with another one; a Trainer owns its precision, so it clears that part (never the
-        # distributed PartialState) before building its own: two trainers in one process just work.
+        # distributed PartialState) before building its own: trainers built one after the other in one
+        # process (tests, notebooks, sweeps) each get their own precision. Interleaving two live trainers
+        # is not supported (accelerate's gradient-accumulation state is process-wide too).
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             cpu=device == "cpu",
@@ -154,17 +156,20 @@ class Trainer:
             fused=fused,
         )
         self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
-        compile_model = config.system.compile
-        if compile_model is None:  # auto: where it pays for its compilation time (docs/benchmarks.md)
-            compile_model = self.device.type == "cuda" or self.tcfg.max_iters >= AUTO_COMPILE_MIN_STEPS
-        self.compiled = bool(compile_model)
-        self.forward = torch.compile(self.model) if compile_model else self.model
-        self._compile_checked = not compile_model
         self.step = 0
         self.last_eval: dict | None = None
         self.last_checkpoint: Path | None = None  # the newest periodic checkpoint of this session
         if resume_from is not None:
             self._load_state(Path(resume_from))
+        compile_model = config.system.compile
+        if compile_model is None:  # auto: where it pays for its compilation time (docs/benchmarks.md)
+            steps_left = self.tcfg.max_iters - self.step
+            compile_model = self.device.type == "cuda" or (
+                self.device.type == "cpu" and steps_left >= AUTO_COMPILE_MIN_STEPS
+            )
+        self.compiled = bool(compile_model)
+        self.forward = torch.compile(self.model) if compile_model else self.model
+        self._compile_checked = not compile_model
 
     # ------------------------------------------------------------------ state
     def inference_model(self):
@@ -336,7 +341,9 @@ class Trainer:
         """One optimizer step (every micro-batch of ``training.grad_accum``), then the EMA update and the
         step counter: the unit the loop repeats and ``bench/train_throughput.py`` times.
 
-        Raises :class:`TokenDiffError` when the loss is not finite (nothing is counted then).
+        Raises :class:`TokenDiffError` when the loss is not finite: the optimizer has stepped on it by then,
+        so the weights in memory are spoiled; the step counter and the EMA are left as they were, and the
+        message says which checkpoint to resume from.
         """
         t = self.tcfg
         decay_end = t.lr_decay_iters or t.max_iters
@@ -359,7 +366,7 @@ class Trainer:
                     grad_norm = self._clip()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        loss_value = torch.stack(losses).float().mean().item()  # one device sync per step, not per micro-batch
+        loss_value = torch.stack(losses).float().mean().item()  # read once per step, not per micro-batch
         if not math.isfinite(loss_value):
             raise TokenDiffError(
                 f"the training loss became {loss_value} at step {self.step}; lower "
