@@ -135,3 +135,13 @@ def test_bad_input_is_one_line_and_exit_2(case, run_dir, tmp_path, capsys):
     assert len(lines) == 1 and needle in lines[0], err
     assert "Traceback" not in err
     assert sorted(p.name for p in (run_dir / "final").iterdir()) == before  # nothing lost or overwritten
+
+
+def test_python_dash_m_tokendiff_is_the_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tokendiff", "eval", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "usage: tokendiff eval" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "tokendiff", "fly"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown command 'fly'" in proc.stderr
