@@ -58,6 +58,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 SCHEDULER_CONFIG = "scheduler_config.json"
 TRAINING_STATE = "training_state"
+OPTIMIZER = "optimizer.safetensors"  # in TRAINING_STATE/, beside the raw weights (WEIGHTS)
 
 
 def _write_json(path: Path, data) -> None:
@@ -92,7 +93,7 @@ def optimizer_tensors(state_dict: dict) -> dict[str, torch.Tensor]:
 
 
 def restore_optimizer(
-    optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], path: Path | str = "optimizer.safetensors"
+    optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], path: Path | str = OPTIMIZER
 ) -> None:
     """Load moments saved by :func:`optimizer_tensors`; hyper-parameters come from the current config.
 
@@ -156,7 +157,7 @@ def save_checkpoint(
                 {k: v.detach().cpu().contiguous() for k, v in training_state["model"].items()},
                 str(tmp / TRAINING_STATE / WEIGHTS),
             )
-            save_file(training_state["optimizer"], str(tmp / TRAINING_STATE / "optimizer.safetensors"))
+            save_file(training_state["optimizer"], str(tmp / TRAINING_STATE / OPTIMIZER))
             _write_json(tmp / TRAINING_STATE / "state.json", training_state["state"])
         if target.exists():  # swap: the old one is removed only after the new one is in place
             old = target.with_name(f".{target.name}-old-{os.getpid()}")
@@ -356,6 +357,6 @@ def load_training_state(ckpt: Path) -> TrainingState:
     return TrainingState(
         load_weights(root / WEIGHTS),
         load_weights(Path(ckpt) / WEIGHTS),
-        load_weights(root / "optimizer.safetensors"),
+        load_weights(root / OPTIMIZER),
         state,
     )

@@ -257,11 +257,10 @@ def eval_weights_file(checkpoint, eval_cfg) -> str:
 
     if eval_cfg.weights == "ema":
         return WEIGHTS
-    raw = f"{TRAINING_STATE}/{WEIGHTS}"
-    if not (resolve_checkpoint(checkpoint) / raw).exists():
+    raw, ckpt = f"{TRAINING_STATE}/{WEIGHTS}", resolve_checkpoint(checkpoint)
+    if not (ckpt / raw).exists():
         raise TokenDiffError(
-            f"eval.weights=raw: {resolve_checkpoint(checkpoint)} has no {raw} (a checkpoint saved for sampling "
-            "only); use eval.weights=ema"
+            f"eval.weights=raw: {ckpt} has no {raw} (a checkpoint saved for sampling only); use eval.weights=ema"
         )
     return raw
 

@@ -27,6 +27,9 @@ from tokendiff.build import default_device, resolve_dtype
 from tokendiff.checkpoint import (
     CHECKPOINTS,
     FINAL,
+    OPTIMIZER,
+    TRAINING_STATE,
+    WEIGHTS,
     checkpoint_record,
     load_into,
     load_training_state,
@@ -206,13 +209,13 @@ class Trainer:
 
     def _load_state(self, ckpt: Path) -> None:
         saved = load_training_state(ckpt)
-        load_into(self.raw_model, saved.raw_weights, ckpt / "training_state" / "model.safetensors")
+        load_into(self.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS)
         if self.ema is not None:
-            load_into(self.ema.module, saved.ema_weights, ckpt / "model.safetensors")
+            load_into(self.ema.module, saved.ema_weights, ckpt / WEIGHTS)
         state = saved.state
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
-        restore_optimizer(self.optimizer.optimizer, saved.optimizer, ckpt / "training_state" / "optimizer.safetensors")
+        restore_optimizer(self.optimizer.optimizer, saved.optimizer, ckpt / TRAINING_STATE / OPTIMIZER)
         torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
         cuda_states = state.get("cuda_rng_states") or []
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
@@ -337,7 +340,7 @@ class Trainer:
         logger.finish()
         return TrainResult(path, self.step, final_eval, samples)
 
-    def train_step(self) -> "StepStats":
+    def train_step(self) -> StepStats:
         """One optimizer step (every micro-batch of ``training.grad_accum``), then the EMA update and the
         step counter: the unit the loop repeats and ``bench/train_throughput.py`` times.
 
