@@ -97,8 +97,26 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
     return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic, estimator=d.estimator)
 
 
-def build_model(cfg: Config, vocab_size: int):
+def build_model(cfg: Config, vocab_size: int, tokenizer=None, saved: Path | None = None):
+    """The backbone of ``model.arch`` for ``vocab_size`` real tokens (the mask is id ``vocab_size``).
+
+    ``tokenizer``: places the mask inside a transformers backbone's vocabulary (``model.arch=hf``);
+    ``saved``: a checkpoint's exported backbone folder, built from its config without downloading.
+    """
     m = cfg.model
+    if m.arch == "hf":
+        from tokendiff.models.hf import HFMaskedLM, load_hf_backbone
+
+        if m.hf_name is not None and saved is None and getattr(tokenizer, "kind", None) != "hf":
+            raise TokenDiffError(
+                f"model.hf_name={m.hf_name!r} has pretrained weights, which need their own tokenizer: add "
+                f"data.tokenizer=hf data.tokenizer_name={m.hf_name} (or use model.hf_config for fresh weights)"
+            )
+        backbone = load_hf_backbone(
+            name=m.hf_name, config=m.hf_config, causal=m.causal, vocab_size=vocab_size, saved=saved
+        )
+        mask_id = getattr(tokenizer, "hf_mask_id", vocab_size)  # char / bpe tokenizers: the mask appended
+        return HFMaskedLM(backbone, vocab_size, mask_id, m.block_size, causal=m.causal)
     if m.arch == "image_conv":
         return ImageConvNet(
             vocab_size=vocab_size,
@@ -165,7 +183,7 @@ def build_training(cfg: Config) -> TrainingParts:
     seq_len = cfg.model.block_size + (1 if cfg.model.causal else 0)
     derived = cfg.training.apply_epochs(data.split("train").epoch_size(seq_len))  # the MNIST seed counts epochs
     torch.manual_seed(cfg.training.seed)  # initialisation; every later draw has its own seeded generator
-    model = build_model(cfg, tokenizer.vocab_size)
+    model = build_model(cfg, tokenizer.vocab_size, tokenizer)
     kernel = build_kernel(cfg, tokenizer.vocab_size)
     objective = build_objective(cfg, kernel, tokenizer.vocab_size)
     return TrainingParts(data, tokenizer, model, kernel, objective, derived)

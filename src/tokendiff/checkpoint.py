@@ -9,7 +9,9 @@ Layout of one checkpoint (``<output_dir>/checkpoints/step_000500`` or ``<output_
     scheduler_config.json    the kernel and its schedule, in the fields of diffusers' TokenDiffusionScheduler
                              or HybridTokenDiffusionScheduler (_class_name, vocab_size, mask_token_id, ...);
                              loading rebuilds the kernel from it (absent for an autoregressive model)
-    tokenizer.json | char_tokenizer.json
+    tokenizer.json | char_tokenizer.json | tokenizer_config.json + tokenizer.json (a transformers tokenizer)
+    model/                   model.arch=hf only: the backbone (and tokenizer) in save_pretrained's format,
+                             so that AutoModelForMaskedLM.from_pretrained("<checkpoint>/model") loads it
     training_state/          what resume needs: raw weights, optimizer moments, step, RNG
         model.safetensors  optimizer.safetensors  state.json
 
@@ -58,11 +60,24 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 SCHEDULER_CONFIG = "scheduler_config.json"
 TRAINING_STATE = "training_state"
+EXPORT_DIR = "model"  # model.arch=hf: the backbone as save_pretrained writes it (transformers can load it)
 OPTIMIZER = "optimizer.safetensors"  # in TRAINING_STATE/, beside the raw weights (WEIGHTS)
 
 
 def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors that share no memory (safetensors refuses tied weights, e.g. a BERT decoder
+    tied to its embeddings: each name gets its own copy, and loading ties them again)."""
+    out, seen = {}, set()
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset())
+        out[k] = v.clone() if key in seen else v
+        seen.add(key)
+    return out
 
 
 def read_json(path: Path) -> dict:
@@ -135,28 +150,29 @@ def save_checkpoint(
     kernel,
     tokenizer,
     training_state: dict | None = None,
+    export=None,
 ) -> Path:
     """Write a checkpoint directory at ``target`` atomically (replacing an older one of that name).
 
     ``config``: from :func:`checkpoint_record`. ``kernel``: written as ``scheduler_config.json`` (None for
     an autoregressive model, which has none). ``training_state``: ``{"model": raw weights,
-    "optimizer": flat tensors (:func:`optimizer_tensors`), "state": JSON dict}``.
+    "optimizer": flat tensors (:func:`optimizer_tensors`), "state": JSON dict}``. ``export``: called with
+    the checkpoint's ``model/`` folder (before the rename) to write the backbone in another format.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-tmp-"))
     try:
         _write_json(tmp / CONFIG, config)
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        save_file(_tensors(weights), str(tmp / WEIGHTS))
         if kernel is not None:
             _write_json(tmp / SCHEDULER_CONFIG, {**kernel.to_config(), "tokendiff_version": __version__})
         tokenizer.save(tmp)
+        if export is not None:
+            export(tmp / EXPORT_DIR)
         if training_state is not None:
             (tmp / TRAINING_STATE).mkdir()
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in training_state["model"].items()},
-                str(tmp / TRAINING_STATE / WEIGHTS),
-            )
+            save_file(_tensors(training_state["model"]), str(tmp / TRAINING_STATE / WEIGHTS))
             save_file(training_state["optimizer"], str(tmp / TRAINING_STATE / OPTIMIZER))
             _write_json(tmp / TRAINING_STATE / "state.json", training_state["state"])
         if target.exists():  # swap: the old one is removed only after the new one is in place
@@ -246,7 +262,10 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
             "put back the tokenizer file that was saved with this checkpoint"
         )
     kernel = None if cfg.model.causal else read_kernel(ckpt, cfg, vocab_size)
-    model = build_model(cfg, vocab_size)
+    exported = ckpt / EXPORT_DIR if cfg.model.arch == "hf" else None
+    if exported is not None and not (exported / "config.json").exists():
+        raise TokenDiffError(f"{exported / 'config.json'} is missing: not a complete tokendiff checkpoint")
+    model = build_model(cfg, vocab_size, tokenizer, saved=exported)
     load_into(model, load_weights(ckpt / weights_file), ckpt / weights_file)
     model.to(device).eval()
     objective = build_objective(cfg, kernel, vocab_size)

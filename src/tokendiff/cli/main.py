@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 from tokendiff.errors import TokenDiffError
 
@@ -107,29 +108,50 @@ def cmd_train(args):
     if any(o.startswith("training.max_iters=") for o in overrides):
         cfg.training.n_epochs = None  # an explicit step count wins over the preset's epochs
     default_device(cfg.system.device)  # a clear error for a device this machine does not have
-    parts = build_training(cfg)
+    # one process, or one of several (accelerate launch / torchrun): the main one prepares data and the
+    # run directory, the others wait for it and then read what it made
+    procs = process_state(cfg.system.device)
+    say = print if procs.is_main_process else (lambda *a, **k: None)
+    with procs.main_process_first():
+        parts = build_training(cfg)
     if parts.derived:
-        print(parts.derived, flush=True)
+        say(parts.derived, flush=True)
     data, tokenizer, model, kernel, objective = parts.data, parts.tokenizer, parts.model, parts.kernel, parts.objective
     kind = "autoregressive" if kernel is None else f"{kernel.name} diffusion ({cfg.diffusion.objective})"
-    print(
+    if procs.num_processes > 1:
+        kind += f" on {procs.num_processes} processes ({procs.distributed_type.value}; batch_size per process)"
+    say(
         f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
         f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
         f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {cfg.output_dir}",
         flush=True,
     )
     # where the run writes, decided once: a resumed run continues in its own directory
-    run = run_directory_of(resume_from) if resume_from else create_run_directory(cfg.output_dir, cfg.overwrite)
+    if resume_from:
+        run = run_directory_of(resume_from)
+    else:
+        run = create_run_directory(cfg.output_dir, cfg.overwrite) if procs.is_main_process else None
+        procs.wait_for_everyone()
+        run = run or Path(cfg.output_dir).expanduser().resolve()
     cfg.output_dir, cfg.overwrite = str(run), False
     trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)
     if resume_from is not None:
-        print(f"resumed from {resume_from} at step {trainer.step}", flush=True)
+        say(f"resumed from {resume_from} at step {trainer.step}", flush=True)
     result = trainer.train()
+    if not procs.is_main_process:
+        return
     print(f"\nsaved {result.checkpoint} (step {result.step})")
     for i, text in enumerate(result.samples):
         print(f"\n----- sample {i} -----\n{text}")
     if result.eval:
         print("\n" + strict_json(result.eval))
+
+
+def process_state(device: str):
+    """accelerate's view of the processes of this run (one, unless started by accelerate launch / torchrun)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=device == "cpu")
 
 
 def _device(cfg):

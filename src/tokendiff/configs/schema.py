@@ -33,9 +33,11 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """The backbone: the text transformer, or the patch transformer over binary images."""
+    """The backbone: the text transformer, a Hugging Face transformers model, or an image network."""
 
-    arch: str = "transformer"  # transformer (tokens) | image_conv | image_patch (binary images, e.g. MNIST)
+    arch: str = "transformer"  # transformer (tokens) | hf (transformers) | image_conv | image_patch (binary images)
+    hf_name: Optional[str] = None  # arch=hf: pretrained weights (hub id or save_pretrained folder)
+    hf_config: Optional[str] = None  # arch=hf: a config (hub id, folder or config.json) for fresh weights
     patch: int = 4  # image_patch: pixels per patch side (28 = 7 x 4)
     n_layer: int = 4  # transformer blocks
     n_head: int = 4  # attention heads; n_embd / n_head must be even (RoPE)
@@ -47,9 +49,26 @@ class ModelConfig:
 
     def __post_init__(self):
         _check(
-            self.arch in ("transformer", "image_conv", "image_patch"),
-            f"model.arch={self.arch!r} is unknown; use transformer, image_conv or image_patch",
+            self.arch in ("transformer", "hf", "image_conv", "image_patch"),
+            f"model.arch={self.arch!r} is unknown; use transformer, hf, image_conv or image_patch",
         )
+        if self.arch == "hf":
+            _check(
+                (self.hf_name is None) != (self.hf_config is None),
+                "model.arch=hf needs exactly one of model.hf_name=<hub id or folder> (pretrained weights) or "
+                f"model.hf_config=<hub id, folder or config.json> (fresh weights); got hf_name={self.hf_name!r}, "
+                f"hf_config={self.hf_config!r}",
+            )
+            _check(
+                not self.time_conditioning,
+                "model.arch=hf is a time-agnostic denoiser; set model.time_conditioning=false",
+            )
+        else:
+            _check(
+                self.hf_name is None and self.hf_config is None,
+                f"model.hf_name / model.hf_config apply to model.arch=hf (here model.arch={self.arch}); "
+                "add model.arch=hf or drop them",
+            )
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             _check(getattr(self, name) >= 1, f"model.{name}={getattr(self, name)} must be >= 1")
         _check(
@@ -109,9 +128,16 @@ class DiffusionConfig:
 class DataConfig:
     """Which corpus, how it is tokenized, and where raw files live."""
 
-    dataset: str = "shakespeare_char"  # shakespeare_char | shakespeare (BPE) | mnist | any name with data.input
-    input: Optional[str] = None  # a text file or a folder of .txt files; overrides the dataset's file
-    tokenizer: str = "char"  # char | bpe (a known dataset fixes its own)
+    # shakespeare_char | shakespeare (BPE) | mnist | hf (datasets.load_dataset of data.hf_path) | a name given
+    # to a corpus by `tokendiff prepare data.input=... data.dataset=NAME`
+    dataset: str = "shakespeare_char"
+    input: Optional[str] = None  # .txt | .jsonl | .json | .parquet file, or a folder of them
+    text_column: str = "text"  # the text field of .jsonl / .json / .parquet rows and of hf datasets
+    hf_path: Optional[str] = None  # data.dataset=hf: the datasets name, e.g. wikitext
+    hf_name: Optional[str] = None  # data.dataset=hf: its configuration, e.g. wikitext-2-raw-v1
+    num_proc: Optional[int] = None  # processes for tokenizing with datasets.map (default: up to 4)
+    tokenizer: str = "char"  # char | bpe (trained here) | hf (pretrained: tokenizer_name); known datasets fix theirs
+    tokenizer_name: Optional[str] = None  # tokenizer=hf: gpt2 (offline files), a hub id, a folder or tokenizer.json
     vocab_size: int = 2048  # BPE vocabulary size
     val_fraction: float = 0.1  # the last 10% of the text is the validation split
     data_dir: Optional[str] = None  # raw data; default $TOKENDIFF_DATA, else the user cache dir
@@ -130,7 +156,24 @@ class DataConfig:
             0.0 < self.observed_fraction <= 1.0,
             f"data.observed_fraction={self.observed_fraction} must lie in (0, 1], e.g. 0.1",
         )
-        _check(self.tokenizer in ("char", "bpe"), f"data.tokenizer={self.tokenizer!r} is unknown; use char or bpe")
+        _check(
+            self.tokenizer in ("char", "bpe", "hf"),
+            f"data.tokenizer={self.tokenizer!r} is unknown; use char, bpe or hf (with data.tokenizer_name=...)",
+        )
+        _check(
+            (self.tokenizer == "hf") == (self.tokenizer_name is not None),
+            "data.tokenizer=hf goes with data.tokenizer_name=<gpt2, hub id, folder or tokenizer.json> and only "
+            f"with it (here data.tokenizer={self.tokenizer!r}, data.tokenizer_name={self.tokenizer_name!r})",
+        )
+        _check(
+            (self.dataset == "hf") == (self.hf_path is not None),
+            "data.dataset=hf goes with data.hf_path=<datasets name, e.g. wikitext> and only with it "
+            f"(here data.dataset={self.dataset!r}, data.hf_path={self.hf_path!r})",
+        )
+        _check(
+            self.num_proc is None or 1 <= self.num_proc <= 256,
+            f"data.num_proc={self.num_proc} must lie in [1, 256] (or unset)",
+        )
         _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
 
 
@@ -269,6 +312,9 @@ class EvalConfig:
     t_min: float = 1e-3  # the NELBO integral over t in [t_min, 1]; its own, whatever training used
     weights: str = "ema"  # ema: model.safetensors (EMA when training.ema > 0) | raw: the optimizer's weights
     max_windows: Optional[int] = None  # evaluate at most this many sequences (default: the whole split)
+    # zero-shot: another corpus, in the checkpoint's tokenizer: a prepared corpus's name, a known dataset,
+    # a .txt/.jsonl/.json/.parquet file or folder; default the checkpoint's own corpus
+    data: Optional[str] = None
     batch_size: int = 32
     sample_metrics: bool = True  # images: classifier Frechet distance, confidence, coverage, memorization
     num_samples: int = 1000  # images: samples drawn for the sample metrics

@@ -54,6 +54,17 @@ KNOWN_FILES = {
         "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
     ),
+    # OpenAI's GPT-2 byte-level BPE (data.tokenizer=hf data.tokenizer_name=gpt2 works offline with these)
+    "gpt2_encoder": RemoteFile(
+        "gpt2_bpe/encoder.json",
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+    "gpt2_merges": RemoteFile(
+        "gpt2_bpe/vocab.bpe",
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
     # The original LeCun IDX files (byte-identical to yann.lecun.com's), from the mirror torchvision uses.
     "mnist_train_images": RemoteFile(
         "mnist/train-images-idx3-ubyte.gz",

@@ -1,6 +1,7 @@
-"""Tokenizers: characters, or byte-level BPE trained on the corpus with Hugging Face ``tokenizers``.
+"""Tokenizers: characters, or byte-level BPE trained on the corpus with Hugging Face ``tokenizers``;
+pretrained ones from ``transformers`` live in :mod:`tokendiff.data.hf_tokenizer`.
 
-Both save into a directory and load back with :func:`load_tokenizer`, so a checkpoint carries its
+All save into a directory and load back with :func:`load_tokenizer`, so a checkpoint carries its
 own tokenizer. The character tokenizer is written by hand because ``tokenizers`` has no model that
 maps each character to one id *and* rejects characters it never saw (its WordLevel model would
 silently map them to an unknown token, which corrupts prompts without a word).
@@ -182,9 +183,13 @@ def train_tokenizer(kind: str, text: str, vocab_size: int):
     return TOKENIZERS[kind].train(text, vocab_size)
 
 
-def load_tokenizer(directory) -> CharTokenizer | BPETokenizer | BinaryImageTokenizer:
+def load_tokenizer(directory):
     """Load whichever tokenizer ``directory`` holds."""
+    from tokendiff.data.hf_tokenizer import HF_CONFIG_FILE, HFTokenizer
+
     directory = Path(directory)
+    if (directory / HF_CONFIG_FILE).exists():  # before BPE_FILE: save_pretrained writes a tokenizer.json too
+        return HFTokenizer.load(directory)
     if (directory / CHAR_FILE).exists():
         return CharTokenizer.load(directory)
     if (directory / BPE_FILE).exists():

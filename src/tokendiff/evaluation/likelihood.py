@@ -25,6 +25,7 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from tokendiff.objectives import EVAL_T_MIN, likelihood_objective
@@ -64,14 +65,25 @@ def evaluate_likelihood(
     device="cpu",
     autocast=contextlib.nullcontext,
     t_min: float = EVAL_T_MIN,
+    shard: tuple[int, int] = (0, 1),
+    gather=None,
 ) -> LikelihoodResult:
     """The clean NELBO of ``model`` on ``windows`` (N, L [+1 for autoregressive]), for a model trained
     with ``objective`` (its kernel's estimator: :func:`~tokendiff.objectives.likelihood_objective`).
 
     Deterministic for a given seed, batch size and device; times are drawn independently for every
     sequence and draw.
+
+    Several processes: ``shard=(rank, world)`` scores windows ``rank::world`` with draws seeded by
+    ``(seed, rank)``, and ``gather`` (a list of per-process tensors -> all of them, e.g. accelerate's
+    ``gather_object``) joins the per-sequence values, so every process returns the same result over
+    all windows (deterministic for a given number of processes).
     """
     estimator = likelihood_objective(objective, t_min)
+    rank, world = shard
+    if world > 1:
+        windows = windows[rank::world]
+        seed = int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
     generator = torch.Generator(device=device).manual_seed(seed)
     exact = estimator.kernel is None  # autoregressive: no randomness
     draws = 1 if exact else num_draws
@@ -85,7 +97,10 @@ def evaluate_likelihood(
             with autocast():
                 terms = estimator.loss_terms(model, x, generator)  # (b, L')
             per_seq[start : start + x.shape[0], d] = terms.double().mean(dim=1).cpu() + prior[start : start + len(x)]
-    n = windows.shape[0]
+    tokens_per_sequence = windows.shape[1] - estimator.extra_tokens
+    if world > 1:
+        per_seq = torch.cat([p.cpu() for p in gather([per_seq])])
+    n = per_seq.shape[0]
     mean = per_seq.mean().item()
     if draws > 1:
         stderr = math.sqrt(per_seq.var(dim=1, unbiased=True).mean().item() / (n * draws))
@@ -108,6 +123,6 @@ def evaluate_likelihood(
         bits_per_char=bpc,
         bits_per_char_stderr=bpc_se,
         sequences=n,
-        tokens_per_sequence=int(terms.shape[1]),
+        tokens_per_sequence=int(tokens_per_sequence),
         draws=draws,
     )

@@ -14,10 +14,15 @@ __all__ = ["RunLogger"]
 
 
 class RunLogger:
-    def __init__(self, logging_cfg, config_dict: dict, num_parameters: int, output_dir: Path):
+    """``enabled=False`` (every process but the main one of a multi-process run) writes nothing."""
+
+    def __init__(self, logging_cfg, config_dict: dict, num_parameters: int, output_dir: Path, enabled: bool = True):
         self.path = Path(output_dir) / "log.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled
         self.run = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if logging_cfg.wandb:
             try:
                 import wandb
@@ -36,12 +41,16 @@ class RunLogger:
         self.log({"model/num_parameters": num_parameters}, 0)
 
     def log(self, metrics: dict, step: int) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
 
     def log_samples(self, samples: list[str], step: int) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, "samples": samples}) + "\n")
         if self.run is not None:

@@ -5,12 +5,21 @@ Exact resume: every random draw of step ``k`` (the batch offsets, the times, the
 generator seeded by ``(seed, k, micro-step)``, and the checkpoint holds the raw and EMA weights, the
 optimizer moments, the global torch RNG (dropout) and ``k``. So a run stopped at step ``k`` and resumed
 ends with the same parameters as one that ran straight through (``tests/test_training.py``).
+
+Several processes (``accelerate launch`` or ``torchrun``, e.g. DDP over GPUs, or gloo on CPUs): each
+process draws its own batch, times and masks from ``(seed, k, micro-step, rank)``, so the processes see
+different data and a run is exactly reproducible for a given number of processes; ``training.batch_size``
+is per process. Gradients are averaged by accelerate. Only the main process writes checkpoints, logs,
+samples and wandb; evaluation is split across the processes and gathered; every decision to stop
+(``training.max_minutes``, Ctrl-C) is taken by all processes together (``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import os
 import signal
 import threading
 import time
@@ -21,6 +30,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from tokendiff.build import default_device, resolve_dtype
@@ -50,14 +60,24 @@ AUTO_COMPILE_MIN_STEPS = 1000  # system.compile=null compiles a CPU run of at le
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 
-def step_generator(seed: int, step: int, micro: int, stream: int, device) -> torch.Generator:
-    """A generator for one micro-step's draws: a function of (seed, step, micro, stream) only.
+def step_generator(seed: int, step: int, micro: int, stream: int, device, rank: int = 0, world: int = 1):
+    """A generator for one micro-step's draws: a function of (seed, step, micro, stream[, rank]) only.
 
     Stream 0 draws the batch (on the CPU, where the token file is), stream 1 the times and masks (on
-    the model's device); distinct streams keep the two independent.
+    the model's device); distinct streams keep the two independent. With several processes the rank
+    joins the seed (one process keeps the draws of earlier versions).
     """
-    state = int(np.random.SeedSequence([seed, step, micro, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    entropy = [seed, step, micro, stream] + ([rank] if world > 1 else [])
+    state = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator(device=device).manual_seed(state)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes, in order: equal hashes mean bitwise-equal weights."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -135,7 +155,7 @@ class Trainer:
         if device.startswith("cuda:"):
             torch.cuda.set_device(int(device.split(":", 1)[1]))  # accelerate uses the current device
         self.dtype, why = resolve_dtype(config.system.dtype, default_device(device))  # after set_device
-        if config.system.dtype == "auto":
+        if config.system.dtype == "auto" and int(os.environ.get("RANK", "0")) == 0:  # once per run
             print(f"system.dtype=auto: {self.dtype} ({why})", flush=True)
         # accelerate keeps its mixed-precision setting in a process-wide singleton and refuses a second
         # Accelerator with another one; a Trainer owns its precision, so it clears that part (never the
@@ -149,6 +169,8 @@ class Trainer:
             gradient_accumulation_steps=self.tcfg.grad_accum,
         )
         self.device = self.accelerator.device
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
         self.raw_model = model.to(self.device)
         self.ema = EMA(self.raw_model, self.tcfg.ema) if self.tcfg.ema > 0 else None
         fused = self.device.type in ("cpu", "cuda")
@@ -180,16 +202,31 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.raw_model
 
     def _save(self, target: Path) -> Path:
+        """Write a checkpoint (every process calls this; the main process writes, the others wait)."""
+        rng = torch.get_rng_state().tolist()
+        rank_rngs = gather_object([rng]) if self.world > 1 else None  # dropout streams of every process
+        # data parallelism keeps the processes' weights bitwise equal; the checkpoint records that it did
+        hashes = gather_object([weights_sha256(self.raw_model)]) if self.world > 1 else None
+        if hashes and len(set(hashes)) > 1 and self.is_main:
+            print(f"warning: the processes' weights differ at step {self.step} (sha256 {hashes})", flush=True)
+        if not self.is_main:
+            self.accelerator.wait_for_everyone()
+            return target
         state = {
             "step": self.step,
-            "torch_rng_state": torch.get_rng_state().tolist(),
+            "world_size": self.world,
+            "torch_rng_state": rng,
+            "rank_torch_rng_states": rank_rngs,
+            "rank_weights_sha256": hashes,
             "cuda_rng_states": [s.tolist() for s in torch.cuda.get_rng_state_all()]
             if torch.cuda.is_available()
             else [],
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "last_eval": self.last_eval,
         }
-        return save_checkpoint(
+        model = self.inference_model()
+        export = (lambda d: model.export(d, self.tokenizer)) if hasattr(model, "export") else None
+        path = save_checkpoint(
             target,
             config=checkpoint_record(
                 self.config_dict,
@@ -205,7 +242,10 @@ class Trainer:
                 "optimizer": optimizer_tensors(self.optimizer.state_dict()),
                 "state": state,
             },
+            export=export,
         )
+        self.accelerator.wait_for_everyone()
+        return path
 
     def _load_state(self, ckpt: Path) -> None:
         saved = load_training_state(ckpt)
@@ -216,7 +256,17 @@ class Trainer:
         if self.ema is not None:
             self.ema.updates = int(state.get("ema_updates", 0))
         restore_optimizer(self.optimizer.optimizer, saved.optimizer, ckpt / TRAINING_STATE / OPTIMIZER)
-        torch.set_rng_state(torch.tensor(state["torch_rng_state"], dtype=torch.uint8))
+        saved_world = state.get("world_size", 1)
+        rank_rngs = state.get("rank_torch_rng_states")
+        if saved_world != self.world and self.is_main:
+            print(
+                f"note: {ckpt} was written by {saved_world} process(es), this run has {self.world}: it continues "
+                "from the same weights and step, but its draws differ from an uninterrupted run "
+                f"(resume with {saved_world} process(es) to continue exactly)",
+                flush=True,
+            )
+        rng = rank_rngs[self.rank] if saved_world == self.world and rank_rngs else state["torch_rng_state"]
+        torch.set_rng_state(torch.tensor(rng, dtype=torch.uint8))
         cuda_states = state.get("cuda_rng_states") or []
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
@@ -244,11 +294,16 @@ class Trainer:
             device=self.device,
             autocast=self.accelerator.autocast,
             t_min=self.cfg.eval.t_min,
+            shard=(self.rank, self.world),
+            gather=gather_object,
         )
         model.train(was_training)
         return result.to_dict()
 
     def sample(self, num_samples: int = 2) -> list[str]:
+        """A few samples for the log (the main process only; the others return [])."""
+        if not self.is_main:
+            return []
         s = self.cfg.sampling
         model = self.inference_model()
         was_training = model.training
@@ -274,7 +329,9 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
         t = self.tcfg
-        logger = RunLogger(self.cfg.logging, self.config_dict, self.raw_model.num_parameters(), self.output_dir)
+        logger = RunLogger(
+            self.cfg.logging, self.config_dict, self.raw_model.num_parameters(), self.output_dir, enabled=self.is_main
+        )
         tokens_per_step = t.batch_size * t.grad_accum * self.seq_len
         start_time = time.time()
         ckpt_dir = self.output_dir / CHECKPOINTS
@@ -287,9 +344,10 @@ class Trainer:
         )
         self.model.train()
         loss_avg = None
+        stop = out_of_time = False
         try:
             with interrupts_between_steps() as interrupted:
-                while self.step < t.max_iters and not interrupted():
+                while self.step < t.max_iters and not stop:
                     step_start = time.perf_counter()
                     stats = self.train_step()
                     loss_value, lr, grad_norm = stats.loss, stats.lr, stats.grad_norm
@@ -311,6 +369,9 @@ class Trainer:
                         )
                     done = self.step >= t.max_iters
                     out_of_time = t.max_minutes is not None and time.time() - start_time > 60.0 * t.max_minutes
+                    out_of_time, stop = self._agree(out_of_time, interrupted())
+                    if stop:  # Ctrl-C: checkpoint this step at once (below), skip its evaluation and samples
+                        break
                     if t.eval_interval and self.step % t.eval_interval == 0 and not done:
                         self._log_eval(logger, bar)
                     if t.sample_interval and self.step % t.sample_interval == 0 and not done:
@@ -318,11 +379,12 @@ class Trainer:
                     if t.checkpoint_interval and self.step % t.checkpoint_interval == 0 and not done:
                         self.last_checkpoint = self._save(ckpt_dir / f"step_{self.step:06d}")
                     if out_of_time:
-                        bar.write(f"training.max_minutes={t.max_minutes} reached at step {self.step}")
+                        if self.is_main:
+                            bar.write(f"training.max_minutes={t.max_minutes} reached at step {self.step}")
                         break
         finally:
             bar.close()  # so that an error message starts on a line of its own
-        if interrupted():
+        if stop:
             path = self._save(ckpt_dir / f"step_{self.step:06d}")
             logger.finish()
             raise TokenDiffError(
@@ -357,8 +419,8 @@ class Trainer:
         grad_norm = float("nan")
         progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
         for micro in range(t.grad_accum):
-            g_data = step_generator(t.seed, self.step, micro, 0, "cpu")
-            g = step_generator(t.seed, self.step, micro, 1, self.device)
+            g_data = step_generator(t.seed, self.step, micro, 0, "cpu", self.rank, self.world)
+            g = step_generator(t.seed, self.step, micro, 1, self.device, self.rank, self.world)
             x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
             with self.accelerator.accumulate(self.model):
                 terms = self._loss_terms(x, g, progress)  # (B, L)
@@ -369,7 +431,10 @@ class Trainer:
                     grad_norm = self._clip()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        loss_value = torch.stack(losses).float().mean().item()  # read once per step, not per micro-batch
+        loss = torch.stack(losses).float().mean()
+        if self.world > 1:  # the mean over all processes: what the averaged gradient descends
+            loss = self.accelerator.reduce(loss, "mean")
+        loss_value = loss.item()  # read once per step, not per micro-batch
         if not math.isfinite(loss_value):
             raise TokenDiffError(
                 f"the training loss became {loss_value} at step {self.step}; lower "
@@ -401,6 +466,15 @@ class Trainer:
         self._compile_checked = True
         return terms
 
+    def _agree(self, out_of_time: bool, interrupted: bool) -> tuple[bool, bool]:
+        """(out of time, stop) as all processes see it: any process's clock or Ctrl-C stops every one at
+        the same step, so none waits forever in a collective the others left."""
+        if self.world == 1:
+            return out_of_time, interrupted
+        flags = torch.tensor([float(out_of_time), float(interrupted)], device=self.device)
+        flags = self.accelerator.reduce(flags, "sum")
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
     def _clip(self) -> float:
         params = self.raw_model.parameters()
         if self.tcfg.grad_clip > 0:
@@ -426,5 +500,6 @@ class Trainer:
             line += f", val bpc {val['bits_per_char']:.4f}, val ppl {val['perplexity']:.3f}"
         else:
             line += f" ({val['nelbo_nats_per_token'] * self.seq_len:.2f} nats/sequence)"
-        (bar.write if bar is not None else print)(line)
+        if self.is_main:
+            (bar.write if bar is not None else print)(line)
         return self.last_eval

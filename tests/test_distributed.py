@@ -1,0 +1,118 @@
+"""Multi-process training on CPUs (gloo), launched as a user would: ``torchrun -m tokendiff train``.
+
+Checks the promises of :mod:`tokendiff.training.trainer` for several processes: each process draws its
+own batches, times and masks; the averaged gradient equals one process training on the union of the
+processes' batches; both processes end with bitwise-equal weights; one set of checkpoints and one log
+are written, by the main process; and a resumed run continues exactly.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tokendiff.build import build_training
+from tokendiff.configs import compose_config
+from tokendiff.training.optimizer import learning_rate, param_groups
+from tokendiff.training.trainer import step_generator
+
+TEXT = "".join(f"{i} little lambs went to the meadow; {i * 7 % 13} came back.\n" for i in range(400))
+TINY = [
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "model.block_size=16",
+    "training.batch_size=4",
+    "training.warmup_iters=1",
+    "training.eval_interval=0",
+    "training.sample_interval=0",
+    "training.checkpoint_interval=2",
+    "training.eval_iters=1",
+    "training.log_interval=1",
+    "system.device=cpu",
+    "system.compile=false",
+    "system.threads=1",
+    "sampling.steps=2",
+]
+
+
+def torchrun(args, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(cmd + ["-m", "tokendiff", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    """A straight 4-step run on 2 processes, and a 2-step run resumed to 4 steps (both 2 processes)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    corpus = tmp / "lambs.txt"
+    corpus.write_text(TEXT)
+    common = [f"data.input={corpus}", *TINY]
+    torchrun(["train", *common, "training.max_iters=4", f"output_dir={tmp / 'straight'}"], tmp)
+    torchrun(["train", *common, "training.max_iters=2", f"output_dir={tmp / 'halves'}"], tmp)
+    resumed = torchrun(["train", f"resume={tmp / 'halves'}", "training.max_iters=4"], tmp)
+    return tmp, common, resumed
+
+
+def raw_weights(run):
+    return load_file(str(run / "final" / "training_state" / "model.safetensors"))
+
+
+def test_two_processes_write_one_run(two_process_runs):
+    tmp, _, _ = two_process_runs
+    run = tmp / "straight"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002"]
+    assert not [p for p in run.rglob(".*")]  # no temporary or aside directories left behind
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]  # each step logged once
+    assert sum("eval/val_loss" in r for r in records) == 1 and sum("samples" in r for r in records) == 1
+    state = json.loads((run / "final" / "training_state" / "state.json").read_text())
+    assert state["world_size"] == 2 and state["step"] == 4
+    hashes = state["rank_weights_sha256"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]  # both processes hold bitwise-equal weights
+    assert len(state["rank_torch_rng_states"]) == 2
+
+
+def test_two_processes_equal_one_process_on_the_union_of_their_batches(two_process_runs):
+    tmp, common, _ = two_process_runs
+    cfg = compose_config([*common, "training.max_iters=4"])
+    parts = build_training(cfg)  # the same seeded initialisation as the launched run
+    model, objective, split, t = parts.model, parts.objective, parts.data.split("train"), cfg.training
+    opt = torch.optim.AdamW(
+        param_groups(model, t.weight_decay), lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=True
+    )
+    seq_len = cfg.model.block_size
+    for step in range(4):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, t.learning_rate, t.min_lr, t.warmup_iters, t.max_iters)
+        losses = []
+        for rank in range(2):  # what each process draws, by the trainer's own rule
+            x = split.batch(t.batch_size, seq_len, step_generator(t.seed, step, 0, 0, "cpu", rank, 2))
+            g = step_generator(t.seed, step, 0, 1, "cpu", rank, 2)
+            losses.append(objective.loss_terms(model, x, g).mean())
+        torch.stack(losses).mean().backward()  # DDP averages the processes' gradients
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    launched = raw_weights(tmp / "straight")
+    reference = model.state_dict()
+    assert set(launched) == set(reference)
+    for name, value in reference.items():
+        torch.testing.assert_close(launched[name], value, atol=2e-5, rtol=1e-4, msg=name)
+    # and the two processes did not see the same data: one process's batch alone gives other weights
+    x0 = split.batch(t.batch_size, seq_len, step_generator(t.seed, 0, 0, 0, "cpu", 0, 2))
+    x1 = split.batch(t.batch_size, seq_len, step_generator(t.seed, 0, 0, 0, "cpu", 1, 2))
+    assert not torch.equal(x0, x1)
+
+
+def test_resumed_two_process_run_continues_exactly(two_process_runs):
+    tmp, _, resumed = two_process_runs
+    assert "resumed from" in resumed.stdout and resumed.stdout.count("resumed from") == 1  # main process only
+    straight, halves = raw_weights(tmp / "straight"), raw_weights(tmp / "halves")
+    for name in straight:
+        assert torch.equal(straight[name], halves[name]), name
