@@ -170,6 +170,13 @@ class Trainer:
         )
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        engine = self.accelerator.distributed_type.value
+        if engine in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):  # sharded engines: EMA, checkpoints not tested
+            raise TokenDiffError(
+                f"accelerate launched this run with {engine}; tokendiff's EMA weights and checkpoints are built and "
+                "tested for data parallelism only (DDP: accelerate launch --multi_gpu, or torchrun); launch without "
+                f"{engine}"
+            )
         self.is_main = self.accelerator.is_main_process
         self.raw_model = model.to(self.device)
         self.ema = EMA(self.raw_model, self.tcfg.ema) if self.tcfg.ema > 0 else None
