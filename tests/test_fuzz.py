@@ -150,6 +150,23 @@ def short_text(c) -> Path:
     return c.file("short.txt", "To be, or not to be.\n")
 
 
+def rows(c) -> Path:
+    """A JSON lines corpus: one document per row, in the column ``text``."""
+    return c.file(
+        "rows.jsonl", "".join(json.dumps({"text": f"To be, or not to be. {i}", "id": i}) + "\n" for i in range(50))
+    )
+
+
+def offline(c) -> None:
+    """The Hugging Face libraries offline for this case: a name that is not cached fails at once, without
+    reaching for the network (tests never use it)."""
+    datasets_config = pytest.importorskip("datasets.config")
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    c.monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", True)
+    c.monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    c.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 # name: (argv builder given a Case, a piece of the one stderr line)
 BAD = {
     # ---- the command word and --help-adjacent misuse
@@ -345,6 +362,57 @@ BAD = {
             or ["prepare", kv("data.input", c.file("book.txt", "To be, or not to be: that is the question. " * 20))]
         ),
         "notes.txt",
+    ),
+    # ---- JSON lines / Parquet corpora, pretrained tokenizers, Hugging Face datasets, zero-shot eval
+    "text column that does not exist": (
+        lambda c: ["prepare", kv("data.input", rows(c)), "data.text_column=body"],
+        "no column 'body'; its columns are text, id",
+    ),
+    "text column of numbers": (
+        lambda c: ["prepare", kv("data.input", c.file("numbers.jsonl", '{"text": 3}\n' * 20))],
+        "not text",
+    ),
+    "JSON lines that are not JSON": (
+        lambda c: ["prepare", kv("data.input", c.file("broken.jsonl", "{not json\n" * 20))],
+        "cannot be read as json rows",
+    ),
+    "JSON lines corpus that does not exist": (
+        lambda c: ["prepare", f"data.input={c.tmp}/rows.jsonl"],
+        "does not exist",
+    ),
+    "corpus name with a slash": (
+        lambda c: ["prepare", kv("data.input", rows(c)), "data.dataset=my/corpus"],
+        "cannot name a prepared corpus",
+    ),
+    "pretrained tokenizer without a name": (lambda c: ["prepare", "data.tokenizer=hf"], "data.tokenizer_name"),
+    "tokenizer name without data.tokenizer=hf": (
+        lambda c: ["prepare", "data.tokenizer_name=gpt2"],
+        "data.tokenizer=hf",
+    ),
+    "pretrained tokenizer that cannot be found offline": (
+        lambda c: (
+            offline(c)
+            or ["prepare", kv("data.input", rows(c)), "data.tokenizer=hf", "data.tokenizer_name=tokendiff-fuzz/no-such"]
+        ),
+        "could not be loaded",
+    ),
+    "hf dataset without its path": (lambda c: ["prepare", "data.dataset=hf"], "data.hf_path"),
+    "hf dataset that cannot be found offline": (
+        lambda c: offline(c) or ["prepare", "data.dataset=hf", "data.hf_path=tokendiff-fuzz/no-such-dataset"],
+        "could not be loaded",
+    ),
+    "hf dataset without a train split": (
+        lambda c: [
+            "prepare",
+            "data.dataset=hf",
+            kv("data.hf_path", c.file("pq/test-00000.jsonl", '{"text": "a"}').parent),
+        ],
+        "no train split",
+    ),
+    "eval on a corpus that does not exist": (lambda c: _eval(c, f"eval.data={c.tmp}/other.jsonl"), "eval.data="),
+    "eval of an image model on text": (
+        lambda c: ["eval", kv("checkpoint", c.image), kv("eval.data", rows(c))],
+        "eval.data is for text models",
     ),
     # ---- templates and prompts
     "negative gap": (lambda c: _sample(c, "template=To be[MASK:-3]"), "malformed placeholder"),

@@ -32,11 +32,14 @@ __all__ = [
 
 
 def build_dataset(cfg: Config):
-    """The corpus a config names: MNIST images, a known text corpus, or ``data.input`` files.
+    """The corpus a config names: MNIST images, a known text corpus, a Hugging Face dataset
+    (``data.dataset=hf``), ``data.input`` files, or a corpus prepared earlier under a name.
 
-    A corpus from ``data.input`` without its own ``data.dataset`` name is named after the file (its stem).
+    A corpus from ``data.input`` without its own ``data.dataset`` name is named after the file (its stem);
+    the name is recorded, so that ``data.dataset=<name>`` finds it later without ``data.input``.
     """
     from tokendiff.data.images import IMAGE_DATASETS, MnistData
+    from tokendiff.data.names import safe_name
     from tokendiff.data.text import resolve_dataset
 
     d = cfg.data
@@ -45,7 +48,8 @@ def build_dataset(cfg: Config):
         return MnistData(
             d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir, d.limit
         )
-    name = d.dataset if not d.input else (d.dataset if d.dataset != "shakespeare_char" else Path(d.input).stem)
+    named_by_file = d.input and d.dataset == "shakespeare_char"  # the default: the file names the corpus
+    name = safe_name(Path(d.input).expanduser().resolve().stem) if named_by_file else d.dataset
     return resolve_dataset(
         name,
         [d.input] if d.input else None,
@@ -54,6 +58,11 @@ def build_dataset(cfg: Config):
         d.data_dir,
         min_tokens=cfg.model.block_size + 2,
         val_fraction=d.val_fraction,
+        text_column=d.text_column,
+        hf_path=d.hf_path,
+        hf_name=d.hf_name,
+        tokenizer_name=d.tokenizer_name,
+        num_proc=d.num_proc,
     )
 
 

@@ -295,7 +295,15 @@ def cmd_eval(args):
     cfg, _ = load_config(args)
     device = _device(cfg)
     ckpt = load_checkpoint(cfg.checkpoint, device=device, weights_file=eval_weights_file(cfg.checkpoint, cfg.eval))
-    data = build_dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
+    if cfg.eval.data and ckpt.tokenizer.kind == "binary_image":
+        raise TokenDiffError("eval.data is for text models; an image model is evaluated on its own test set")
+    if cfg.eval.data:  # zero-shot: another corpus, in the checkpoint's tokenizer (the data.* keys say how to read it)
+        from tokendiff.data.text import resolve_eval_corpus
+
+        d = cfg.data
+        data = resolve_eval_corpus(cfg.eval.data, ckpt.tokenizer, d.data_dir, d.text_column, d.val_fraction, d.num_proc)
+    else:
+        data = build_dataset(ckpt.config)  # the corpus the model was trained on (prepared again if missing)
     if ckpt.tokenizer.kind == "binary_image":
         from tokendiff.evaluation.images import evaluate_images
 
@@ -323,9 +331,11 @@ def cmd_eval(args):
         device=device,
         t_min=cfg.eval.t_min,
     )
+    trained_on = ckpt.config.data
     out = {
         "checkpoint": str(ckpt.path),
         "step": ckpt.step,
+        "data": cfg.eval.data or trained_on.input or trained_on.hf_path or trained_on.dataset,
         "split": split_name,
         "weights": cfg.eval.weights,
         **result.to_dict(),
