@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,11 @@ NOT_TOKENDIFF = {
     "python3 -m venv .venv",
     ".venv/bin/pip install -c constraints.txt -e .",
     "bash scripts/test.sh",
+    # several processes: tests/test_distributed.py launches tokendiff with torchrun on 2 CPU processes; the
+    # accelerate line is the same launch on GPUs, which CI does not have
+    "torchrun --standalone --nproc_per_node 2 -m tokendiff train +experiment=quickstart system.device=cpu "
+    "output_dir=out/ddp",
+    "accelerate launch --multi_gpu --num_processes 4 -m tokendiff train +experiment=small",
 }
 
 # README tokendiff commands this test does not run (as `shlex.join` of the words after `tokendiff`), each
@@ -157,6 +163,8 @@ def test_every_tokendiff_command_of_the_readme_runs(tmp_path, monkeypatch, capsy
     # a character model trained on it can score harry_potter.txt zero-shot)
     paragraphs = shakespeare.read_text()[:40_000].split("\n\n")
     (tmp_path / "reviews.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
+    # `model.hf_config=bench/configs/tiny_bert` is relative to the repository
+    shutil.copytree(REPO / "bench" / "configs", tmp_path / "bench" / "configs")
     # `tokendiff eval` of an image run trains a digit classifier for its sample metrics (a minute on two
     # cores) and caches it; an untrained one of the same shape runs the same code in no time
     import tokendiff.evaluation.images as image_eval
@@ -193,8 +201,11 @@ def test_every_tokendiff_command_of_the_readme_runs(tmp_path, monkeypatch, capsy
     assert (tmp_path / "digits.png").stat().st_size > 0 and (tmp_path / "denoise.gif").stat().st_size > 0
     assert list((tmp_path / "out" / "small" / "wandb").glob("offline-run-*"))
 
-    # the Python example, against the run the README's `tokendiff train +experiment=small` line wrote
-    (snippet,) = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+    # the Python examples, against the runs the README's training lines wrote: transformers loads the
+    # exported backbone of `output_dir=out/bert_chars`; tokendiff samples the `+experiment=small` run
+    exported, snippet = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
     scope: dict = {}
+    exec(compile(exported, "README.md", "exec"), scope)
+    assert type(scope["model"]).__name__ == "BertForMaskedLM"
     exec(compile(snippet, "README.md", "exec"), scope)
     assert len(scope["texts"]) == 2 and all(t.startswith("ROMEO:") for t in scope["texts"])
