@@ -39,22 +39,26 @@ TINY = [
 ]
 
 
-def torchrun(args, tmp_path):
+def torchrun(args, tmp_path, ok=True):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(cmd + ["-m", "tokendiff", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
-    """A straight 4-step run on 2 processes, and a 2-step run resumed to 4 steps (both 2 processes)."""
+    """A straight 4-step run on 2 processes, and a 2-step run resumed to 4 steps (both 2 processes); the
+    resumed pair has dropout, so that every process's own RNG stream must be restored."""
     tmp = tmp_path_factory.mktemp("ddp")
     corpus = tmp / "lambs.txt"
     corpus.write_text(TEXT)
     common = [f"data.input={corpus}", *TINY]
     torchrun(["train", *common, "training.max_iters=4", f"output_dir={tmp / 'straight'}"], tmp)
-    torchrun(["train", *common, "training.max_iters=2", f"output_dir={tmp / 'halves'}"], tmp)
+    dropout = [*common, "model.dropout=0.2"]
+    torchrun(["train", *dropout, "training.max_iters=4", f"output_dir={tmp / 'straight_dropout'}"], tmp)
+    torchrun(["train", *dropout, "training.max_iters=2", f"output_dir={tmp / 'halves'}"], tmp)
     resumed = torchrun(["train", f"resume={tmp / 'halves'}", "training.max_iters=4"], tmp)
     return tmp, common, resumed
 
@@ -113,6 +117,18 @@ def test_two_processes_equal_one_process_on_the_union_of_their_batches(two_proce
 def test_resumed_two_process_run_continues_exactly(two_process_runs):
     tmp, _, resumed = two_process_runs
     assert "resumed from" in resumed.stdout and resumed.stdout.count("resumed from") == 1  # main process only
-    straight, halves = raw_weights(tmp / "straight"), raw_weights(tmp / "halves")
+    straight, halves = raw_weights(tmp / "straight_dropout"), raw_weights(tmp / "halves")
     for name in straight:
         assert torch.equal(straight[name], halves[name]), name
+    # dropout made the draws matter: without it the run ends elsewhere
+    name = "blocks.0.mlp.down.weight"
+    assert not torch.equal(straight[name], raw_weights(tmp / "straight")[name])
+
+
+def test_an_error_of_the_main_process_stops_every_process_with_one_line(two_process_runs):
+    tmp, common, _ = two_process_runs
+    proc = torchrun(["train", *common, f"output_dir={tmp / 'straight'}"], tmp, ok=False)  # holds a run
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tokendiff train: error:")]
+    assert len(errors) == 1 and "already holds a run" in errors[0], proc.stderr[-2000:]
+    assert "internal error" not in proc.stderr

@@ -82,6 +82,25 @@ def test_wrapper_maps_ids_in_and_drops_the_mask_logit():
         model(torch.zeros(1, 17, dtype=torch.long))
 
 
+def test_causal_wrapper_with_an_inner_mask_keeps_every_real_token():
+    """An autoregressive backbone with BERT's tokenizer: ids above the mask are shifted in, and their
+    logits shifted back out (the mask column is dropped, not column V)."""
+    tok = bert_tokenizer()
+    V, m = tok.vocab_size, tok.hf_mask_id
+    torch.manual_seed(0)
+    backbone = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(vocab_size=len(WORDS), n_embd=32, n_layer=1, n_head=2, n_positions=16)
+    ).eval()
+    model = HFMaskedLM(backbone, V, m, block_size=16, causal=True)
+    x = torch.tensor([[0, 3, 4, 5, 40, V - 1]])
+    with torch.no_grad():
+        ref = backbone(input_ids=x + (x >= m).long()).logits
+    keep = [h for h in range(V + 1) if h != m]
+    torch.testing.assert_close(model(x), ref[..., keep])
+    with pytest.raises(Exception, match="token embeddings"):  # a backbone without a row for every id
+        HFMaskedLM(backbone, len(WORDS), m, block_size=16, causal=True)
+
+
 def run(args, cwd):
     proc = subprocess.run([sys.executable, "-m", "tokendiff", *args], capture_output=True, text=True, cwd=cwd)
     return proc
@@ -183,3 +202,28 @@ def test_bad_hf_settings_are_one_line_errors(tmp_path, overrides, expected):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_pretrained_backbone_trains_with_its_own_tokenizer(tmp_path):
+    """model.hf_name: a save_pretrained folder (a hub id works the same online) with its BERT tokenizer,
+    whose mask sits inside the vocabulary; the checkpoint's model/ folder loads back as a pair."""
+    (tmp_path / "lambs.txt").write_text(TEXT.replace(";", "."))
+    pretrained = tmp_path / "tiny-bert"
+    tiny_bert(len(WORDS), seed=3).save_pretrained(pretrained)
+    bert_tokenizer().save(pretrained)
+    proc = run(
+        ["train", f"data.input={tmp_path / 'lambs.txt'}", "model.arch=hf", f"model.hf_name={pretrained}"]
+        + ["data.tokenizer=hf", f"data.tokenizer_name={pretrained}", *TINY, f"output_dir={tmp_path / 'run'}"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = load_checkpoint(tmp_path / "run")
+    assert loaded.model.mask_id == 4 and loaded.tokenizer.vocab_size == len(WORDS) - 1
+    folder = tmp_path / "run" / "final" / "model"
+    assert transformers.AutoTokenizer.from_pretrained(str(folder)).mask_token_id == 4
+    exported = transformers.AutoModelForMaskedLM.from_pretrained(str(folder)).eval()
+    assert exported.config.hidden_size == 32 and exported.config.vocab_size == len(WORDS)
+    x = torch.tensor([loaded.tokenizer.encode("the little lamb went back.")])
+    with torch.no_grad():
+        keep = [h for h in range(len(WORDS)) if h != 4]
+        torch.testing.assert_close(loaded.model(x), exported(input_ids=loaded.tokenizer.to_hf(x)).logits[..., keep])

@@ -346,6 +346,25 @@ def _is_rng_state(value) -> bool:
     )
 
 
+def _valid_ranks(state: dict) -> bool:
+    """The multi-process fields (absent in a one-process run): the world size and one CPU RNG state per
+    process (CUDA ones are byte lists too, of their own length)."""
+    world = state.get("world_size", 1)
+    if not isinstance(world, int) or world < 1:
+        return False
+    ranks = state.get("rank_torch_rng_states")
+    if ranks is not None and (not isinstance(ranks, list) or len(ranks) != world or not all(map(_is_rng_state, ranks))):
+        return False
+    cuda = state.get("rank_cuda_rng_states")
+    return cuda is None or (
+        isinstance(cuda, list)
+        and len(cuda) == world
+        and all(
+            c is None or (isinstance(c, list) and all(isinstance(b, int) and 0 <= b < 256 for b in c)) for c in cuda
+        )
+    )
+
+
 @dataclass
 class TrainingState:
     """What ``training_state/`` holds besides the weights: the step, RNG states, EMA count, last eval."""
@@ -368,6 +387,7 @@ def load_training_state(ckpt: Path) -> TrainingState:
         or not isinstance(state["step"], int)
         or not _is_rng_state(state["torch_rng_state"])
         or not isinstance(state.get("ema_updates", 0), int)
+        or not _valid_ranks(state)
     ):
         raise TokenDiffError(
             f"{root / 'state.json'} lacks {', '.join(STATE_KEYS)} or has the wrong types; resume from another "

@@ -112,8 +112,7 @@ def cmd_train(args):
     # run directory, the others wait for it and then read what it made
     procs = process_state(cfg.system.device)
     say = print if procs.is_main_process else (lambda *a, **k: None)
-    with procs.main_process_first():
-        parts = build_training(cfg)
+    parts = leader_first(procs, lambda: build_training(cfg), local=True)  # each machine prepares its cache once
     if parts.derived:
         say(parts.derived, flush=True)
     data, tokenizer, model, kernel, objective = parts.data, parts.tokenizer, parts.model, parts.kernel, parts.objective
@@ -130,9 +129,11 @@ def cmd_train(args):
     if resume_from:
         run = run_directory_of(resume_from)
     else:
-        run = create_run_directory(cfg.output_dir, cfg.overwrite) if procs.is_main_process else None
-        procs.wait_for_everyone()
-        run = run or Path(cfg.output_dir).expanduser().resolve()
+        run = leader_first(
+            procs,
+            lambda: create_run_directory(cfg.output_dir, cfg.overwrite),
+            follower=lambda: Path(cfg.output_dir).expanduser().resolve(),
+        )
     cfg.output_dir, cfg.overwrite = str(run), False
     trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)
     if resume_from is not None:
@@ -152,6 +153,29 @@ def process_state(device: str):
     from accelerate import PartialState
 
     return PartialState(cpu=device == "cpu")
+
+
+def leader_first(procs, work, follower=None, local: bool = False):
+    """``work()`` on the leading process (the main one, or each machine's first with ``local``), then
+    ``(follower or work)()`` on the others, which find what the leader made. A leader's TokenDiffError is
+    the run's one-line error: the leader raises it, the others exit with status 2 instead of waiting in a
+    barrier for a leader that has stopped."""
+    if procs.num_processes == 1:
+        return work()
+    from accelerate.utils import gather_object
+
+    leader = procs.is_local_main_process if local else procs.is_main_process
+    result, error = None, None
+    if leader:
+        try:
+            result = work()
+        except TokenDiffError as exc:
+            error = exc
+    if any(gather_object([None if error is None else str(error)])):
+        if error is not None:
+            raise error
+        raise SystemExit(2)  # the leader prints the message
+    return result if leader else (follower or work)()
 
 
 def _device(cfg):

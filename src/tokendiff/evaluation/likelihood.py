@@ -98,8 +98,10 @@ def evaluate_likelihood(
                 terms = estimator.loss_terms(model, x, generator)  # (b, L')
             per_seq[start : start + x.shape[0], d] = terms.double().mean(dim=1).cpu() + prior[start : start + len(x)]
     tokens_per_sequence = windows.shape[1] - estimator.extra_tokens
-    if world > 1:
-        per_seq = torch.cat([p.cpu() for p in gather([per_seq])])
+    if world > 1:  # every process's rows (and their prior terms), in rank order
+        parts = gather([(per_seq, prior)])
+        per_seq = torch.cat([p[0].cpu() for p in parts])
+        prior = torch.cat([p[1].cpu() for p in parts])
     n = per_seq.shape[0]
     mean = per_seq.mean().item()
     if draws > 1:

@@ -24,7 +24,6 @@ from tokendiff.extras import require
 __all__ = ["HFMaskedLM", "load_hf_backbone"]
 
 
-
 class HFMaskedLM(nn.Module):
     """tokens (B, L) in tokendiff ids -> logits (B, L, V) over real tokens, through a transformers model.
 
@@ -41,7 +40,8 @@ class HFMaskedLM(nn.Module):
     def __init__(self, backbone, vocab_size: int, mask_id: int, block_size: int, causal: bool = False):
         super().__init__()
         rows = backbone.get_input_embeddings().weight.shape[0]
-        needed = vocab_size + (0 if causal else 1)  # the tokens, and the mask unless autoregressive
+        # the tokens, and the mask's row unless an autoregressive model's mask is last (never fed nor read)
+        needed = vocab_size + (0 if causal and mask_id == vocab_size else 1)
         if rows < needed or not 0 <= mask_id <= vocab_size:
             raise TokenDiffError(
                 f"the backbone has {rows} token embeddings but the tokenizer needs {needed}; use the backbone's "
@@ -54,6 +54,20 @@ class HFMaskedLM(nn.Module):
                 f"model.block_size={block_size} exceeds the backbone's max_position_embeddings={limit}; "
                 f"use model.block_size={limit} or less"
             )
+        # some architectures hold fewer positions than the table says (RoBERTa offsets them by
+        # pad_token_id + 1): one forward of a full block finds out now, not in the first training step
+        was_training = backbone.training
+        try:
+            with torch.no_grad():
+                backbone.eval()(input_ids=torch.zeros(1, block_size, dtype=torch.long))  # eval: no dropout draws
+        except (IndexError, RuntimeError) as exc:
+            why = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+            raise TokenDiffError(
+                f"the backbone cannot read sequences of model.block_size={block_size} ({why}); "
+                "use a smaller model.block_size"
+            ) from None
+        finally:
+            backbone.train(was_training)
         self.backbone = backbone
         self.vocab_size = vocab_size
         self.mask_id = mask_id
@@ -66,14 +80,10 @@ class HFMaskedLM(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         B, L = x.shape
         if L > self.block_size:
-            raise TokenDiffError(
-                f"sequence length {L} exceeds model.block_size={self.block_size}; shorten the input"
-            )
+            raise TokenDiffError(f"sequence length {L} exceeds model.block_size={self.block_size}; shorten the input")
         V, m = self.vocab_size, self.mask_id
         ids = torch.where(x == V, m, x + (x >= m).long())  # (B, L) in the backbone's numbering
         logits = self.backbone(input_ids=ids).logits  # (B, L, V_hf)
-        if self.causal:
-            return logits[..., :V]  # no mask in an autoregressive vocabulary (mask_id = V)
         return torch.cat([logits[..., :m], logits[..., m + 1 : V + 1]], dim=-1)  # (B, L, V): the mask dropped
 
     def export(self, directory: Path, tokenizer=None) -> None:
@@ -83,9 +93,7 @@ class HFMaskedLM(nn.Module):
             tokenizer.save(Path(directory))
 
 
-def load_hf_backbone(
-    *, name: str | None, config: str | None, causal: bool, vocab_size: int, saved: Path | None = None
-):
+def load_hf_backbone(*, name: str | None, config: str | None, causal: bool, vocab_size: int, saved: Path | None = None):
     """The transformers model of ``model.hf_name`` (pretrained) or ``model.hf_config`` (fresh weights).
 
     ``saved``: a checkpoint's ``model/`` folder: build the architecture from its config.json (no download;
@@ -96,10 +104,12 @@ def load_hf_backbone(
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForMaskedLM
     what = "model.hf_name" if name else "model.hf_config"
     try:
+        # float32 weights whatever the checkpoint's dtype (transformers 5 keeps a bf16 checkpoint in bf16,
+        # where AdamW's small updates vanish); mixed precision is accelerate's autocast (system.dtype)
         if saved is not None:
-            return auto.from_config(transformers.AutoConfig.from_pretrained(str(saved)))
+            return auto.from_config(transformers.AutoConfig.from_pretrained(str(saved))).float()
         if name is not None:
-            model = auto.from_pretrained(name)
+            model = auto.from_pretrained(name).float()
             rows = model.get_input_embeddings().weight.shape[0]
             if not causal and rows == vocab_size:  # its tokenizer had no mask: tokendiff appended one (id V)
                 model.resize_token_embeddings(vocab_size + 1)
@@ -111,7 +121,7 @@ def load_hf_backbone(
             else transformers.AutoConfig.from_pretrained(config)
         )
         cfg.vocab_size = vocab_size + 1
-        return auto.from_config(cfg)
+        return auto.from_config(cfg).float()
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         source = saved if saved is not None else (name or config)

@@ -211,7 +211,9 @@ class Trainer:
     def _save(self, target: Path) -> Path:
         """Write a checkpoint (every process calls this; the main process writes, the others wait)."""
         rng = torch.get_rng_state().tolist()
-        rank_rngs = gather_object([rng]) if self.world > 1 else None  # dropout streams of every process
+        cuda_rng = torch.cuda.get_rng_state(self.device).tolist() if self.device.type == "cuda" else None
+        # dropout streams of every process: the CPU one, and the one of its own GPU
+        rank_rngs = gather_object([(rng, cuda_rng)]) if self.world > 1 else None
         # data parallelism keeps the processes' weights bitwise equal; the checkpoint records that it did
         hashes = gather_object([weights_sha256(self.raw_model)]) if self.world > 1 else None
         if hashes and len(set(hashes)) > 1 and self.is_main:
@@ -223,7 +225,8 @@ class Trainer:
             "step": self.step,
             "world_size": self.world,
             "torch_rng_state": rng,
-            "rank_torch_rng_states": rank_rngs,
+            "rank_torch_rng_states": [r[0] for r in rank_rngs] if rank_rngs else None,
+            "rank_cuda_rng_states": [r[1] for r in rank_rngs] if rank_rngs else None,
             "rank_weights_sha256": hashes,
             "cuda_rng_states": [s.tolist() for s in torch.cuda.get_rng_state_all()]
             if torch.cuda.is_available()
@@ -272,10 +275,19 @@ class Trainer:
                 f"(resume with {saved_world} process(es) to continue exactly)",
                 flush=True,
             )
-        rng = rank_rngs[self.rank] if saved_world == self.world and rank_rngs else state["torch_rng_state"]
+        same_world = saved_world == self.world and rank_rngs
+        rng = rank_rngs[self.rank] if same_world else state["torch_rng_state"]
         torch.set_rng_state(torch.tensor(rng, dtype=torch.uint8))
+        rank_cuda = (state.get("rank_cuda_rng_states") or [None] * self.world)[self.rank] if same_world else None
         cuda_states = state.get("cuda_rng_states") or []
-        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        if rank_cuda is not None and self.device.type == "cuda":  # each process: its own GPU's stream
+            torch.cuda.set_rng_state(torch.tensor(rank_cuda, dtype=torch.uint8), self.device)
+        elif (
+            self.world == 1
+            and cuda_states
+            and torch.cuda.is_available()
+            and len(cuda_states) == torch.cuda.device_count()
+        ):
             torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
         self.step = int(state["step"])
         self.last_eval = state.get("last_eval")
