@@ -250,6 +250,8 @@ BAD = {
     "negative consistency weight": (lambda c: _train(c, "ambient.consistency_weight=-1"), "consistency_weight=-1"),
     # ---- unknown names
     "unknown sampling strategy": (lambda c: _sample(c, "sampling.strategy=greedy"), "'greedy'"),
+    "threshold above one": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.threshold=2"), "threshold=2"),
+    "unknown confidence": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.confidence=gut"), "'gut'"),
     "unknown schedule": (lambda c: _train(c, "diffusion.schedule=quadratic"), "'quadratic'"),
     "unknown objective": (lambda c: _train(c, "diffusion.objective=score"), "'score'"),
     "unknown tokenizer": (lambda c: ["prepare", "data.tokenizer=wordpiece"], "'wordpiece'"),

@@ -47,7 +47,7 @@ def masked_start(B, L, prefix=()):
     return x
 
 
-@pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
+@pytest.mark.parametrize("strategy", ["ancestral", "confidence", "threshold"])
 def test_prompt_kept_no_mask_left_and_seeded(strategy):
     model, prefix = tiny_model(), (3, 1, 4)
     sampler = DiffusionSampler(model, process(), steps=10, strategy=strategy)
@@ -63,7 +63,7 @@ def test_prompt_kept_no_mask_left_and_seeded(strategy):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
+@pytest.mark.parametrize("strategy", ["ancestral", "confidence", "threshold"])
 def test_output_does_not_depend_on_batch_size(strategy):
     # Each row draws its noise from its own generator seeded by (seed, row index).
     model = tiny_model()
@@ -73,7 +73,7 @@ def test_output_does_not_depend_on_batch_size(strategy):
     assert torch.equal(together, one_by_one)
 
 
-@pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
+@pytest.mark.parametrize("strategy", ["ancestral", "confidence", "threshold"])
 def test_cached_equals_uncached_exactly_with_fewer_calls(strategy):
     # A time-agnostic model gives the same logits for the same input, and both loops draw the same noise,
     # so skipping the call when nothing changed cannot change the output (atol = 0).
@@ -85,6 +85,9 @@ def test_cached_equals_uncached_exactly_with_fewer_calls(strategy):
     out_cached = cached.sample(x, row_generators(0, 3))
     out_plain = plain.sample(x, row_generators(0, 3))
     assert torch.equal(out_cached, out_plain)
+    if strategy == "threshold":  # every step reveals a token, so nothing is skipped: the loop ends early instead
+        assert cached.model_calls == plain.model_calls <= 22
+        return
     assert cached.model_calls < plain.model_calls
     # At most one call per distinct batch state: each call but the first follows a step that revealed
     # a token in some row, and each of the 3 rows has 22 masks to reveal.
@@ -166,6 +169,8 @@ def test_top_p_keeps_the_smallest_nucleus_and_temperature_zero_is_greedy():
         ({"temperature": -0.5}, "sampling.temperature=-0.5"),
         ({"strategy": "zigzag"}, "zigzag"),
         ({"top_p": 0.0}, "sampling.top_p=0.0"),
+        ({"strategy": "threshold", "threshold": 1.5}, "sampling.threshold=1.5"),
+        ({"strategy": "threshold", "confidence": "vibes"}, "vibes"),
     ],
 )
 def test_bad_sampler_arguments_name_the_value(kwargs, message):
@@ -182,3 +187,51 @@ def test_gumbel_noise_is_float64():
     assert (u > 0).all() and (u < 1).all()  # so that -log(-log(u)) is finite
     # float64: values below 2^-24 apart are distinct, which float32 could not represent
     assert len(torch.unique(u)) == u.numel() and (u * 2**24 % 1 != 0).any()
+
+
+def confident_logits(L=12, confident=(0, 3, 4, 9)):
+    """Positions in ``confident`` put 0.99 on one token; the others are uniform over V."""
+    logits = torch.zeros(L, V)
+    for i in confident:
+        logits[i, i % V] = math.log(0.99 * (V - 1) / 0.01)  # p = 0.99 on token i % V
+    return logits
+
+
+def test_threshold_reveals_every_confident_token_in_one_step():
+    model = FixedLogits(confident_logits())
+    sampler = DiffusionSampler(model, process(), steps=12, strategy="threshold", threshold=0.9)
+    seen = []
+    out = sampler.sample(masked_start(2, 12), row_generators(0, 2), callback=lambda i, x: seen.append(x.clone()))
+    first = seen[0]
+    for i in (0, 3, 4, 9):  # p = 0.99 > 0.9: revealed at the first step, as the token it is sure of
+        assert (first[:, i] == i % V).all()
+    # the uniform positions (p = 1/11) pass no threshold: the schedule reveals them, at least one a step
+    assert ((first != V).sum(-1) >= 4).all() and ((first != V).sum(-1) <= 5).all()
+    assert (out != V).all()
+    assert sampler.model_calls <= 12 - 4 + 1  # the 4 confident tokens cost one call between them
+
+
+def test_threshold_zero_reveals_everything_at_once_and_one_is_the_schedule():
+    model = FixedLogits(confident_logits())
+    everything = DiffusionSampler(model, process(), steps=12, strategy="threshold", threshold=0.0)
+    out = everything.sample(masked_start(2, 12, (5,)), row_generators(0, 2))
+    assert everything.model_calls == 1 and (out != V).all() and (out[:, 0] == 5).all()
+    # threshold 1: nothing is that sure, so each step reveals what the schedule says (at least one)
+    model.calls = 0
+    strict = DiffusionSampler(model, process(), steps=6, strategy="threshold", threshold=1.0)
+    out = strict.sample(masked_start(1, 12), row_generators(0, 1))
+    assert (out != V).all() and strict.model_calls == 6
+
+
+@pytest.mark.parametrize("kind", ["prob", "margin", "entropy"])
+def test_confidence_measures_lie_in_zero_one_with_known_ends(kind):
+    sampler = DiffusionSampler(tiny_model(), process(), strategy="threshold", confidence=kind)
+    uniform = torch.full((1, 1, V), -math.log(V), dtype=torch.float64)
+    sure = torch.full((1, 1, V), -1e9, dtype=torch.float64)
+    sure[..., 2] = 0.0
+    log_ps = torch.cat([uniform, sure], dim=1)  # (1, 2, V)
+    candidate = log_ps[..., 2]  # the log-probability of token 2 at each position
+    c = sampler._confidence(log_ps, candidate)
+    assert c.shape == (1, 2) and torch.allclose(c[0, 1], torch.tensor(1.0, dtype=torch.float64))
+    expected_uniform = {"prob": 1 / V, "margin": 0.0, "entropy": 0.0}[kind]
+    assert abs(c[0, 0].item() - expected_uniform) < 1e-9

@@ -225,6 +225,8 @@ def cmd_sample(args):
         strategy=s.strategy,
         top_p=s.top_p,
         cache=s.cache,
+        threshold=s.threshold,
+        confidence=s.confidence,
         prompt=cfg.prompt,
         template=cfg.template,
         seed=cfg.seed,

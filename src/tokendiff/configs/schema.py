@@ -272,7 +272,9 @@ class LoggingConfig:
 class SamplingConfig:
     steps: int = 128  # reverse steps
     temperature: float = 1.0  # 0 = greedy
-    strategy: str = "ancestral"  # ancestral | confidence
+    strategy: str = "ancestral"  # ancestral | confidence | threshold (parallel decoding)
+    threshold: float = 0.9  # strategy=threshold: also reveal every mask whose confidence exceeds this
+    confidence: str = "prob"  # strategy=threshold: prob | margin | entropy (1 - H / log V), each in [0, 1]
     top_p: float = 1.0  # nucleus filtering; 1.0 = off
     cache: bool = True  # skip the model call when no token changed (identical output)
     length: Optional[int] = None  # tokens per sample; default model.block_size
@@ -298,8 +300,14 @@ class SamplingConfig:
             "value such as 0.8",
         )
         _check(
-            self.strategy in ("ancestral", "confidence"),
-            f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic) or confidence",
+            self.strategy in ("ancestral", "confidence", "threshold"),
+            f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic), confidence or "
+            "threshold",
+        )
+        _check(0.0 <= self.threshold <= 1.0, f"sampling.threshold={self.threshold} must lie in [0, 1], e.g. 0.9")
+        _check(
+            self.confidence in ("prob", "margin", "entropy"),
+            f"sampling.confidence={self.confidence!r} is unknown; use prob, margin or entropy",
         )
         _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")

@@ -17,6 +17,7 @@ loop because both draw exactly the same noise.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -27,7 +28,8 @@ from tokendiff.processes.base import Kernel
 
 __all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_probs", "gumbel_argmax"]
 
-STRATEGIES = ("ancestral", "confidence")
+STRATEGIES = ("ancestral", "confidence", "threshold")
+CONFIDENCES = ("prob", "margin", "entropy")
 
 
 def row_generators(seed: int, n: int, start: int = 0) -> list[torch.Generator]:
@@ -84,9 +86,15 @@ class DiffusionSampler:
             token is revealed with probability ``(alpha_s - alpha_t) / (1 - alpha_t)``) or ``confidence``
             (kernels whose reveals are final: reveal, at each step, the masked tokens whose sampled
             value is most probable; the number revealed follows the schedule so that none remain
-            after the last step).
+            after the last step), or ``threshold`` (parallel decoding, as Fast-dLLM: each step also reveals
+            every masked token whose confidence exceeds ``threshold``, so confident stretches are written
+            in one model call; ``steps`` still bounds the number of steps, and the loop ends once no mask
+            is left).
         top_p: nucleus filtering of the clean-token distribution (1.0 = off).
         cache: reuse the logits when ``x`` did not change (time-agnostic models only).
+        threshold: ``threshold`` strategy: reveal where the confidence exceeds this value, in [0, 1].
+        confidence: its measure: ``prob`` (the probability of the sampled token), ``margin`` (top-1 minus
+            top-2 probability) or ``entropy`` (1 - entropy / log V), each in [0, 1].
     """
 
     def __init__(
@@ -98,6 +106,8 @@ class DiffusionSampler:
         strategy: str = "ancestral",
         top_p: float = 1.0,
         cache: bool = True,
+        threshold: float = 0.9,
+        confidence: str = "prob",
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -109,11 +119,15 @@ class DiffusionSampler:
             raise TokenDiffError(f"sampling.strategy={strategy!r} is unknown; use one of {list(STRATEGIES)}")
         if not 0.0 < top_p <= 1.0:
             raise TokenDiffError(f"sampling.top_p={top_p} must lie in (0, 1]; 1.0 turns it off")
-        if strategy == "confidence" and not kernel.reveals_are_final:
+        if strategy in ("confidence", "threshold") and not kernel.reveals_are_final:
             raise TokenDiffError(
-                f"sampling.strategy=confidence reveals masks for good, which diffusion.process={kernel.name} "
+                f"sampling.strategy={strategy} reveals masks for good, which diffusion.process={kernel.name} "
                 "does not do; use sampling.strategy=ancestral"
             )
+        if not 0.0 <= threshold <= 1.0:
+            raise TokenDiffError(f"sampling.threshold={threshold} must lie in [0, 1], e.g. 0.9")
+        if confidence not in CONFIDENCES:
+            raise TokenDiffError(f"sampling.confidence={confidence!r} is unknown; use one of {list(CONFIDENCES)}")
         self.model = model
         self.kernel = kernel
         self.steps = steps
@@ -121,6 +135,8 @@ class DiffusionSampler:
         self.strategy = strategy
         self.top_p = float(top_p)
         self.cache = cache and not model.time_conditioning
+        self.threshold = float(threshold)
+        self.confidence = confidence
         self.model_calls = 0  # counted for the benchmark and the cache test
 
     def _logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -161,7 +177,7 @@ class DiffusionSampler:
             if self.strategy == "ancestral":
                 log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, K)
                 x = torch.where(free, gumbel_argmax(log_q, generators), x_init)  # (B, L)
-            else:
+            else:  # confidence or threshold
                 x = self._confidence_step(x, log_p_x0, masked0, alphas[0], alphas[i + 1], generators)
             if callback is not None:
                 callback(i, x)
@@ -176,6 +192,21 @@ class DiffusionSampler:
         confidence = confidence.masked_fill(~masked, float("-inf"))
         keep_masked = torch.round(masked0 * (1.0 - alpha_s) / (1.0 - alpha_start)).long()  # (B,)
         n_reveal = (masked.sum(-1) - keep_masked).clamp(min=0)  # (B,)
+        if self.strategy == "threshold":
+            n_reveal = n_reveal.clamp(min=1)  # at least one per step: the loop always advances
         rank = confidence.argsort(dim=-1, descending=True).argsort(dim=-1)  # (B, L) 0 = most confident
         reveal = masked & (rank < n_reveal[:, None])  # (B, L)
+        if self.strategy == "threshold":
+            reveal |= masked & (self._confidence(log_p_x0, confidence) > self.threshold)
         return torch.where(reveal, candidates, x)
+
+    def _confidence(self, log_p_x0: torch.Tensor, log_p_candidate: torch.Tensor) -> torch.Tensor:
+        """The ``threshold`` strategy's confidence of each position, (B, L) in [0, 1]."""
+        if self.confidence == "prob":
+            return log_p_candidate.exp()
+        p = log_p_x0.exp()  # (B, L, V)
+        if self.confidence == "margin":
+            top2 = p.topk(2, dim=-1).values if p.shape[-1] > 1 else torch.cat([p, torch.zeros_like(p)], -1)
+            return top2[..., 0] - top2[..., 1]
+        plogp = torch.where(p > 0, p * log_p_x0, torch.zeros_like(p))
+        return 1.0 + plogp.sum(-1) / math.log(max(p.shape[-1], 2))  # 1 - H / log V

@@ -93,6 +93,8 @@ def generate(
     strategy: str = "ancestral",
     top_p: float = 1.0,
     cache: bool = True,
+    threshold: float = 0.9,
+    confidence: str = "prob",
     prompt: str | None = None,
     template: str | None = None,
     seed: int = 0,
@@ -118,7 +120,7 @@ def generate(
         sampler = AutoregressiveSampler(model, temperature, top_p)
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
-        sampler = DiffusionSampler(model, kernel, steps, temperature, strategy, top_p, cache)
+        sampler = DiffusionSampler(model, kernel, steps, temperature, strategy, top_p, cache, threshold, confidence)
     texts = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)

@@ -337,6 +337,8 @@ class Trainer:
             temperature=s.temperature,
             strategy=s.strategy,
             top_p=s.top_p,
+            threshold=s.threshold,
+            confidence=s.confidence,
             cache=s.cache,
             seed=self.step,
             batch_size=s.batch_size,
