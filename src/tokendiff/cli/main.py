@@ -227,6 +227,7 @@ def cmd_sample(args):
         cache=s.cache,
         threshold=s.threshold,
         confidence=s.confidence,
+        block_size=s.block_size,
         prompt=cfg.prompt,
         template=cfg.template,
         seed=cfg.seed,

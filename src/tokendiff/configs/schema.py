@@ -275,6 +275,7 @@ class SamplingConfig:
     strategy: str = "ancestral"  # ancestral | confidence | threshold (parallel decoding)
     threshold: float = 0.9  # strategy=threshold: also reveal every mask whose confidence exceeds this
     confidence: str = "prob"  # strategy=threshold: prob | margin | entropy (1 - H / log V), each in [0, 1]
+    block_size: Optional[int] = None  # block-wise (semi-autoregressive): blocks of this many tokens, left to right
     top_p: float = 1.0  # nucleus filtering; 1.0 = off
     cache: bool = True  # skip the model call when no token changed (identical output)
     length: Optional[int] = None  # tokens per sample; default model.block_size
@@ -303,6 +304,10 @@ class SamplingConfig:
             self.strategy in ("ancestral", "confidence", "threshold"),
             f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic), confidence or "
             "threshold",
+        )
+        _check(
+            self.block_size is None or self.block_size >= 1,
+            f"sampling.block_size={self.block_size} must be >= 1 (or unset for the whole sequence at once)",
         )
         _check(0.0 <= self.threshold <= 1.0, f"sampling.threshold={self.threshold} must lie in [0, 1], e.g. 0.9")
         _check(

@@ -95,6 +95,10 @@ class DiffusionSampler:
         threshold: ``threshold`` strategy: reveal where the confidence exceeds this value, in [0, 1].
         confidence: its measure: ``prob`` (the probability of the sampled token), ``margin`` (top-1 minus
             top-2 probability) or ``entropy`` (1 - entropy / log V), each in [0, 1].
+        block_size: semi-autoregressive (block-wise) sampling, as LLaDA and BD3-LM: blocks of this many
+            positions, from the first one to generate, are denoised left to right, each by ``strategy``
+            with the earlier blocks fixed and the later ones masked; ``steps`` are split evenly across the
+            blocks. None: the whole sequence at once.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class DiffusionSampler:
         cache: bool = True,
         threshold: float = 0.9,
         confidence: str = "prob",
+        block_size: int | None = None,
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -124,6 +129,11 @@ class DiffusionSampler:
                 f"sampling.strategy={strategy} reveals masks for good, which diffusion.process={kernel.name} "
                 "does not do; use sampling.strategy=ancestral"
             )
+        if block_size is not None and (block_size < 1 or not kernel.reveals_are_final):
+            raise TokenDiffError(
+                f"sampling.block_size={block_size}: block-wise sampling needs a block size >= 1 and masks that "
+                f"stay revealed (diffusion.process={kernel.name}); drop sampling.block_size"
+            )
         if not 0.0 <= threshold <= 1.0:
             raise TokenDiffError(f"sampling.threshold={threshold} must lie in [0, 1], e.g. 0.9")
         if confidence not in CONFIDENCES:
@@ -136,6 +146,7 @@ class DiffusionSampler:
         self.top_p = float(top_p)
         self.cache = cache and not model.time_conditioning
         self.threshold = float(threshold)
+        self.block_size = block_size
         self.confidence = confidence
         self.model_calls = 0  # counted for the benchmark and the cache test
 
@@ -159,16 +170,41 @@ class DiffusionSampler:
         if len(generators) != x_init.shape[0]:
             raise TokenDiffError(f"got {len(generators)} generators for a batch of {x_init.shape[0]}")
         mask_id = self.kernel.mask_token_id
-        times = torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64)
-        alphas = self.kernel.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
-        alphas[-1] = 1.0
         free = x_init == mask_id  # (B, L) the positions to generate
         prior = self.kernel.prior_log_probs().to(x_init.device).expand(*x_init.shape, -1)  # (B, L, K)
         x = torch.where(free, gumbel_argmax(prior, generators), x_init)  # (B, L) x_1 ~ p(x_1) where free
-        masked0 = (x == mask_id).sum(-1)  # (B,) masks to fill
+        if self.block_size is None:
+            return self._denoise(x, free, self.steps, generators, callback, 0, last=True)
+        # semi-autoregressive: blocks of block_size positions from the first one to generate, left to right;
+        # a block's steps see the earlier blocks as fixed text and the later ones still masked
+        columns = free.any(0).nonzero().flatten().tolist()
+        positions = torch.arange(x.shape[1], device=x.device)
+        starts = [c for c in range(columns[0], x.shape[1], self.block_size)] if columns else []
+        blocks = [(positions >= a) & (positions < a + self.block_size) for a in starts]
+        blocks = [blk for blk in blocks if (free & blk).any()]
+        offset = 0
+        for b, block in enumerate(blocks):
+            steps = max(1, self.steps // len(blocks) + (b < self.steps % len(blocks)))  # steps split evenly
+            x = self._denoise(x, free & block, steps, generators, callback, offset, last=b == len(blocks) - 1)
+            offset += steps
+        return x
+
+    def _denoise(self, x_start, free, steps, generators, callback, offset, last):
+        """``steps`` reverse steps from t = 1 to 0 of the positions ``free`` (B, L); the others keep their
+        values in ``x_start``. ``callback(offset + i, x)`` after step ``i``.
+
+        Only the ``last`` call may stop early once nothing is masked: before another block, every step
+        must draw its noise, so that each row's generator is where it would be in any batch (a complete
+        step reuses the cached logits instead of calling the model)."""
+        mask_id = self.kernel.mask_token_id
+        times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        alphas = self.kernel.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
+        alphas[-1] = 1.0
+        x = x_start
+        masked0 = ((x == mask_id) & free).sum(-1)  # (B,) masks to fill
         logits, logits_input = None, None
-        for i in range(self.steps):
-            if self.kernel.reveals_are_final and not (x == mask_id).any():
+        for i in range(steps):
+            if last and self.kernel.reveals_are_final and not ((x == mask_id) & free).any():
                 break  # every position is known; later steps could change nothing
             if logits is None or not self.cache or not torch.equal(x, logits_input):
                 logits = self._logits(x, float(times[i]))  # (B, L, V)
@@ -176,17 +212,17 @@ class DiffusionSampler:
             log_p_x0 = process_log_probs(logits, self.temperature, self.top_p)  # (B, L, V)
             if self.strategy == "ancestral":
                 log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, K)
-                x = torch.where(free, gumbel_argmax(log_q, generators), x_init)  # (B, L)
+                x = torch.where(free, gumbel_argmax(log_q, generators), x_start)  # (B, L)
             else:  # confidence or threshold
-                x = self._confidence_step(x, log_p_x0, masked0, alphas[0], alphas[i + 1], generators)
+                x = self._confidence_step(x, log_p_x0, masked0, alphas[0], alphas[i + 1], generators, free)
             if callback is not None:
-                callback(i, x)
+                callback(offset + i, x)
         return x
 
-    def _confidence_step(self, x, log_p_x0, masked0, alpha_start, alpha_s, generators):
+    def _confidence_step(self, x, log_p_x0, masked0, alpha_start, alpha_s, generators, free):
         """Reveal the most confident masked tokens so that ``round(M0 (1-a_s)/(1-a_1))`` stay masked."""
         mask_id = self.kernel.mask_token_id
-        masked = x == mask_id  # (B, L)
+        masked = (x == mask_id) & free  # (B, L)
         candidates = gumbel_argmax(log_p_x0, generators)  # (B, L) a sampled value per position
         confidence = log_p_x0.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)  # (B, L)
         confidence = confidence.masked_fill(~masked, float("-inf"))

@@ -95,6 +95,7 @@ def generate(
     cache: bool = True,
     threshold: float = 0.9,
     confidence: str = "prob",
+    block_size: int | None = None,
     prompt: str | None = None,
     template: str | None = None,
     seed: int = 0,
@@ -120,7 +121,9 @@ def generate(
         sampler = AutoregressiveSampler(model, temperature, top_p)
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
-        sampler = DiffusionSampler(model, kernel, steps, temperature, strategy, top_p, cache, threshold, confidence)
+        sampler = DiffusionSampler(
+            model, kernel, steps, temperature, strategy, top_p, cache, threshold, confidence, block_size
+        )
     texts = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)

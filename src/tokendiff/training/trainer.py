@@ -339,6 +339,7 @@ class Trainer:
             top_p=s.top_p,
             threshold=s.threshold,
             confidence=s.confidence,
+            block_size=s.block_size,
             cache=s.cache,
             seed=self.step,
             batch_size=s.batch_size,
