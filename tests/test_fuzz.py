@@ -251,6 +251,7 @@ BAD = {
     # ---- unknown names
     "unknown sampling strategy": (lambda c: _sample(c, "sampling.strategy=greedy"), "'greedy'"),
     "threshold above one": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.threshold=2"), "threshold=2"),
+    "negative top_k": (lambda c: _sample(c, "sampling.top_k=-3"), "sampling.top_k=-3"),
     "block size of zero": (lambda c: _sample(c, "sampling.block_size=0"), "sampling.block_size=0"),
     "unknown confidence": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.confidence=gut"), "'gut'"),
     "unknown schedule": (lambda c: _train(c, "diffusion.schedule=quadratic"), "'quadratic'"),

@@ -160,6 +160,12 @@ def test_top_p_keeps_the_smallest_nucleus_and_temperature_zero_is_greedy():
     torch.testing.assert_close(kept, torch.tensor([0.625, 0.375, 0.0, 0.0], dtype=torch.float64))
     greedy = process_log_probs(logits, 0.0, 1.0).exp()[0, 0]
     assert greedy.tolist() == [1.0, 0.0, 0.0, 0.0]
+    # top-k keeps the k most likely, renormalized; then top-p works on what is left
+    top3 = process_log_probs(logits, 1.0, 1.0, top_k=3).exp()[0, 0]
+    torch.testing.assert_close(top3, torch.tensor([0.5, 0.3, 0.15, 0.0], dtype=torch.float64) / 0.95)
+    both = process_log_probs(logits, 1.0, 0.5, top_k=3).exp()[0, 0]  # 0.5/0.95 = 0.526 >= 0.5: the top token
+    assert both.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert torch.equal(process_log_probs(logits, 1.0, 1.0, top_k=4), process_log_probs(logits, 1.0, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -169,6 +175,7 @@ def test_top_p_keeps_the_smallest_nucleus_and_temperature_zero_is_greedy():
         ({"temperature": -0.5}, "sampling.temperature=-0.5"),
         ({"strategy": "zigzag"}, "zigzag"),
         ({"top_p": 0.0}, "sampling.top_p=0.0"),
+        ({"top_k": -1}, "sampling.top_k=-1"),
         ({"strategy": "threshold", "threshold": 1.5}, "sampling.threshold=1.5"),
         ({"strategy": "threshold", "confidence": "vibes"}, "vibes"),
     ],

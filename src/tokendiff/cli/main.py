@@ -224,6 +224,7 @@ def cmd_sample(args):
         temperature=s.temperature,
         strategy=s.strategy,
         top_p=s.top_p,
+        top_k=s.top_k,
         cache=s.cache,
         threshold=s.threshold,
         confidence=s.confidence,

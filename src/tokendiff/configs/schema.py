@@ -277,6 +277,7 @@ class SamplingConfig:
     confidence: str = "prob"  # strategy=threshold: prob | margin | entropy (1 - H / log V), each in [0, 1]
     block_size: Optional[int] = None  # block-wise (semi-autoregressive): blocks of this many tokens, left to right
     top_p: float = 1.0  # nucleus filtering; 1.0 = off
+    top_k: int = 0  # keep the k most likely tokens (before top_p); 0 = off
     cache: bool = True  # skip the model call when no token changed (identical output)
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
@@ -315,6 +316,7 @@ class SamplingConfig:
             f"sampling.confidence={self.confidence!r} is unknown; use prob, margin or entropy",
         )
         _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
+        _check(self.top_k >= 0, f"sampling.top_k={self.top_k} must be >= 0 (0 turns it off)")
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
 
 

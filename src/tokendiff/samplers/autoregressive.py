@@ -12,10 +12,11 @@ __all__ = ["AutoregressiveSampler"]
 class AutoregressiveSampler:
     """Extend each row of ``prefix`` (B, P) to ``length`` tokens, one model call per new token."""
 
-    def __init__(self, model, temperature: float = 1.0, top_p: float = 1.0):
+    def __init__(self, model, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
         self.model = model
         self.temperature = temperature
         self.top_p = top_p
+        self.top_k = top_k
         self.model_calls = 0
 
     @torch.no_grad()
@@ -25,7 +26,7 @@ class AutoregressiveSampler:
             window = x[:, -self.model.block_size :]  # (B, <=block)
             self.model_calls += 1
             logits = self.model(window, None)[:, -1:, :]  # (B, 1, V)
-            log_p = process_log_probs(logits, self.temperature, self.top_p)  # (B, 1, V)
+            log_p = process_log_probs(logits, self.temperature, self.top_p, self.top_k)  # (B, 1, V)
             x = torch.cat([x, gumbel_argmax(log_p, generators)], dim=1)  # (B, L+1)
             if callback is not None:
                 callback(x.shape[1], x)

@@ -55,16 +55,20 @@ def gumbel_argmax(log_probs: torch.Tensor, generators) -> torch.Tensor:
     return torch.argmax(log_probs.double() + gumbel, dim=-1)
 
 
-def process_log_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Float64 log-probabilities after temperature and nucleus (top-p) filtering, (B, L, V).
+def process_log_probs(logits: torch.Tensor, temperature: float, top_p: float, top_k: int = 0) -> torch.Tensor:
+    """Float64 log-probabilities after temperature, top-k and nucleus (top-p) filtering, (B, L, V).
 
-    ``temperature == 0`` is greedy: a point mass on the most likely token.
+    ``temperature == 0`` is greedy: a point mass on the most likely token. ``top_k`` keeps the ``k`` most
+    likely tokens (and any tied with the k-th; 0 = off), then ``top_p`` the smallest nucleus of the rest.
     """
     logits = logits.double()
     if temperature == 0.0:
         greedy = torch.full_like(logits, float("-inf"))
         return greedy.scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
     log_probs = torch.log_softmax(logits / temperature, dim=-1)  # (B, L, V)
+    if 0 < top_k < log_probs.shape[-1]:
+        kth = log_probs.topk(top_k, dim=-1).values[..., -1:]  # (B, L, 1)
+        log_probs = torch.log_softmax(log_probs.masked_fill(log_probs < kth, float("-inf")), dim=-1)
     if top_p < 1.0:
         sorted_lp, order = log_probs.sort(dim=-1, descending=True)  # (B, L, V)
         mass_before = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()  # mass of strictly better tokens
@@ -90,7 +94,8 @@ class DiffusionSampler:
             every masked token whose confidence exceeds ``threshold``, so confident stretches are written
             in one model call; ``steps`` still bounds the number of steps, and the loop ends once no mask
             is left).
-        top_p: nucleus filtering of the clean-token distribution (1.0 = off).
+        top_p: nucleus filtering of the clean-token distribution (1.0 = off); ``top_k`` keeps its k most
+            likely tokens first (0 = off).
         cache: reuse the logits when ``x`` did not change (time-agnostic models only).
         threshold: ``threshold`` strategy: reveal where the confidence exceeds this value, in [0, 1].
         confidence: its measure: ``prob`` (the probability of the sampled token), ``margin`` (top-1 minus
@@ -113,6 +118,7 @@ class DiffusionSampler:
         threshold: float = 0.9,
         confidence: str = "prob",
         block_size: int | None = None,
+        top_k: int = 0,
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -122,6 +128,8 @@ class DiffusionSampler:
             )
         if strategy not in STRATEGIES:
             raise TokenDiffError(f"sampling.strategy={strategy!r} is unknown; use one of {list(STRATEGIES)}")
+        if not isinstance(top_k, int) or top_k < 0:
+            raise TokenDiffError(f"sampling.top_k={top_k} must be an integer >= 0 (0 turns it off)")
         if not 0.0 < top_p <= 1.0:
             raise TokenDiffError(f"sampling.top_p={top_p} must lie in (0, 1]; 1.0 turns it off")
         if strategy in ("confidence", "threshold") and not kernel.reveals_are_final:
@@ -144,6 +152,7 @@ class DiffusionSampler:
         self.temperature = float(temperature)
         self.strategy = strategy
         self.top_p = float(top_p)
+        self.top_k = top_k
         self.cache = cache and not model.time_conditioning
         self.threshold = float(threshold)
         self.block_size = block_size
@@ -209,7 +218,7 @@ class DiffusionSampler:
             if logits is None or not self.cache or not torch.equal(x, logits_input):
                 logits = self._logits(x, float(times[i]))  # (B, L, V)
                 logits_input = x.clone()
-            log_p_x0 = process_log_probs(logits, self.temperature, self.top_p)  # (B, L, V)
+            log_p_x0 = process_log_probs(logits, self.temperature, self.top_p, self.top_k)  # (B, L, V)
             if self.strategy == "ancestral":
                 log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, K)
                 x = torch.where(free, gumbel_argmax(log_q, generators), x_start)  # (B, L)

@@ -92,6 +92,7 @@ def generate(
     temperature: float = 1.0,
     strategy: str = "ancestral",
     top_p: float = 1.0,
+    top_k: int = 0,
     cache: bool = True,
     threshold: float = 0.9,
     confidence: str = "prob",
@@ -118,11 +119,11 @@ def generate(
     mask_id = model.vocab_size if causal else kernel.mask_token_id
     x0 = initial_tokens(tokenizer, length, mask_id, prompt, template)  # (L,)
     if causal:
-        sampler = AutoregressiveSampler(model, temperature, top_p)
+        sampler = AutoregressiveSampler(model, temperature, top_p, top_k)
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
         sampler = DiffusionSampler(
-            model, kernel, steps, temperature, strategy, top_p, cache, threshold, confidence, block_size
+            model, kernel, steps, temperature, strategy, top_p, cache, threshold, confidence, block_size, top_k
         )
     texts = []
     for start in range(0, num_samples, batch_size):

@@ -337,6 +337,7 @@ class Trainer:
             temperature=s.temperature,
             strategy=s.strategy,
             top_p=s.top_p,
+            top_k=s.top_k,
             threshold=s.threshold,
             confidence=s.confidence,
             block_size=s.block_size,
