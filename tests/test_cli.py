@@ -33,6 +33,18 @@ def test_sample_with_prompt_prints_samples_that_start_with_it(run_dir, capsys):
     assert all(s.split("-----\n", 1)[1].startswith("ROMEO: 'a', b") for s in samples)
 
 
+def test_sample_writes_jsonl_with_the_printed_texts_and_their_settings(run_dir, capsys, tmp_path):
+    path = tmp_path / "out" / "samples.jsonl"
+    args = ["sample", f"checkpoint={run_dir}", "prompt=ROMEO:", "num_samples=3", "sampling.steps=8"]
+    code, out, _ = run(capsys, *args, f"sampling.output={path}", "sampling.block_size=16", "seed=4")
+    assert code == 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    printed = [s.split("-----\n", 1)[1].rstrip("\n") for s in out.split("----- sample ") if s.strip()]
+    assert [r["text"] for r in rows] == printed and [r["index"] for r in rows] == [0, 1, 2]
+    assert rows[0]["sampling"]["block_size"] == 16 and rows[0]["seed"] == 4 and rows[0]["prompt"] == "ROMEO:"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # written in place, no leftovers
+
+
 def test_sample_infills_a_template_and_writes_trajectories(run_dir, capsys, tmp_path):
     for suffix in ("txt", "html", "gif"):
         code, out, err = run(

@@ -333,6 +333,7 @@ BAD = {
         lambda c: _train(c, f"output_dir={c.file('notes.txt')}/a/b"),
         "is a file",
     ),
+    "text samples to a non-jsonl file": (lambda c: _sample(c, f"sampling.output={c.tmp}/s.txt"), "s.txt"),
     "trajectory of an unknown kind": (lambda c: _sample(c, f"sampling.trajectory={c.tmp}/t.mp4"), "t.mp4"),
     "trajectory without a suffix": (lambda c: _sample(c, f"sampling.trajectory={c.tmp}/trajectory"), "trajectory"),
     "trajectory that is a folder": (

@@ -195,8 +195,19 @@ def inherit_sampling(cfg, overrides: list[str], saved) -> None:
             setattr(cfg.sampling, f.name, getattr(saved.sampling, f.name))
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it into place: never a half-written file."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def cmd_sample(args):
     from tokendiff.checkpoint import load_checkpoint
+    from tokendiff.configs import to_dict
     from tokendiff.samplers.text import generate
 
     cfg, overrides = load_config(args)
@@ -206,6 +217,10 @@ def cmd_sample(args):
     if ckpt.tokenizer.kind == "binary_image":
         return _sample_images(cfg, ckpt, device)
     s = cfg.sampling
+    if s.output:  # checked before the work, so a bad path costs nothing
+        from tokendiff.viz.files import check_output_file
+
+        check_output_file(s.output, "sampling.output", (".jsonl",))
     frames = []
     callback = None
     if s.trajectory:
@@ -237,6 +252,13 @@ def cmd_sample(args):
         callback=callback,
     )
     seconds = time.perf_counter() - start
+    if s.output:  # one JSON line per sample: its text and what made it (written atomically)
+        settings = {k: v for k, v in to_dict(cfg)["sampling"].items() if k not in ("output", "trajectory")}
+        record = {"checkpoint": str(ckpt.path), "step": ckpt.step, "seed": cfg.seed, "prompt": cfg.prompt}
+        record |= {"template": cfg.template, "sampling": settings}
+        lines = [json.dumps({"index": i, "text": t, **record}) + "\n" for i, t in enumerate(texts)]
+        write_atomically(Path(s.output).expanduser(), "".join(lines))
+        print(f"[{len(texts)} samples written to {s.output}]", file=sys.stderr)
     for i, text in enumerate(texts):
         print(f"----- sample {i} -----\n{text}\n")
     print(

@@ -282,7 +282,7 @@ class SamplingConfig:
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
     trajectory: Optional[str] = None  # write the denoising process: text .txt/.html/.gif, images .gif/.png
-    output: Optional[str] = None  # images: the PNG grid of samples (default samples.png)
+    output: Optional[str] = None  # text: samples.jsonl (one JSON line per sample); images: the PNG grid (samples.png)
     inpaint: bool = False  # images: complete corrupted test images instead of sampling from scratch
 
     def __post_init__(self):
