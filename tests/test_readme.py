@@ -129,7 +129,7 @@ def order(argv: list[str]) -> int:
     if command == "train":
         return 1 if any(a.startswith("resume=") for a in args) else 0
     # prepare first: it needs no run, and a training line may name a corpus a prepare line recorded
-    return {"prepare": -1, "sample": 3, "eval": 4}[command]
+    return {"prepare": -1, "sample": 3, "eval": 4, "score": 5}[command]
 
 
 def test_every_bash_command_of_the_readme_is_run_or_named():
@@ -138,7 +138,7 @@ def test_every_bash_command_of_the_readme_is_run_or_named():
     others = {shlex.join(argv) for argv in commands if not is_tokendiff(argv)}
     assert others == NOT_TOKENDIFF, "a README bash command that is neither tokendiff nor known setup"
     assert set(SKIP) <= {shlex.join(argv) for argv in tokendiff_commands()}, "SKIP names a command the README lacks"
-    assert all(argv[0] in ("prepare", "train", "sample", "eval") for argv in tokendiff_commands())
+    assert all(argv[0] in ("prepare", "train", "sample", "eval", "score") for argv in tokendiff_commands())
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_every_tokendiff_command_of_the_readme_runs(tmp_path, monkeypatch, capsy
         code = main([command, *args])
         out, err = capsys.readouterr()
         assert code == 0, f"README command `tokendiff {shlex.join(argv)}` failed:\n{err[-2000:]}"
-        if command in ("sample", "eval", "prepare"):
+        if command in ("sample", "eval", "prepare", "score"):
             assert out.strip() or "written to" in err, f"`tokendiff {shlex.join(argv)}` printed nothing"
         ran.append(argv)
     assert len(ran) + len(SKIP) == len(tokendiff_commands())  # every README command ran or is named in SKIP

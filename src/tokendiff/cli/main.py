@@ -25,6 +25,7 @@ commands:
   train     train a model:                             tokendiff train +experiment=small training.max_iters=5000
   sample    generate text from a checkpoint:           tokendiff sample checkpoint=out prompt="ROMEO:"
   eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out
+  score     sample quality under an autoregressive run: tokendiff score samples=s.jsonl reference=out/ar
 
 Every key=value is a Hydra override of the config in tokendiff/configs/schema.py;
 presets: +experiment=shakespeare_char | shakespeare_char_ar | shakespeare_char_udlm | shakespeare_char_hybrid
@@ -393,7 +394,58 @@ def cmd_eval(args):
     print(strict_json(out, indent=2))
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+def read_samples(path: str) -> list[str]:
+    """The texts of a samples file written by ``tokendiff sample sampling.output=<file>.jsonl``."""
+    p = Path(path).expanduser()
+    if p.suffix != ".jsonl" or not p.is_file():
+        raise TokenDiffError(
+            f"samples={path!r} is not a .jsonl file; write one with tokendiff sample sampling.output=samples.jsonl"
+        )
+    texts = []
+    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            row = None
+        if line.strip() and not (isinstance(row, dict) and isinstance(row.get("text"), str)):
+            raise TokenDiffError(
+                f"samples={path!r}: line {n} is not a JSON object with a text; use the file tokendiff sample wrote"
+            )
+        if row:
+            texts.append(row["text"])
+    if not texts:
+        raise TokenDiffError(f"samples={path!r} holds no samples")
+    return texts
+
+
+def cmd_score(args):
+    from tokendiff.build import build_dataset
+    from tokendiff.checkpoint import load_checkpoint
+    from tokendiff.evaluation.samples import generative_perplexity, text_statistics
+
+    cfg, _ = load_config(args)
+    if not cfg.samples:
+        raise TokenDiffError(
+            "no samples given; pass samples=<file.jsonl written by tokendiff sample sampling.output=...>"
+        )
+    texts = read_samples(cfg.samples)
+    device = _device(cfg)
+    ref = load_checkpoint(cfg.reference, device=device, what="reference")
+    if ref.kernel is not None:
+        raise TokenDiffError(f"reference={cfg.reference!r} is a diffusion model; give an autoregressive run")
+    ids = [ref.tokenizer.encode(t) for t in texts]
+    batch = cfg.eval.batch_size
+    result = {"samples": cfg.samples, "reference": str(ref.path), "num_samples": len(texts)}
+    result |= generative_perplexity(ref.model, ids, device, batch) | text_statistics(ids)
+    # the yardstick: as many windows of real validation text, of the samples' mean length in tokens
+    val = build_dataset(ref.config).split("val")
+    length = max(2, round(sum(map(len, ids)) / len(ids)))
+    real = val.windows(min(length, len(val)), len(texts)).tolist()
+    result["real_text"] = generative_perplexity(ref.model, real, device, batch) | text_statistics(real)
+    print(strict_json(result, indent=2))
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_score}
 
 # the config keys each command reads, for `tokendiff <command> --help`
 COMMAND_KEYS = {
@@ -404,6 +456,7 @@ COMMAND_KEYS = {
     ),
     "sample": (["sampling", "system"], ["checkpoint", "prompt", "template", "num_samples", "seed"]),
     "eval": (["eval", "system"], ["checkpoint", "seed"]),
+    "score": (["system"], ["samples", "reference"]),
 }
 
 

@@ -394,6 +394,8 @@ class Config:
     overwrite: bool = False  # train into an output_dir that holds a run: move the old run aside first
     resume: Optional[str] = None  # a run or checkpoint directory to continue from
     checkpoint: Optional[str] = None  # for sample / eval: a run or checkpoint directory
+    samples: Optional[str] = None  # for score: a .jsonl file written by `tokendiff sample sampling.output=...`
+    reference: Optional[str] = None  # for score: an autoregressive run or checkpoint that scores the samples
     prompt: Optional[str] = None  # sample: a prefix every sample starts with
     template: Optional[str] = None  # sample: text with [MASK] or [MASK:N] placeholders to infill
     num_samples: int = 4
