@@ -252,6 +252,11 @@ BAD = {
     "unknown sampling strategy": (lambda c: _sample(c, "sampling.strategy=greedy"), "'greedy'"),
     "threshold above one": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.threshold=2"), "threshold=2"),
     "negative top_k": (lambda c: _sample(c, "sampling.top_k=-3"), "sampling.top_k=-3"),
+    "unknown remasking": (lambda c: _sample(c, "sampling.remask=loop"), "'loop'"),
+    "remasking with confidence": (
+        lambda c: _sample(c, "sampling.remask=cap", "sampling.strategy=confidence"),
+        "strategy=ancestral",
+    ),
     "block size of zero": (lambda c: _sample(c, "sampling.block_size=0"), "sampling.block_size=0"),
     "unknown confidence": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.confidence=gut"), "'gut'"),
     "unknown schedule": (lambda c: _train(c, "diffusion.schedule=quadratic"), "'quadratic'"),

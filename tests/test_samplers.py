@@ -295,3 +295,43 @@ def test_one_block_covering_the_sequence_is_the_plain_sampler():
     plain = DiffusionSampler(model, process(), steps=9).sample(x, row_generators(5, 3))
     block = DiffusionSampler(model, process(), steps=9, block_size=64).sample(x, row_generators(5, 3))
     assert torch.equal(plain, block)
+
+
+def test_remasking_keeps_the_forward_marginals_and_ends_with_no_mask():
+    # ReMDM's step keeps q(z_s | x): after each step the share of masked tokens is 1 - alpha_s, remasking or
+    # not; with remask_eta > 0 some revealed tokens are masked again (and written anew) on the way.
+    kernel, steps, n, L = process(), 8, 400, 12
+    model = FixedLogits(confident_logits(L))
+    sampler = DiffusionSampler(model, kernel, steps=steps, remask="cap", remask_eta=0.3)
+    shares, changed = {}, torch.zeros(n, L, dtype=torch.bool)
+    previous = {}
+
+    def watch(i, x):
+        shares[i] = (x == V).double().mean().item()
+        if "x" in previous:
+            changed.__ior__((previous["x"] != V) & (x != previous["x"]))
+        previous["x"] = x.clone()
+
+    out = sampler.sample(masked_start(n, L), row_generators(3, n), callback=watch)
+    alphas = kernel.alpha(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64))
+    for i in range(steps - 1):
+        expected = 1.0 - alphas[i + 1].item()
+        se = math.sqrt(expected * (1 - expected) / n) + 1e-9  # rows independent; positions within a row too
+        assert abs(shares[i] - expected) < 5 * se, (i, shares[i], expected)
+    assert (out != V).all() and changed.any()  # revealed tokens were remasked (and redrawn) along the way
+
+
+def test_remasking_with_exact_conditionals_still_samples_the_joint():
+    Vj, L = 2, 2
+    joint = {(0, 0): 0.45, (1, 1): 0.45, (0, 1): 0.05, (1, 0): 0.05}
+    model = ExactConditionals(joint, Vj, L)
+    fast = FixedLookup({s: model(torch.tensor([s]))[0] for s in [(a, b) for a in range(3) for b in range(3)]})
+    kernel = AbsorbingKernel(Vj, LogLinearSchedule())
+    assert joint_tv(DiffusionSampler(fast, kernel, steps=64, remask="cap", remask_eta=0.1), joint, Vj, L) < 0.05
+
+
+def test_remasking_needs_masks_and_the_ancestral_step():
+    with pytest.raises(TokenDiffError, match="strategy=ancestral"):
+        DiffusionSampler(tiny_model(), process(), strategy="confidence", remask="cap")
+    with pytest.raises(TokenDiffError, match="remask='loop'"):
+        DiffusionSampler(tiny_model(), process(), remask="loop")

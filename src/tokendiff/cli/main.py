@@ -245,6 +245,8 @@ def cmd_sample(args):
         threshold=s.threshold,
         confidence=s.confidence,
         block_size=s.block_size,
+        remask=s.remask,
+        remask_eta=s.remask_eta,
         prompt=cfg.prompt,
         template=cfg.template,
         seed=cfg.seed,

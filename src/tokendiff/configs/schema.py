@@ -278,6 +278,8 @@ class SamplingConfig:
     block_size: Optional[int] = None  # block-wise (semi-autoregressive): blocks of this many tokens, left to right
     top_p: float = 1.0  # nucleus filtering; 1.0 = off
     top_k: int = 0  # keep the k most likely tokens (before top_p); 0 = off
+    remask: str = "none"  # none | cap: revealed tokens may be masked again (ReMDM), ancestral masks only
+    remask_eta: float = 0.02  # remask=cap: the cap on the remasking probability per step
     cache: bool = True  # skip the model call when no token changed (identical output)
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
@@ -316,6 +318,8 @@ class SamplingConfig:
             f"sampling.confidence={self.confidence!r} is unknown; use prob, margin or entropy",
         )
         _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
+        _check(self.remask in ("none", "cap"), f"sampling.remask={self.remask!r} is unknown; use none or cap")
+        _check(0.0 <= self.remask_eta <= 1.0, f"sampling.remask_eta={self.remask_eta} must lie in [0, 1], e.g. 0.02")
         _check(self.top_k >= 0, f"sampling.top_k={self.top_k} must be >= 0 (0 turns it off)")
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
 

@@ -100,6 +100,11 @@ class DiffusionSampler:
         threshold: ``threshold`` strategy: reveal where the confidence exceeds this value, in [0, 1].
         confidence: its measure: ``prob`` (the probability of the sampled token), ``margin`` (top-1 minus
             top-2 probability) or ``entropy`` (1 - entropy / log V), each in [0, 1].
+        remask: ``cap`` lets revealed tokens be masked again (ReMDM, Wang et al. 2025, its "cap" schedule):
+            from t to s each revealed token is remasked with probability
+            ``sigma = min(remask_eta, (1 - alpha_s) / alpha_t)`` and each masked one revealed with probability
+            ``(alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t)``, which keeps every marginal ``q(z_s | x)`` of
+            the forward process, so more steps can fix early mistakes; ``none`` is MDLM's step.
         block_size: semi-autoregressive (block-wise) sampling, as LLaDA and BD3-LM: blocks of this many
             positions, from the first one to generate, are denoised left to right, each by ``strategy``
             with the earlier blocks fixed and the later ones masked; ``steps`` are split evenly across the
@@ -119,6 +124,8 @@ class DiffusionSampler:
         confidence: str = "prob",
         block_size: int | None = None,
         top_k: int = 0,
+        remask: str = "none",
+        remask_eta: float = 0.02,
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -142,6 +149,15 @@ class DiffusionSampler:
                 f"sampling.block_size={block_size}: block-wise sampling needs a block size >= 1 and masks that "
                 f"stay revealed (diffusion.process={kernel.name}); drop sampling.block_size"
             )
+        if remask not in ("none", "cap"):
+            raise TokenDiffError(f"sampling.remask={remask!r} is unknown; use none or cap")
+        if remask != "none" and (kernel.name != "absorbing" or strategy != "ancestral"):
+            raise TokenDiffError(
+                "sampling.remask=cap is ReMDM's ancestral step for masks: it needs diffusion.process=absorbing "
+                f"and sampling.strategy=ancestral (here {kernel.name}, {strategy})"
+            )
+        if not 0.0 <= remask_eta <= 1.0:
+            raise TokenDiffError(f"sampling.remask_eta={remask_eta} must lie in [0, 1], e.g. 0.02")
         if not 0.0 <= threshold <= 1.0:
             raise TokenDiffError(f"sampling.threshold={threshold} must lie in [0, 1], e.g. 0.9")
         if confidence not in CONFIDENCES:
@@ -156,6 +172,8 @@ class DiffusionSampler:
         self.cache = cache and not model.time_conditioning
         self.threshold = float(threshold)
         self.block_size = block_size
+        self.remask = remask
+        self.remask_eta = float(remask_eta)
         self.confidence = confidence
         self.model_calls = 0  # counted for the benchmark and the cache test
 
@@ -213,13 +231,16 @@ class DiffusionSampler:
         masked0 = ((x == mask_id) & free).sum(-1)  # (B,) masks to fill
         logits, logits_input = None, None
         for i in range(steps):
-            if last and self.kernel.reveals_are_final and not ((x == mask_id) & free).any():
+            done = not ((x == mask_id) & free).any()
+            if last and self.kernel.reveals_are_final and self.remask == "none" and done:
                 break  # every position is known; later steps could change nothing
             if logits is None or not self.cache or not torch.equal(x, logits_input):
                 logits = self._logits(x, float(times[i]))  # (B, L, V)
                 logits_input = x.clone()
             log_p_x0 = process_log_probs(logits, self.temperature, self.top_p, self.top_k)  # (B, L, V)
-            if self.strategy == "ancestral":
+            if self.remask != "none":
+                x = self._remask_step(x, log_p_x0, alphas[i].item(), alphas[i + 1].item(), free, generators)
+            elif self.strategy == "ancestral":
                 log_q = self.kernel.reverse_log_probs(log_p_x0, x, float(times[i]), float(times[i + 1]))  # (B, L, K)
                 x = torch.where(free, gumbel_argmax(log_q, generators), x_start)  # (B, L)
             else:  # confidence or threshold
@@ -227,6 +248,17 @@ class DiffusionSampler:
             if callback is not None:
                 callback(offset + i, x)
         return x
+
+    def _remask_step(self, x, log_p_x0, alpha_t, alpha_s, free, generators):
+        """ReMDM's step from t to s (``remask``): reveal masks, and remask revealed tokens, of ``free``."""
+        mask_id = self.kernel.mask_token_id
+        sigma = min(self.remask_eta, (1.0 - alpha_s) / alpha_t) if alpha_t > 0 else 0.0
+        masked = (x == mask_id) & free  # (B, L)
+        p_reveal = (alpha_s - (1.0 - sigma) * alpha_t) / (1.0 - alpha_t) if alpha_t < 1 else 1.0
+        u = row_uniform(generators, (x.shape[1],), x.device)  # (B, L)
+        candidates = gumbel_argmax(log_p_x0, generators)  # (B, L)
+        x = torch.where(masked & (u < p_reveal), candidates, x)
+        return torch.where(free & ~masked & (u < sigma), mask_id, x)
 
     def _confidence_step(self, x, log_p_x0, masked0, alpha_start, alpha_s, generators, free):
         """Reveal the most confident masked tokens so that ``round(M0 (1-a_s)/(1-a_1))`` stay masked."""

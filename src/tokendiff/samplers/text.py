@@ -97,6 +97,8 @@ def generate(
     threshold: float = 0.9,
     confidence: str = "prob",
     block_size: int | None = None,
+    remask: str = "none",
+    remask_eta: float = 0.02,
     prompt: str | None = None,
     template: str | None = None,
     seed: int = 0,
@@ -123,7 +125,19 @@ def generate(
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
         sampler = DiffusionSampler(
-            model, kernel, steps, temperature, strategy, top_p, cache, threshold, confidence, block_size, top_k
+            model,
+            kernel,
+            steps,
+            temperature,
+            strategy,
+            top_p,
+            cache,
+            threshold,
+            confidence,
+            block_size,
+            top_k,
+            remask,
+            remask_eta,
         )
     texts = []
     for start in range(0, num_samples, batch_size):

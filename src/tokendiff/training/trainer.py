@@ -341,6 +341,8 @@ class Trainer:
             threshold=s.threshold,
             confidence=s.confidence,
             block_size=s.block_size,
+            remask=s.remask,
+            remask_eta=s.remask_eta,
             cache=s.cache,
             seed=self.step,
             batch_size=s.batch_size,
