@@ -45,6 +45,14 @@ def test_sample_writes_jsonl_with_the_printed_texts_and_their_settings(run_dir, 
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # written in place, no leftovers
 
 
+def test_sample_live_view_redraws_each_step_on_stderr(run_dir, capsys):
+    code, out, err = run(
+        capsys, "sample", f"checkpoint={run_dir}", "num_samples=1", "sampling.steps=6", "sampling.live=true"
+    )
+    assert code == 0 and "----- sample 0 -----" in out  # stdout keeps only the samples
+    assert "step 6/6, 0 masked" in err  # the last frame: every position revealed
+
+
 def test_sample_infills_a_template_and_writes_trajectories(run_dir, capsys, tmp_path):
     for suffix in ("txt", "html", "gif"):
         code, out, err = run(

@@ -9,6 +9,7 @@ Any mistake a user can make ends in one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -223,37 +224,47 @@ def cmd_sample(args):
 
         check_output_file(s.output, "sampling.output", (".jsonl",))
     frames = []
-    callback = None
+    watchers = []
     if s.trajectory:
         from tokendiff.viz.text import check_trajectory_path
 
         check_trajectory_path(s.trajectory)
-        callback = lambda step, x: frames.append(x[0].cpu().clone())  # noqa: E731
+        watchers.append(lambda step, x: frames.append(x[0].cpu().clone()))
+    live = contextlib.nullcontext()
+    if s.live:
+        if ckpt.kernel is None:
+            raise TokenDiffError("sampling.live=true shows denoising; an autoregressive model has none to show")
+        from tokendiff.viz.live import LiveView
+
+        live = LiveView(ckpt.tokenizer, ckpt.kernel.mask_token_id, s.steps)
+        watchers.append(live.update)
+    callback = (lambda step, x: [w(step, x) for w in watchers]) if watchers else None
     start = time.perf_counter()
-    texts, stats = generate(
-        ckpt.model,
-        ckpt.kernel,
-        ckpt.tokenizer,
-        num_samples=cfg.num_samples,
-        length=s.length or ckpt.config.model.block_size,
-        steps=s.steps,
-        temperature=s.temperature,
-        strategy=s.strategy,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        cache=s.cache,
-        threshold=s.threshold,
-        confidence=s.confidence,
-        block_size=s.block_size,
-        remask=s.remask,
-        remask_eta=s.remask_eta,
-        prompt=cfg.prompt,
-        template=cfg.template,
-        seed=cfg.seed,
-        batch_size=s.batch_size,
-        device=device,
-        callback=callback,
-    )
+    with live:
+        texts, stats = generate(
+            ckpt.model,
+            ckpt.kernel,
+            ckpt.tokenizer,
+            num_samples=cfg.num_samples,
+            length=s.length or ckpt.config.model.block_size,
+            steps=s.steps,
+            temperature=s.temperature,
+            strategy=s.strategy,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            cache=s.cache,
+            threshold=s.threshold,
+            confidence=s.confidence,
+            block_size=s.block_size,
+            remask=s.remask,
+            remask_eta=s.remask_eta,
+            prompt=cfg.prompt,
+            template=cfg.template,
+            seed=cfg.seed,
+            batch_size=s.batch_size,
+            device=device,
+            callback=callback,
+        )
     seconds = time.perf_counter() - start
     if s.output:  # one JSON line per sample: its text and what made it (written atomically)
         settings = {k: v for k, v in to_dict(cfg)["sampling"].items() if k not in ("output", "trajectory")}

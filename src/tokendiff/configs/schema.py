@@ -283,6 +283,7 @@ class SamplingConfig:
     cache: bool = True  # skip the model call when no token changed (identical output)
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
+    live: bool = False  # text: watch sample 0 denoise in the terminal (rich, on stderr)
     trajectory: Optional[str] = None  # write the denoising process: text .txt/.html/.gif, images .gif/.png
     output: Optional[str] = None  # text: samples.jsonl (one JSON line per sample); images: the PNG grid (samples.png)
     inpaint: bool = False  # images: complete corrupted test images instead of sampling from scratch
