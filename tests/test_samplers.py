@@ -335,3 +335,64 @@ def test_remasking_needs_masks_and_the_ancestral_step():
         DiffusionSampler(tiny_model(), process(), strategy="confidence", remask="cap")
     with pytest.raises(TokenDiffError, match="remask='loop'"):
         DiffusionSampler(tiny_model(), process(), remask="loop")
+
+
+class Recording(torch.nn.Module):
+    """Wraps a model and records the lengths of the sequences it was given."""
+
+    time_conditioning = False
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.block_size, self.lengths = model, model.block_size, []
+
+    def forward(self, x, t=None):
+        self.lengths.append(x.shape[1])
+        return self.model(x, t)
+
+
+def test_blocks_slide_the_context_along_texts_longer_than_the_model():
+    model = Recording(tiny_model(L=8))
+    sampler = DiffusionSampler(model, process(), steps=10, block_size=4)
+    x = masked_start(3, 20, (2, 7))
+    out = sampler.sample(x, row_generators(1, 3))
+    assert out.shape == (3, 20) and (out != V).all() and (out[:, :2] == torch.tensor([2, 7])).all()
+    assert set(model.lengths) == {8}  # every call saw one context-sized window, never the 20 tokens
+    alone = torch.cat([sampler.sample(x[:1], row_generators(1, 1, start=i)) for i in range(3)])
+    assert torch.equal(out, alone)
+
+
+def test_every_row_ending_stops_the_blocks_and_fills_the_rest_with_the_end():
+    L, eos = 16, 7
+    logits = torch.zeros(L, V)
+    logits[5, eos] = 50.0  # position 5 is surely the end; elsewhere the end is never drawn
+    logits[torch.arange(L) != 5, eos] = -50.0
+    model = FixedLogits(logits)
+    stopping = DiffusionSampler(model, process(), steps=16, block_size=4)
+    out = stopping.sample(masked_start(2, L), row_generators(0, 2), stop_id=eos)
+    assert (out[:, 5] == eos).all() and (out[:, 8:] == eos).all()  # blocks [8, 16) were never denoised
+    calls = stopping.model_calls
+    full = DiffusionSampler(model, process(), steps=16, block_size=4)
+    rest = full.sample(masked_start(2, L), row_generators(0, 2))
+    assert calls < full.model_calls and torch.equal(out[:, :8], rest[:, :8]) and (rest[:, 8:] != eos).all()
+
+
+def test_generate_trims_each_text_at_its_first_end_token():
+    from tokendiff.samplers.text import generate
+
+    class Letters:
+        eos_id = 7
+
+        def encode(self, text):
+            return [ord(c) - 97 for c in text]
+
+        def decode(self, ids):
+            return "".join(chr(97 + i) for i in ids)
+
+    L = 16
+    logits = torch.full((L, V), -50.0)
+    logits[torch.arange(L), torch.arange(L) % 7] = 50.0  # position j is surely token j % 7, never the end...
+    logits[9] = -50.0
+    logits[9, 7] = 50.0  # ...but position 9, which ends the text
+    texts, _ = generate(FixedLogits(logits), process(), Letters(), num_samples=2, length=L, steps=8, block_size=4)
+    assert texts == ["abcdefgab", "abcdefgab"]

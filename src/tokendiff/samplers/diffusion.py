@@ -187,12 +187,15 @@ class DiffusionSampler:
         x_init: torch.Tensor,
         generators: list[torch.Generator],
         callback: Callable[[int, torch.Tensor], None] | None = None,
+        stop_id: int | None = None,
     ) -> torch.Tensor:
         """Generate the positions of ``x_init`` (B, L) that hold the mask id; the others never change.
         Returns (B, L) ids.
 
         ``generators``: one per row (see :func:`row_generators`). ``callback(step, x)`` is called
-        after each step, e.g. to record the denoising trajectory.
+        after each step, e.g. to record the denoising trajectory. Block-wise only: ``L`` may exceed the
+        model's context (each block is denoised in the window of the context that ends with it), and once
+        every row has written ``stop_id`` (an EOS) the remaining positions are filled with it.
         """
         if len(generators) != x_init.shape[0]:
             raise TokenDiffError(f"got {len(generators)} generators for a batch of {x_init.shape[0]}")
@@ -204,16 +207,28 @@ class DiffusionSampler:
             return self._denoise(x, free, self.steps, generators, callback, 0, last=True)
         # semi-autoregressive: blocks of block_size positions from the first one to generate, left to right;
         # a block's steps see the earlier blocks as fixed text and the later ones still masked
+        L = x.shape[1]
         columns = free.any(0).nonzero().flatten().tolist()
-        positions = torch.arange(x.shape[1], device=x.device)
-        starts = [c for c in range(columns[0], x.shape[1], self.block_size)] if columns else []
-        blocks = [(positions >= a) & (positions < a + self.block_size) for a in starts]
-        blocks = [blk for blk in blocks if (free & blk).any()]
+        positions = torch.arange(L, device=x.device)
+        starts = [c for c in range(columns[0], L, self.block_size)] if columns else []
+        blocks = [(a, min(a + self.block_size, L)) for a in starts]
+        blocks = [(a, e) for a, e in blocks if free[:, a:e].any()]
+        width = min(L, getattr(self.model, "block_size", L))  # the model's context
         offset = 0
-        for b, block in enumerate(blocks):
+        for b, (a, end) in enumerate(blocks):
             steps = max(1, self.steps // len(blocks) + (b < self.steps % len(blocks)))  # steps split evenly
-            x = self._denoise(x, free & block, steps, generators, callback, offset, last=b == len(blocks) - 1)
+            hi = max(end, width)  # the context window that ends with this block (the whole sequence if it fits)
+            lo = hi - width
+            in_block = (positions >= a) & (positions < end)
+            cb = None
+            if callback is not None:  # callbacks see the whole sequence
+                cb = lambda i, xw, x=x, lo=lo, hi=hi: callback(i, torch.cat([x[:, :lo], xw, x[:, hi:]], 1))  # noqa: E731
+            last = b == len(blocks) - 1
+            window = self._denoise(x[:, lo:hi], (free & in_block)[:, lo:hi], steps, generators, cb, offset, last)
+            x = torch.cat([x[:, :lo], window, x[:, hi:]], dim=1)
             offset += steps
+            if stop_id is not None and not last and bool(((x[:, :end] == stop_id) & free[:, :end]).any(1).all()):
+                return torch.where(free & (positions >= end), stop_id, x)  # every row has ended its text
         return x
 
     def _denoise(self, x_start, free, steps, generators, callback, offset, last):

@@ -113,9 +113,13 @@ def generate(
     trajectory visuals).
     """
     block = model.block_size
-    if length > block or length < 1:
-        raise TokenDiffError(f"sampling.length={length} must lie in [1, model.block_size={block}]")
     causal = kernel is None
+    longer = causal or block_size is not None  # these samplers slide the model's context along the text
+    if length < 1 or (length > block and not longer):
+        raise TokenDiffError(
+            f"sampling.length={length} must lie in [1, model.block_size={block}]; longer texts need block-wise "
+            "sampling (sampling.block_size=32)"
+        )
     if causal and template:
         raise TokenDiffError("templates with [MASK] gaps need a diffusion model; this one is autoregressive")
     mask_id = model.vocab_size if causal else kernel.mask_token_id
@@ -139,18 +143,22 @@ def generate(
             remask,
             remask_eta,
         )
+    eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
+    generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
     texts = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         gens = row_generators(seed, n, start)
         cb = callback if start == 0 else None
         if not causal:
-            out = sampler.sample(x0.unsqueeze(0).repeat(n, 1).to(device), gens, cb)  # (n, L)
+            out = sampler.sample(x0.unsqueeze(0).repeat(n, 1).to(device), gens, cb, stop_id=eos)  # (n, L)
         else:
             if len(prefix):
                 first = prefix.unsqueeze(0).repeat(n, 1)  # (n, P)
             else:  # no prompt: a first token drawn uniformly, from each row's own generator
                 first = torch.stack([torch.randint(0, model.vocab_size, (1,), generator=g) for g in gens])
             out = sampler.sample(first.to(device), length, gens, cb)  # (n, L)
-        texts += [tokenizer.decode(row.tolist()) for row in out.cpu()]
+        for row in out.cpu().tolist():
+            ends = [j for j, (i, g) in enumerate(zip(row, generated)) if g and i == eos] if eos is not None else []
+            texts.append(tokenizer.decode(row[: ends[0]] if ends else row))
     return texts, {"model_calls": sampler.model_calls, "tokens": num_samples * length}
