@@ -16,10 +16,10 @@ from tokendiff.data.sources import Documents, LocalFiles, split_documents, val_s
 from tokendiff.data.text import PreparedText, resolve_dataset, write_tokens
 from tokendiff.errors import TokenDiffError
 
-datasets = pytest.importorskip("datasets")
-transformers = pytest.importorskip("transformers")
-pq = pytest.importorskip("pyarrow.parquet")
-import pyarrow as pa  # noqa: E402  (after the skip: pyarrow comes with datasets)
+import datasets  # noqa: E402  (the [hf] extra: CI installs it, so these tests always run there)
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import transformers  # noqa: E402, F401
 
 from tokendiff.data.hf_tokenizer import HFTokenizer  # noqa: E402
 
@@ -121,7 +121,9 @@ def test_a_folder_mixes_text_jsonl_and_parquet_files_in_path_order(tmp_path):
     (folder / "sub").mkdir(parents=True)
     (folder / "c.txt").write_text("third, a text file")
     write_jsonl(folder / "a.jsonl", ["first row", "   ", "second row"], column="body")  # a blank row is no document
-    pq.write_table(pa.table({"body": ["fourth", None], "n": [1, 2]}), folder / "sub" / "d.parquet")
+    # Parquet text as large_string (what polars writes) joins the JSON lines' string column
+    fourth = pa.array(["fourth", None], type=pa.large_string())
+    pq.write_table(pa.table({"body": fourth, "n": [1, 2]}), folder / "sub" / "d.parquet")
     (folder / "notes.md").write_text("not a corpus file")
     docs = LocalFiles([folder], text_column="body").load(tmp_path / "work")["all"]
     assert [t for batch in docs.batches() for t in batch] == ["first row", "second row", "third, a text file", "fourth"]

@@ -160,8 +160,8 @@ def rows(c) -> Path:
 def offline(c) -> None:
     """The Hugging Face libraries offline for this case: a name that is not cached fails at once, without
     reaching for the network (tests never use it)."""
-    datasets_config = pytest.importorskip("datasets.config")
-    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    import datasets.config as datasets_config  # the [hf] extra: CI installs it
+    import huggingface_hub.constants as hub_constants
     c.monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", True)
     c.monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     c.monkeypatch.setenv("HF_HUB_OFFLINE", "1")

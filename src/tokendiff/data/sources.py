@@ -128,7 +128,10 @@ def _text_column(ds, column: str, where: str, datasets):
             f"column {column!r} of {where} holds {feature}, not text; set data.text_column=<a text column>"
         )
     ds = ds.select_columns([column])
-    return ds if column == "text" else ds.rename_column(column, "text")
+    ds = ds if column == "text" else ds.rename_column(column, "text")
+    # one string type for every source, so that files of several kinds concatenate (polars writes Parquet
+    # text as large_string, JSON lines and .txt give string)
+    return ds.cast_column("text", datasets.Value("string")) if feature.dtype != "string" else ds
 
 
 def _read_text(path: Path) -> str:
