@@ -65,6 +65,14 @@ def test_gpt2_tokenizer_works_offline_and_gets_a_mask_appended(tmp_path):
     assert again.fingerprint() == tok.fingerprint() and again.encode(text) == tok.encode(text)
 
 
+def test_a_tokenizer_without_a_rust_backend_has_a_fingerprint():
+    tok = HFTokenizer(transformers.ByT5Tokenizer())  # bytes; a Python tokenizer with no backend_tokenizer
+    assert not hasattr(tok.tokenizer, "backend_tokenizer")
+    assert tok.decode(tok.encode("hello, byte")) == "hello, byte"
+    assert tok.fingerprint() == HFTokenizer(transformers.ByT5Tokenizer()).fingerprint()
+    assert tok.fingerprint() != bert_tokenizer().fingerprint()
+
+
 def test_wrapper_maps_ids_in_and_drops_the_mask_logit():
     tok = bert_tokenizer()
     V, m = tok.vocab_size, tok.hf_mask_id

@@ -123,6 +123,11 @@ class HFTokenizer:
 
     def fingerprint(self) -> str:
         """sha256 of the serialized tokenizer and the mask placement."""
-        backend = self.tokenizer.backend_tokenizer.to_str()
+        backend_tokenizer = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend_tokenizer is not None:
+            backend = backend_tokenizer.to_str()
+        else:  # a tokenizer without a Rust backend (ByT5, CANINE): its class, vocabulary and special tokens
+            vocab = sorted(self.tokenizer.get_vocab().items())
+            backend = json.dumps([type(self.tokenizer).__name__, vocab, self.tokenizer.all_special_tokens])
         extra = json.dumps({"mask": self.hf_mask_id, "vocab": self.vocab_size})
         return hashlib.sha256((backend + extra).encode()).hexdigest()
