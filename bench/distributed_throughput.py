@@ -81,8 +81,11 @@ def main(argv=None) -> int:
         "sampling.steps=2",
     ]
     runs = RESULTS / "distributed_runs"
-    result = {"benchmark": "distributed_throughput", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args)}
-    result["args"]["out"] = str(args.out)
+    result = {
+        "benchmark": "distributed_throughput",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "args": {**vars(args), "out": str(args.out)},
+    }
     from tokendiff.configs import compose_config  # the batch and sequence length the runs used
 
     cfg = compose_config([o for o in common if not o.startswith("system.threads")])
