@@ -134,7 +134,7 @@ def prepare_corpus(
             if n < min_tokens:
                 raise TokenDiffError(
                     f"the corpus is too short: its {name} split has {n} tokens but training "
-                    f"needs at least {min_tokens} (model.block_size + 1); use more text or a smaller block_size"
+                    f"needs at least {min_tokens} (model.block_size + 2); use more text or a smaller block_size"
                 )
             splits[name] = {"tokens": n, "chars": int(docs.char_counts().sum())}
         tok.save(tmp)
