@@ -396,3 +396,15 @@ def test_generate_trims_each_text_at_its_first_end_token():
     logits[9, 7] = 50.0  # ...but position 9, which ends the text
     texts, _ = generate(FixedLogits(logits), process(), Letters(), num_samples=2, length=L, steps=8, block_size=4)
     assert texts == ["abcdefgab", "abcdefgab"]
+
+
+def test_sampling_options_are_config_keys_and_generate_keywords():
+    import dataclasses
+    import inspect
+
+    from tokendiff.configs.schema import SamplingConfig
+    from tokendiff.samplers.text import SAMPLING_KEYS, generate, sampling_options
+
+    fields = {f.name for f in dataclasses.fields(SamplingConfig)}
+    assert set(SAMPLING_KEYS) <= fields and set(SAMPLING_KEYS) <= set(inspect.signature(generate).parameters)
+    assert sampling_options(SamplingConfig(top_k=3, block_size=8))["top_k"] == 3

@@ -210,7 +210,7 @@ def write_atomically(path: Path, text: str) -> None:
 def cmd_sample(args):
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import to_dict
-    from tokendiff.samplers.text import generate
+    from tokendiff.samplers.text import generate, sampling_options
 
     cfg, overrides = load_config(args)
     device = _device(cfg)
@@ -245,23 +245,12 @@ def cmd_sample(args):
             ckpt.model,
             ckpt.kernel,
             ckpt.tokenizer,
+            **sampling_options(s),
             num_samples=cfg.num_samples,
             length=s.length or ckpt.config.model.block_size,
-            steps=s.steps,
-            temperature=s.temperature,
-            strategy=s.strategy,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            cache=s.cache,
-            threshold=s.threshold,
-            confidence=s.confidence,
-            block_size=s.block_size,
-            remask=s.remask,
-            remask_eta=s.remask_eta,
             prompt=cfg.prompt,
             template=cfg.template,
             seed=cfg.seed,
-            batch_size=s.batch_size,
             device=device,
             callback=callback,
         )

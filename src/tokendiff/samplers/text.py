@@ -16,7 +16,20 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
 from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 
-__all__ = ["initial_tokens", "generate", "parse_template", "unescape"]
+__all__ = ["initial_tokens", "generate", "parse_template", "unescape", "sampling_options"]
+
+# the keywords of generate() that the config's sampling.* keys set, one to one
+SAMPLING_KEYS = (
+    "steps", "temperature", "strategy", "top_p", "top_k", "cache", "threshold", "confidence", "block_size",
+    "remask", "remask_eta", "batch_size",
+)  # fmt: skip
+
+
+def sampling_options(sampling) -> dict:
+    """``generate`` keywords from a config's ``sampling`` section, so that every caller (``tokendiff sample``,
+    the trainer's logged samples) passes the same options and a new one is threaded through once."""
+    return {key: getattr(sampling, key) for key in SAMPLING_KEYS}
+
 
 PLACEHOLDER = re.compile(r"\[MASK(?::(\d+))?\]")
 MASK_OPEN = "[MASK"
@@ -129,20 +142,9 @@ def generate(
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
         sampler = DiffusionSampler(
-            model,
-            kernel,
-            steps,
-            temperature,
-            strategy,
-            top_p,
-            cache,
-            threshold,
-            confidence,
-            block_size,
-            top_k,
-            remask,
-            remask_eta,
-        )
+            model, kernel, steps, temperature, strategy, top_p, cache, threshold=threshold, confidence=confidence,
+            block_size=block_size, top_k=top_k, remask=remask, remask_eta=remask_eta,
+        )  # fmt: skip
     eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
     generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
     texts = []

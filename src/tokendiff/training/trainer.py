@@ -49,7 +49,7 @@ from tokendiff.checkpoint import (
 )
 from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.likelihood import evaluate_likelihood
-from tokendiff.samplers.text import generate
+from tokendiff.samplers.text import generate, sampling_options
 from tokendiff.training.ema import EMA
 from tokendiff.training.logger import RunLogger
 from tokendiff.training.optimizer import learning_rate, param_groups
@@ -333,20 +333,9 @@ class Trainer:
             self.tokenizer,
             num_samples=num_samples,
             length=s.length or self.cfg.model.block_size,
-            steps=s.steps,
-            temperature=s.temperature,
-            strategy=s.strategy,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            threshold=s.threshold,
-            confidence=s.confidence,
-            block_size=s.block_size,
-            remask=s.remask,
-            remask_eta=s.remask_eta,
-            cache=s.cache,
             seed=self.step,
-            batch_size=s.batch_size,
             device=self.device,
+            **sampling_options(s),
         )
         model.train(was_training)
         return texts
