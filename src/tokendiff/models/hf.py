@@ -84,6 +84,8 @@ class HFMaskedLM(nn.Module):
         V, m = self.vocab_size, self.mask_id
         ids = torch.where(x == V, m, x + (x >= m).long())  # (B, L) in the backbone's numbering
         logits = self.backbone(input_ids=ids).logits  # (B, L, V_hf)
+        if m == V:  # the mask is the last id: a view, not a copy of the largest tensor of the step
+            return logits[..., :V]
         return torch.cat([logits[..., :m], logits[..., m + 1 : V + 1]], dim=-1)  # (B, L, V): the mask dropped
 
     def export(self, directory: Path, tokenizer=None) -> None:

@@ -246,8 +246,8 @@ class DiffusionSampler:
         masked0 = ((x == mask_id) & free).sum(-1)  # (B,) masks to fill
         logits, logits_input = None, None
         for i in range(steps):
-            done = not ((x == mask_id) & free).any()
-            if last and self.kernel.reveals_are_final and self.remask == "none" and done:
+            final = last and self.kernel.reveals_are_final and self.remask == "none"
+            if final and not ((x == mask_id) & free).any():
                 break  # every position is known; later steps could change nothing
             if logits is None or not self.cache or not torch.equal(x, logits_input):
                 logits = self._logits(x, float(times[i]))  # (B, L, V)
