@@ -141,6 +141,9 @@ def cmd_train(args):
     if resume_from is not None:
         say(f"resumed from {resume_from} at step {trainer.step}", flush=True)
     result = trainer.train()
+    if procs.num_processes > 1:  # leave the process group cleanly: gloo's threads abort a process exiting with it
+        procs.wait_for_everyone()
+        procs.destroy_process_group()
     if not procs.is_main_process:
         return
     print(f"\nsaved {result.checkpoint} (step {result.step})")
