@@ -141,16 +141,22 @@ def cmd_train(args):
     if resume_from is not None:
         say(f"resumed from {resume_from} at step {trainer.step}", flush=True)
     result = trainer.train()
-    if procs.num_processes > 1:  # leave the process group cleanly: gloo's threads abort a process exiting with it
+    if procs.is_main_process:
+        print(f"\nsaved {result.checkpoint} (step {result.step})")
+        for i, text in enumerate(result.samples):
+            print(f"\n----- sample {i} -----\n{text}")
+        if result.eval:
+            print("\n" + strict_json(result.eval))
+    if procs.num_processes > 1:
         procs.wait_for_everyone()
         procs.destroy_process_group()
-    if not procs.is_main_process:
-        return
-    print(f"\nsaved {result.checkpoint} (step {result.step})")
-    for i, text in enumerate(result.samples):
-        print(f"\n----- sample {i} -----\n{text}")
-    if result.eval:
-        print("\n" + strict_json(result.eval))
+        # Everything is written (checkpoints atomically, by the main process, before the barrier) and
+        # printed. Leave without running interpreter teardown: gloo's background threads, destroyed
+        # with the interpreter, abort the process now and then ("terminate called without an active
+        # exception", SIGABRT), which turned a finished run into a failed exit status under load.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def process_state(device: str):
