@@ -15,7 +15,13 @@ from tokendiff.configs import Config
 from tokendiff.errors import TokenDiffError
 from tokendiff.models import Transformer
 from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
-from tokendiff.objectives import AmbientObjective, AutoregressiveObjective, CleanObjective, NaiveObjective
+from tokendiff.objectives import (
+    AmbientObjective,
+    AutoregressiveObjective,
+    BlockDiffusionObjective,
+    CleanObjective,
+    NaiveObjective,
+)
 from tokendiff.processes import AbsorbingKernel, HybridKernel, UniformKernel
 from tokendiff.schedules import make_schedule
 
@@ -103,6 +109,8 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
             a.hard_start,
             t_min=d.t_min,
         )
+    if cfg.model.block_diffusion:
+        return BlockDiffusionObjective(kernel, d.block_size, t_min=d.t_min, antithetic=d.antithetic)
     return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic, estimator=d.estimator)
 
 
@@ -155,6 +163,7 @@ def build_model(cfg: Config, vocab_size: int, tokenizer=None, saved: Path | None
         dropout=m.dropout,
         causal=m.causal,
         time_conditioning=m.time_conditioning,
+        block_diffusion=cfg.diffusion.block_size if m.block_diffusion else None,
     )
 
 

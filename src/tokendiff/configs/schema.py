@@ -46,6 +46,7 @@ class ModelConfig:
     dropout: float = 0.0
     causal: bool = False  # true: the autoregressive baseline (next-token loss, causal mask)
     time_conditioning: bool = False  # false: time-agnostic denoiser (exact for masked diffusion)
+    block_diffusion: bool = False  # true: BD3-LM, block-causal attention over blocks of diffusion.block_size
 
     def __post_init__(self):
         _check(
@@ -100,6 +101,7 @@ class DiffusionConfig:
     t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see CleanObjective); eval has its own eval.t_min
     estimator: str = "time"  # training loss: time (draw t, then masks) | count (masks only: k ~ U{1..L}, weight L/k)
     antithetic: bool = True  # low-discrepancy times within a batch
+    block_size: Optional[int] = None  # model.block_diffusion=true: tokens per block (divides model.block_size)
 
     def __post_init__(self):
         _check(
@@ -281,6 +283,7 @@ class SamplingConfig:
     remask: str = "none"  # none | cap: revealed tokens may be masked again (ReMDM), ancestral masks only
     remask_eta: float = 0.02  # remask=cap: the cap on the remasking probability per step
     cache: bool = True  # skip the model call when no token changed (identical output)
+    kv_cache: str = "auto"  # block-wise: auto (exact for block diffusion) | none | prefix | dual (Fast-dLLM, approx.)
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
     live: bool = False  # text: watch sample 0 denoise in the terminal (rich, on stderr)
@@ -321,6 +324,10 @@ class SamplingConfig:
         _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
         _check(self.remask in ("none", "cap"), f"sampling.remask={self.remask!r} is unknown; use none or cap")
         _check(0.0 <= self.remask_eta <= 1.0, f"sampling.remask_eta={self.remask_eta} must lie in [0, 1], e.g. 0.02")
+        _check(
+            self.kv_cache in ("auto", "none", "prefix", "dual"),
+            f"sampling.kv_cache={self.kv_cache!r} is unknown; use auto, none, prefix or dual",
+        )
         _check(self.top_k >= 0, f"sampling.top_k={self.top_k} must be >= 0 (0 turns it off)")
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
 
@@ -410,6 +417,29 @@ class Config:
         _check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must lie in [1, 1000000]")
         _check(0 <= self.seed < 2**63, f"seed={self.seed} must lie in [0, 2^63), e.g. 0")
         d, m = self.diffusion, self.model
+        if m.block_diffusion:
+            _check(
+                m.arch == "transformer" and not m.causal and not m.time_conditioning,
+                "model.block_diffusion=true needs the time-agnostic tokendiff transformer (model.arch=transformer, "
+                f"model.causal=false, model.time_conditioning=false); here arch={m.arch}, causal={m.causal}, "
+                f"time_conditioning={m.time_conditioning}",
+            )
+            _check(
+                d.process == "absorbing" and d.objective == "clean" and d.estimator == "time",
+                "model.block_diffusion=true masks tokens within blocks: it needs diffusion.process=absorbing "
+                f"diffusion.objective=clean diffusion.estimator=time (here {d.process}, {d.objective}, {d.estimator})",
+            )
+            _check(
+                d.block_size is not None and d.block_size >= 1 and m.block_size % d.block_size == 0,
+                f"model.block_diffusion=true needs diffusion.block_size dividing model.block_size={m.block_size} "
+                f"(got {d.block_size}), e.g. diffusion.block_size=16",
+            )
+        else:
+            _check(
+                d.block_size is None,
+                f"diffusion.block_size={d.block_size} applies to block diffusion; add model.block_diffusion=true "
+                "(or, to sample a model block by block, use sampling.block_size)",
+            )
         if d.estimator == "count":
             _check(
                 not m.causal and d.process == "absorbing" and d.objective == "clean" and not m.time_conditioning,

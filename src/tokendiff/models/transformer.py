@@ -18,7 +18,15 @@ import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["Transformer"]
+__all__ = ["Transformer", "append_to_cache"]
+
+
+def append_to_cache(layers, own):
+    """A KV cache (per-layer ``(keys, values)``, each (B, H, Lc, hd), or None) extended by the positions
+    that follow it, as :meth:`Transformer.forward_cached` returns them."""
+    if layers is None:
+        return own
+    return [(torch.cat([k, k2], dim=2), torch.cat([v, v2], dim=2)) for (k, v), (k2, v2) in zip(layers, own)]
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0):
@@ -44,18 +52,34 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, mask=None, past=None, start: int = 0):
+        """``x`` (B, n, D) at positions ``start .. start + n`` (``cos``/``sin`` of those positions).
+
+        ``mask``: (n, n_keys) bool, True = attend (None: ``causal`` decides). ``past``: cached keys and values
+        (B, H, Lc, hd) of the other positions of the window; this call's own keys replace positions
+        ``start .. start + n`` of it (they are appended when the cache ends at ``start``). Returns the output
+        and this call's keys and values (after RoPE), which a cache stores."""
         B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)  # (B, L, D) each
-        q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, L, hd)
-        k = k.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, L, hd)
-        v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, L, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, L, hd)
+        q, k, v = self.qkv(x).split(D, dim=2)  # (B, n, D) each
+        q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, n, hd)
+        k = k.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, n, hd)
+        v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, n, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, n, hd)
+        own = (k, v)
+        if past is not None:  # keys and values of the window's other positions, from the cache
+            pk, pv = past
+            k = torch.cat([pk[:, :, :start], k, pk[:, :, start + L :]], dim=2)  # (B, H, n_keys, hd)
+            v = torch.cat([pv[:, :, :start], v, pv[:, :, start + L :]], dim=2)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, L, hd)
-        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
-        return self.proj(y)  # (B, L, D)
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=self.causal and mask is None and past is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, H, n, hd)
+        y = y.transpose(1, 2).reshape(B, L, D)  # (B, n, D)
+        return self.proj(y), own
 
 
 class SwiGLU(nn.Module):
@@ -79,9 +103,10 @@ class Block(nn.Module):
         self.mlp = SwiGLU(n_embd)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cos, sin):
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin))  # (B, L, D)
-        return x + self.drop(self.mlp(self.norm2(x)))  # (B, L, D)
+    def forward(self, x, cos, sin, mask=None, past=None, start: int = 0):
+        h, own = self.attn(self.norm1(x), cos, sin, mask, past, start)
+        x = x + self.drop(h)  # (B, L, D)
+        return x + self.drop(self.mlp(self.norm2(x))), own  # (B, L, D)
 
 
 class TimeEmbedding(nn.Module):
@@ -100,12 +125,19 @@ class TimeEmbedding(nn.Module):
 class Transformer(nn.Module):
     """``forward(x, t=None) -> logits`` with ``x``: (B, L) ids in [0, V]; logits: (B, L, V).
 
+    ``block_diffusion=B`` makes it a block diffusion model (BD3-LM, Arriola et al. 2025): attention is
+    block-causal over blocks of ``B`` positions (a position sees its own block and the earlier ones), so
+    that blocks are generated left to right with the keys and values of finished blocks cached exactly;
+    training scores noisy blocks against clean earlier blocks in one call (:meth:`forward_block_diffusion`).
+
     Example::
 
         >>> m = Transformer(vocab_size=65, n_layer=2, n_head=2, n_embd=32, block_size=16)
         >>> m(torch.zeros(3, 16, dtype=torch.long)).shape
         torch.Size([3, 16, 65])
     """
+
+    supports_kv_cache = True  # forward_cached(): keys and values of other positions from a cache
 
     def __init__(
         self,
@@ -117,6 +149,7 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
         causal: bool = False,
         time_conditioning: bool = False,
+        block_diffusion: int | None = None,
     ):
         super().__init__()
         if n_embd % n_head or (n_embd // n_head) % 2:
@@ -124,10 +157,16 @@ class Transformer(nn.Module):
                 f"model.n_embd={n_embd} must be a multiple of 2*model.n_head={2 * n_head} "
                 "(even head size for RoPE); e.g. model.n_embd=256 model.n_head=4"
             )
+        if block_diffusion is not None and (causal or block_diffusion < 1 or block_size % block_diffusion):
+            raise TokenDiffError(
+                f"diffusion.block_size={block_diffusion} must be >= 1 and divide model.block_size={block_size} "
+                "(and the model must not be causal), e.g. diffusion.block_size=16"
+            )
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.causal = causal
         self.time_conditioning = time_conditioning
+        self.block_diffusion = block_diffusion
         self.embed = nn.Embedding(vocab_size + 1, n_embd)  # +1: the mask token (id V)
         self.time_embed = TimeEmbedding(n_embd) if time_conditioning else None
         self.drop = nn.Dropout(dropout)
@@ -150,20 +189,77 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        B, L = x.shape
-        if L > self.block_size:
+    def _check_length(self, end: int):
+        if end > self.block_size:
             raise TokenDiffError(
-                f"sequence length {L} exceeds model.block_size={self.block_size}; "
+                f"sequence length {end} exceeds model.block_size={self.block_size}; "
                 "shorten the input or train with a larger block_size"
             )
+
+    def _embed(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         h = self.embed(x)  # (B, L, D)
         if self.time_embed is not None:
             if t is None:
                 raise TokenDiffError("this model is time-conditioned: pass t to the forward call")
             h = h + self.time_embed(t)[:, None, :]  # (B, L, D)
-        h = self.drop(h)
-        cos, sin = self.rope_cos[:L], self.rope_sin[:L]  # (L, hd/2)
-        for block in self.blocks:
-            h = block(h, cos, sin)  # (B, L, D)
-        return self.head(self.norm(h))  # (B, L, V)
+        return self.drop(h)
+
+    def _mask(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:
+        """Who attends to whom, (n_q, n_k) bool from query and key positions; None = everyone (bidirectional)."""
+        if self.causal:
+            return keys[None, :] <= queries[:, None]
+        if self.block_diffusion:
+            return keys[None, :] // self.block_diffusion <= queries[:, None] // self.block_diffusion
+        return None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_cached(x, t)[0]
+
+    def forward_cached(self, x: torch.Tensor, t: torch.Tensor | None = None, start: int = 0, cache=None):
+        """Logits of ``x`` (B, n) at positions ``start .. start + n`` of a window, and their keys and values.
+
+        ``cache``: per-layer ``(keys, values)`` of the window's positions, each (B, H, Lc, hd), e.g. what an
+        earlier call returned; the tokens of ``x`` replace positions ``start .. start + n`` of it and attend
+        to all of its other positions (as the model's mask allows). None: ``x`` is the whole window
+        (``start`` must be 0). Returns ``(logits (B, n, V), [(keys, values) of x per layer])``.
+
+        Exact for a block diffusion model whose cache holds the finished blocks before ``start`` (their keys do
+        not depend on later blocks); for a bidirectional model a cache is an approximation (Fast-dLLM):
+        the cached keys were computed when other positions held other tokens.
+        """
+        B, n = x.shape
+        total = n if cache is None else max(cache[0][0].shape[2], start + n)
+        if cache is None and start:
+            raise TokenDiffError("forward_cached: start > 0 needs a cache of the positions before it")
+        self._check_length(total)
+        h = self._embed(x, t)
+        cos, sin = self.rope_cos[start : start + n], self.rope_sin[start : start + n]  # (n, hd/2)
+        queries = torch.arange(start, start + n, device=x.device)
+        mask = None
+        if cache is not None or not self.causal:
+            mask = self._mask(queries, torch.arange(total, device=x.device))
+        own = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, cos, sin, mask, None if cache is None else cache[i], start)  # (B, n, D)
+            own.append(kv)
+        return self.head(self.norm(h)), own  # (B, n, V)
+
+    def forward_block_diffusion(self, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | None = None):
+        """BD3-LM's training call: logits (B, L, V) of the noisy ``xt`` (B, L), each block of it seeing itself and
+        the clean earlier blocks of ``x0`` (B, L); ``x0`` sees itself block-causally. One call over 2L tokens
+        (both halves at positions 0 .. L-1) gives every block's conditional at once."""
+        if not self.block_diffusion:
+            raise TokenDiffError("forward_block_diffusion needs a block diffusion model (model.block_diffusion=true)")
+        B, L = xt.shape
+        self._check_length(L)
+        h = self._embed(torch.cat([xt, x0], dim=1), t)  # (B, 2L, D)
+        cos = torch.cat([self.rope_cos[:L], self.rope_cos[:L]])  # (2L, hd/2)
+        sin = torch.cat([self.rope_sin[:L], self.rope_sin[:L]])
+        block = torch.arange(L, device=xt.device) // self.block_diffusion  # (L,)
+        noisy_sees = torch.cat([block[:, None] == block[None, :], block[None, :] < block[:, None]], dim=1)  # (L, 2L)
+        never = torch.zeros(L, L, dtype=torch.bool, device=xt.device)
+        clean_sees = torch.cat([never, block[None, :] <= block[:, None]], dim=1)  # (L, 2L)
+        mask = torch.cat([noisy_sees, clean_sees], dim=0)  # (2L, 2L)
+        for layer in self.blocks:
+            h, _ = layer(h, cos, sin, mask)
+        return self.head(self.norm(h[:, :L]))  # (B, L, V)

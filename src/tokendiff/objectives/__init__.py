@@ -3,6 +3,7 @@
 from tokendiff.objectives.ambient import AmbientObjective
 from tokendiff.objectives.autoregressive import AutoregressiveObjective
 from tokendiff.objectives.base import Objective
+from tokendiff.objectives.block import BlockDiffusionObjective
 from tokendiff.objectives.clean import CleanObjective
 from tokendiff.objectives.naive import NaiveObjective
 
@@ -12,6 +13,7 @@ __all__ = [
     "NaiveObjective",
     "AmbientObjective",
     "AutoregressiveObjective",
+    "BlockDiffusionObjective",
     "likelihood_objective",
 ]
 
@@ -28,4 +30,6 @@ def likelihood_objective(objective: Objective, t_min: float = EVAL_T_MIN) -> Obj
     autoregressive objective is exact and used as it is."""
     if objective.kernel is None:
         return objective
+    if isinstance(objective, BlockDiffusionObjective):  # the sum of the blocks' NELBOs
+        return BlockDiffusionObjective(objective.kernel, objective.block_size, t_min=t_min, antithetic=False)
     return CleanObjective(objective.kernel, t_min=t_min, antithetic=False, estimator="time")

@@ -24,12 +24,14 @@ import numpy as np
 import torch
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.models.transformer import append_to_cache
 from tokendiff.processes.base import Kernel
 
 __all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_probs", "gumbel_argmax"]
 
 STRATEGIES = ("ancestral", "confidence", "threshold")
 CONFIDENCES = ("prob", "margin", "entropy")
+KV_CACHES = ("auto", "none", "prefix", "dual")
 
 
 def row_generators(seed: int, n: int, start: int = 0) -> list[torch.Generator]:
@@ -108,7 +110,13 @@ class DiffusionSampler:
         block_size: semi-autoregressive (block-wise) sampling, as LLaDA and BD3-LM: blocks of this many
             positions, from the first one to generate, are denoised left to right, each by ``strategy``
             with the earlier blocks fixed and the later ones masked; ``steps`` are split evenly across the
-            blocks. None: the whole sequence at once.
+            blocks. None: the whole sequence at once. A block diffusion model (``model.block_diffusion``)
+            always samples block by block, with its own block size.
+        kv_cache: block-wise sampling only. ``auto``: the exact cache for a block diffusion model, none for
+            others. ``none``: every step runs the model over the context window. ``prefix`` / ``dual``: the
+            keys and values of the positions before the block (``prefix``), or before and after it (``dual``),
+            are computed once per block and reused by its steps (Fast-dLLM's approximation for ordinary
+            bidirectional models; for block diffusion models both mean the exact cache).
     """
 
     def __init__(
@@ -126,6 +134,7 @@ class DiffusionSampler:
         top_k: int = 0,
         remask: str = "none",
         remask_eta: float = 0.02,
+        kv_cache: str = "auto",
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -149,6 +158,20 @@ class DiffusionSampler:
                 f"sampling.block_size={block_size}: block-wise sampling needs a block size >= 1 and masks that "
                 f"stay revealed (diffusion.process={kernel.name}); drop sampling.block_size"
             )
+        block_model = getattr(model, "block_diffusion", None)
+        if block_model and block_size not in (None, block_model):
+            raise TokenDiffError(
+                f"sampling.block_size={block_size}: this block diffusion model samples its own blocks of "
+                f"diffusion.block_size={block_model}; drop sampling.block_size"
+            )
+        if kv_cache not in KV_CACHES:
+            raise TokenDiffError(f"sampling.kv_cache={kv_cache!r} is unknown; use one of {list(KV_CACHES)}")
+        if kv_cache in ("prefix", "dual") and not block_model:
+            if block_size is None or not getattr(model, "supports_kv_cache", False):
+                raise TokenDiffError(
+                    f"sampling.kv_cache={kv_cache} caches keys and values across the steps of a block: it needs "
+                    "sampling.block_size (e.g. 32) and the tokendiff transformer (model.arch=transformer)"
+                )
         if remask not in ("none", "cap"):
             raise TokenDiffError(f"sampling.remask={remask!r} is unknown; use none or cap")
         if remask != "none" and (kernel.name != "absorbing" or strategy != "ancestral"):
@@ -175,6 +198,7 @@ class DiffusionSampler:
         self.remask = remask
         self.remask_eta = float(remask_eta)
         self.confidence = confidence
+        self.kv_cache = "none" if kv_cache == "auto" and not block_model else kv_cache
         self.model_calls = 0  # counted for the benchmark and the cache test
 
     def _logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -203,37 +227,50 @@ class DiffusionSampler:
         free = x_init == mask_id  # (B, L) the positions to generate
         prior = self.kernel.prior_log_probs().to(x_init.device).expand(*x_init.shape, -1)  # (B, L, K)
         x = torch.where(free, gumbel_argmax(prior, generators), x_init)  # (B, L) x_1 ~ p(x_1) where free
-        if self.block_size is None:
+        block_model = getattr(self.model, "block_diffusion", None)
+        if self.block_size is None and not block_model:
             return self._denoise(x, free, self.steps, generators, callback, 0, last=True)
-        # semi-autoregressive: blocks of block_size positions from the first one to generate, left to right;
-        # a block's steps see the earlier blocks as fixed text and the later ones still masked
+        # semi-autoregressive: blocks of block_size positions, left to right; a block's steps see the earlier
+        # blocks as fixed text (and, for an ordinary model, the later ones still masked). A block diffusion
+        # model's blocks are its own, counted from position 0; otherwise they start at the first free position.
         L = x.shape[1]
+        size = self.block_size or block_model
         columns = free.any(0).nonzero().flatten().tolist()
-        positions = torch.arange(L, device=x.device)
-        starts = [c for c in range(columns[0], L, self.block_size)] if columns else []
-        blocks = [(a, min(a + self.block_size, L)) for a in starts]
+        first = (columns[0] // size * size if block_model else columns[0]) if columns else L
+        blocks = [(a, min(a + size, L)) for a in range(first, L, size)]
         blocks = [(a, e) for a, e in blocks if free[:, a:e].any()]
-        width = min(L, getattr(self.model, "block_size", L))  # the model's context
+        context = getattr(self.model, "block_size", L)  # the model's context
+        cache = _BlockCache(self, block_model)
         offset = 0
         for b, (a, end) in enumerate(blocks):
             steps = max(1, self.steps // len(blocks) + (b < self.steps % len(blocks)))  # steps split evenly
-            hi = max(end, width)  # the context window that ends with this block (the whole sequence if it fits)
-            lo = hi - width
-            in_block = (positions >= a) & (positions < end)
+            if block_model:  # the window: the finished blocks that fit in the context, then this block
+                lo, hi = max(0, a - (context - size)), end
+            else:  # the context window that ends with this block (the whole sequence if it fits)
+                hi = max(end, min(L, context))
+                lo = hi - min(L, context)
+            p0, p1, logits_fn = cache.prepare(x, lo, a, end, hi)  # denoise x[:, p0:p1], this block free in it
+            in_block = torch.zeros_like(free)
+            in_block[:, a:end] = True
             cb = None
             if callback is not None:  # callbacks see the whole sequence
-                cb = lambda i, xw, x=x, lo=lo, hi=hi: callback(i, torch.cat([x[:, :lo], xw, x[:, hi:]], 1))  # noqa: E731
+                cb = lambda i, xp, x=x, p0=p0, p1=p1: callback(i, torch.cat([x[:, :p0], xp, x[:, p1:]], 1))  # noqa: E731
             last = b == len(blocks) - 1
-            window = self._denoise(x[:, lo:hi], (free & in_block)[:, lo:hi], steps, generators, cb, offset, last)
-            x = torch.cat([x[:, :lo], window, x[:, hi:]], dim=1)
+            block_free = (free & in_block)[:, p0:p1]
+            part = self._denoise(x[:, p0:p1], block_free, steps, generators, cb, offset, last, logits_fn)
+            x = torch.cat([x[:, :p0], part, x[:, p1:]], dim=1)
             offset += steps
             if stop_id is not None and not last and bool(((x[:, :end] == stop_id) & free[:, :end]).any(1).all()):
-                return torch.where(free & (positions >= end), stop_id, x)  # every row has ended its text
+                after = torch.arange(L, device=x.device) >= end  # every row has ended its text
+                return torch.where(free & after, stop_id, x)
+            if not last:
+                cache.finish_block(x, lo, a, end, next_lo=max(0, blocks[b + 1][0] - (context - size)))
         return x
 
-    def _denoise(self, x_start, free, steps, generators, callback, offset, last):
+    def _denoise(self, x_start, free, steps, generators, callback, offset, last, logits_fn=None):
         """``steps`` reverse steps from t = 1 to 0 of the positions ``free`` (B, L); the others keep their
-        values in ``x_start``. ``callback(offset + i, x)`` after step ``i``.
+        values in ``x_start``. ``callback(offset + i, x)`` after step ``i``. ``logits_fn(x, t)``: the model's
+        logits of ``x`` (default: a call of the model on ``x``; block-wise sampling with a KV cache passes its own).
 
         Only the ``last`` call may stop early once nothing is masked: before another block, every step
         must draw its noise, so that each row's generator is where it would be in any batch (a complete
@@ -250,7 +287,7 @@ class DiffusionSampler:
             if final and not ((x == mask_id) & free).any():
                 break  # every position is known; later steps could change nothing
             if logits is None or not self.cache or not torch.equal(x, logits_input):
-                logits = self._logits(x, float(times[i]))  # (B, L, V)
+                logits = (logits_fn or self._logits)(x, float(times[i]))  # (B, L, V)
                 logits_input = x.clone()
             log_p_x0 = process_log_probs(logits, self.temperature, self.top_p, self.top_k)  # (B, L, V)
             if self.remask != "none":
@@ -302,3 +339,61 @@ class DiffusionSampler:
             return top2[..., 0] - top2[..., 1]
         plogp = torch.where(p > 0, p * log_p_x0, torch.zeros_like(p))
         return 1.0 + plogp.sum(-1) / math.log(max(p.shape[-1], 2))  # 1 - H / log V
+
+
+class _BlockCache:
+    """What the model sees while block-wise sampling denoises one block: which part of ``x`` the steps run
+    on, and how its logits are computed (``DiffusionSampler.kv_cache``).
+
+    Block diffusion model (exact): the keys and values of the finished blocks in the window are computed
+    once (extended by each finished block, rebuilt when the window slides) and a step runs the block alone.
+    ``kv_cache=none`` runs the window from its first finished block to this block at every step instead.
+    Ordinary bidirectional model: ``none`` runs the whole window every step; ``prefix`` and ``dual`` (the
+    approximate caches of Fast-dLLM, Wu et al. 2025) run the whole window once at the start of the block,
+    keep its keys and values, and then run only the block and what follows it (``prefix``) or only the
+    block (``dual``), against keys and values that are stale once tokens change elsewhere.
+    """
+
+    def __init__(self, sampler: "DiffusionSampler", block_model: int | None):
+        self.sampler, self.model, self.block_model = sampler, sampler.model, block_model
+        self.mode = sampler.kv_cache
+        self.layers = None  # block diffusion: per-layer (keys, values) of x[:, lo:end] of finished blocks
+        self.span = (0, 0)
+
+    def _call(self, x, t, start=0, cache=None):
+        self.sampler.model_calls += 1
+        times = None if t is None else torch.full((x.shape[0],), t, device=x.device)
+        return self.model.forward_cached(x, times, start, cache)
+
+    def prepare(self, x, lo: int, a: int, end: int, hi: int):
+        """``(p0, p1, logits_fn)`` for the block ``a:end`` in the window ``lo:hi``."""
+        if self.block_model:
+            if self.mode == "none":  # uncached: the window's finished blocks and this block, every step
+                prefix = x[:, lo:a]
+                return a, end, lambda xp, t: self.sampler._logits(torch.cat([prefix, xp], 1), t)[:, a - lo :]
+            if self.span != (lo, a):  # first block, or the window slid: compute the finished blocks once
+                self.layers = self._call(x[:, lo:a], None)[1] if a > lo else None
+                self.span = (lo, a)
+            layers = self.layers
+            return a, end, lambda xp, t: self._call(xp, t, a - lo, layers)[0]
+        if self.mode == "none":
+            return lo, hi, None
+        pending = {}
+
+        def logits_fn(xp, t):
+            if "layers" not in pending:  # the block's first step: the whole window, keeping its keys and values
+                logits, layers = self._call(x[:, lo:hi] if self.mode == "dual" else torch.cat([x[:, lo:a], xp], 1), t)
+                if self.mode == "prefix":
+                    layers = [(k[:, :, : a - lo], v[:, :, : a - lo]) for k, v in layers]
+                pending["layers"] = layers
+                return logits[:, a - lo : a - lo + xp.shape[1]]
+            return self._call(xp, t, a - lo, pending["layers"])[0]
+
+        return (a, end, logits_fn) if self.mode == "dual" else (a, hi, logits_fn)
+
+    def finish_block(self, x, lo: int, a: int, end: int, next_lo: int):
+        """Block diffusion: add the finished block's keys and values, unless the next window starts elsewhere."""
+        if not self.block_model or self.mode == "none" or next_lo != lo:
+            return
+        self.layers = append_to_cache(self.layers, self._call(x[:, a:end], None, a - lo, self.layers)[1])
+        self.span = (lo, end)

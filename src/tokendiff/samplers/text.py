@@ -21,7 +21,7 @@ __all__ = ["initial_tokens", "generate", "parse_template", "unescape", "sampling
 # the keywords of generate() that the config's sampling.* keys set, one to one
 SAMPLING_KEYS = (
     "steps", "temperature", "strategy", "top_p", "top_k", "cache", "threshold", "confidence", "block_size",
-    "remask", "remask_eta", "batch_size",
+    "remask", "remask_eta", "kv_cache", "batch_size",
 )  # fmt: skip
 
 
@@ -112,6 +112,7 @@ def generate(
     block_size: int | None = None,
     remask: str = "none",
     remask_eta: float = 0.02,
+    kv_cache: str = "auto",
     prompt: str | None = None,
     template: str | None = None,
     seed: int = 0,
@@ -127,7 +128,8 @@ def generate(
     """
     block = model.block_size
     causal = kernel is None
-    longer = causal or block_size is not None  # these samplers slide the model's context along the text
+    block_model = bool(getattr(model, "block_diffusion", None))
+    longer = causal or block_size is not None or block_model  # these samplers slide the model's context along the text
     if length < 1 or (length > block and not longer):
         raise TokenDiffError(
             f"sampling.length={length} must lie in [1, model.block_size={block}]; longer texts need block-wise "
@@ -143,7 +145,7 @@ def generate(
     else:
         sampler = DiffusionSampler(
             model, kernel, steps, temperature, strategy, top_p, cache, threshold=threshold, confidence=confidence,
-            block_size=block_size, top_k=top_k, remask=remask, remask_eta=remask_eta,
+            block_size=block_size, top_k=top_k, remask=remask, remask_eta=remask_eta, kv_cache=kv_cache,
         )  # fmt: skip
     eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
     generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
