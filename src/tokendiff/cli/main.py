@@ -27,6 +27,7 @@ commands:
   sample    generate text from a checkpoint:           tokendiff sample checkpoint=out prompt="ROMEO:"
   eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out
   score     sample quality under an autoregressive run: tokendiff score samples=s.jsonl reference=out/ar
+  demo      a browser page that streams the denoising:  tokendiff demo checkpoint=out demo.port=7860
 
 Every key=value is a Hydra override of the config in tokendiff/configs/schema.py;
 presets: +experiment=shakespeare_char | shakespeare_char_ar | shakespeare_char_udlm | shakespeare_char_hybrid
@@ -456,7 +457,26 @@ def cmd_score(args):
     print(strict_json(result, indent=2))
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_score}
+def cmd_demo(args):
+    """A local Gradio page (``pip install 'tokendiff[demo]'``) that streams one sample's denoising."""
+    from tokendiff.checkpoint import load_checkpoint
+    from tokendiff.viz.demo import check_gradio, serve, split_server_args
+
+    host, port, rest = split_server_args(args)  # demo.host= / demo.port= are not config keys
+    cfg, overrides = load_config(rest)
+    check_gradio()
+    device = _device(cfg)
+    ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    if ckpt.kernel is None or ckpt.tokenizer.kind == "binary_image":
+        raise TokenDiffError("tokendiff demo shows the denoising of text; give a text diffusion checkpoint")
+    inherit_sampling(cfg, overrides, ckpt.config)
+    serve(ckpt, cfg, host, port, device)
+
+
+COMMANDS = {
+    "prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_score,
+    "demo": cmd_demo,
+}  # fmt: skip
 
 # the config keys each command reads, for `tokendiff <command> --help`
 COMMAND_KEYS = {
@@ -468,6 +488,11 @@ COMMAND_KEYS = {
     "sample": (["sampling", "system"], ["checkpoint", "prompt", "template", "num_samples", "seed"]),
     "eval": (["eval", "system"], ["checkpoint", "seed"]),
     "score": (["system"], ["samples", "reference"]),
+    "demo": (["sampling", "system"], ["checkpoint", "prompt", "seed"]),
+}
+EXTRA_HELP = {  # keys a command reads that are not config keys
+    "demo": f"\ndemo.*  the page's server (host= and port= for short)\n  {'demo.host=127.0.0.1':<40} "
+    f"address to listen on (0.0.0.0: every interface)\n  {'demo.port=7860':<40} port to listen on",
 }
 
 
@@ -480,6 +505,7 @@ def command_help(command: str) -> str:
         f"usage: tokendiff {command} [key=value ...]\n\n{line.strip()}\n\n"
         f"keys (key=default, then what it does; presets: +experiment={'|'.join(presets())}):\n"
         + describe_keys(sections, top)
+        + EXTRA_HELP.get(command, "")
     )
 
 
