@@ -192,3 +192,20 @@ def test_block_diffusion_trains_samples_and_evaluates_from_the_cli(tmp_path, cap
     bad = ["model.block_diffusion=true", "diffusion.block_size=5", f"output_dir={tmp_path / 'x'}"]
     code, _, err = run(capsys, "train", *TINY, *bad)
     assert code == 2 and err.count("\n") == 1 and "diffusion.block_size" in err
+
+
+def test_init_from_fine_tunes_a_masked_model_into_block_diffusion(tmp_path, capsys):
+    # BD3-LM's recipe: a masked diffusion model's weights start the block diffusion run (same sizes and tokenizer)
+    masked = tmp_path / "masked"
+    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={masked}"]) == 0
+    tuned = tmp_path / "tuned"
+    args = [*TINY, *BLOCK, "training.max_iters=1", "training.learning_rate=1e-9", "training.min_lr=0"]
+    assert main(["train", *args, f"training.init_from={masked}", f"output_dir={tuned}"]) == 0
+    start, after = load_checkpoint(masked).model.state_dict(), load_checkpoint(tuned).model.state_dict()
+    assert set(start) == set(after)
+    for name in start:
+        torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0)
+    capsys.readouterr()
+    bad = [*TINY, "model.n_embd=16", f"training.init_from={masked}", f"output_dir={tmp_path / 'b'}"]
+    code, _, err = run(capsys, "train", *bad)
+    assert code == 2 and err.count("\n") == 1 and "training.init_from" in err and "do not fit" in err

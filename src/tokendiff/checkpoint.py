@@ -334,6 +334,33 @@ def load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
     model.load_state_dict(state)
 
 
+def init_weights_from(model: torch.nn.Module, path, tokenizer) -> Path:
+    """Load the (sampling) weights of the checkpoint at ``path`` into a new run's ``model``
+    (``training.init_from``): e.g. fine-tune a masked model into a block diffusion model, as BD3-LM does.
+    The tokenizers must be the same and every tensor must fit; the optimizer and step start afresh."""
+    ckpt = resolve_checkpoint(path, "training.init_from")
+    record = read_json(ckpt / CONFIG)
+    expected = record.get("tokenizer_fingerprint") if isinstance(record, dict) else None
+    if expected is not None and expected != tokenizer.fingerprint():
+        raise TokenDiffError(
+            f"training.init_from={path}: that checkpoint was trained with another tokenizer; use the same "
+            "data.tokenizer (and data) as it"
+        )
+    state, own = load_weights(ckpt / WEIGHTS), model.state_dict()
+    wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    unexpected = [k for k in state if k not in own]
+    if wrong or unexpected:
+        name = (wrong or unexpected)[0]
+        theirs = tuple(state[name].shape) if name in state else "missing"
+        shapes = f"{theirs} vs {tuple(own[name].shape) if name in own else 'not in this model'}"
+        raise TokenDiffError(
+            f"training.init_from={path}: its weights do not fit this model ({name}: {shapes}); use the same model.* "
+            "sizes as that checkpoint"
+        )
+    model.load_state_dict(state)
+    return ckpt
+
+
 STATE_KEYS = ("step", "torch_rng_state")
 
 

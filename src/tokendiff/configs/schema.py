@@ -203,6 +203,7 @@ class TrainingConfig:
     checkpoint_interval: int = 500  # steps between checkpoints (the final one is always written)
     log_interval: int = 10
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this wall-clock time
+    init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer), e.g. MDLM -> BD3-LM
     seed: int = 1337
 
     def __post_init__(self):

@@ -41,6 +41,7 @@ from tokendiff.checkpoint import (
     TRAINING_STATE,
     WEIGHTS,
     checkpoint_record,
+    init_weights_from,
     load_into,
     load_training_state,
     optimizer_tensors,
@@ -178,6 +179,8 @@ class Trainer:
                 f"{engine}"
             )
         self.is_main = self.accelerator.is_main_process
+        if self.tcfg.init_from and resume_from is None:  # a new run from another run's weights
+            init_weights_from(model, self.tcfg.init_from, tokenizer)
         self.raw_model = model.to(self.device)
         self.ema = EMA(self.raw_model, self.tcfg.ema) if self.tcfg.ema > 0 else None
         fused = self.device.type in ("cpu", "cuda")
