@@ -8,14 +8,19 @@ What is measured
     real validation text is the yardstick. The reference plays the role GPT-2 plays in the literature, here
     a model trained on the same corpus.
 
-Settings (``--settings`` picks a subset): ``ancestral_plain`` (MDLM's exact step, steps = length, no cache),
-``ancestral`` (the same, cached), ``confidence_L/4``, ``threshold_0.9`` and ``threshold_0.7`` (parallel
-decoding, steps = length as the upper bound), ``block32_confidence`` (block-wise, L/4 steps),
-``remask_2L`` (ReMDM cap 0.02 with twice the steps).
+Settings (``--settings`` picks a subset) of the masked model (``--checkpoint``): ``ancestral_plain`` (MDLM's
+exact step, steps = length, no cache: the baseline every speedup is relative to), ``ancestral`` (the same,
+cached), ``ancestral_L/4`` and ``ancestral_L/8`` (fewer steps), ``confidence_L/4``, ``threshold_0.9`` and
+``threshold_0.7`` (parallel decoding, steps = length as the upper bound), ``block32_confidence``
+(block-wise, L/4 steps), ``block16_dual`` and ``block16_dual_L/2`` (block-wise ancestral with Fast-dLLM's
+approximate dual KV cache), ``remask_2L`` (ReMDM cap 0.02 with twice the steps). Of a block diffusion model
+(``--block-checkpoint``, BD3-LM): ``bd3_plain`` (steps = length, no KV cache), ``bd3_kv`` (the exact KV
+cache), ``bd3_kv_L/2`` and ``bd3_kv_L/4`` (fewer steps per block), ``bd3_kv_threshold_0.9``.
 
 Usage::
 
-    python bench/sample_quality.py --checkpoint <masked run> --reference <autoregressive run>
+    python bench/sample_quality.py --checkpoint <masked run> --reference <autoregressive run> \
+        [--block-checkpoint <block diffusion run>] [--length 256]
 
 Writes ``bench/results/sample_quality.json`` (``--out``).
 """
@@ -34,14 +39,30 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def settings(length: int) -> dict[str, dict]:
+    """Sampler settings of the masked model: name -> generate() keywords."""
     return {
         "ancestral_plain": {"steps": length, "cache": False},
         "ancestral": {"steps": length},
+        "ancestral_L/4": {"steps": length // 4},
+        "ancestral_L/8": {"steps": length // 8},
         "confidence_L/4": {"steps": length // 4, "strategy": "confidence"},
         "threshold_0.9": {"steps": length, "strategy": "threshold", "threshold": 0.9},
         "threshold_0.7": {"steps": length, "strategy": "threshold", "threshold": 0.7},
         "block32_confidence": {"steps": length // 4, "strategy": "confidence", "block_size": 32},
+        "block16_dual": {"steps": length, "block_size": 16, "kv_cache": "dual"},
+        "block16_dual_L/2": {"steps": length // 2, "block_size": 16, "kv_cache": "dual"},
         "remask_2L": {"steps": 2 * length, "remask": "cap", "remask_eta": 0.02},
+    }
+
+
+def block_settings(length: int) -> dict[str, dict]:
+    """Sampler settings of a block diffusion model (its blocks are its own)."""
+    return {
+        "bd3_plain": {"steps": length, "kv_cache": "none"},
+        "bd3_kv": {"steps": length},
+        "bd3_kv_L/2": {"steps": length // 2},
+        "bd3_kv_L/4": {"steps": length // 4},
+        "bd3_kv_threshold_0.9": {"steps": length, "strategy": "threshold", "threshold": 0.9},
     }
 
 
@@ -53,6 +74,8 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a masked diffusion run")
+    p.add_argument("--block-checkpoint", help="a block diffusion run (model.block_diffusion=true)")
+    p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
     p.add_argument("--reference", required=True, help="an autoregressive run of the same corpus")
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
@@ -62,20 +85,24 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     ckpt, ref = load_checkpoint(args.checkpoint), load_checkpoint(args.reference)
-    length = ckpt.config.model.block_size
-    chosen = settings(length)
+    block = load_checkpoint(args.block_checkpoint) if args.block_checkpoint else None
+    length = args.length or ckpt.config.model.block_size
+    chosen = {name: (ckpt, kw) for name, kw in settings(length).items()}
+    if block is not None:
+        chosen |= {name: (block, kw) for name, kw in block_settings(length).items()}
     names = args.settings or list(chosen)
     rows = {}
     for name in names:
-        kwargs = chosen[name]
+        model, kwargs = chosen[name]
         start = time.perf_counter()
         texts, stats = generate(
-            ckpt.model, ckpt.kernel, ckpt.tokenizer, num_samples=args.num_samples, length=length, seed=args.seed,
+            model.model, model.kernel, model.tokenizer, num_samples=args.num_samples, length=length, seed=args.seed,
             batch_size=args.num_samples, **kwargs,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         ids = [ref.tokenizer.encode(t) for t in texts]
         rows[name] = {
+            "checkpoint": str(model.path),
             "settings": kwargs,
             "tokens_per_s": args.num_samples * length / seconds,
             "model_calls": stats["model_calls"],
@@ -94,10 +121,21 @@ def main(argv=None) -> int:
     print(f"{'real_text':20s} gen ppl {rows['real_text']['generative_perplexity']:.2f}  "
           f"entropy {rows['real_text']['unigram_entropy_bits']:.3f}")  # fmt: skip
     base = rows.get("ancestral_plain")
-    if base:
-        for r in rows.values():
-            if "tokens_per_s" in r:
-                r["speedup_vs_plain"] = r["tokens_per_s"] / base["tokens_per_s"]
+    if base:  # issue 10's target: >= 10x plain ancestral at generative perplexity within 10%, entropy within 2%
+        print(f"\n{'setting':22s} {'speedup':>8s} {'gen ppl':>8s} {'entropy':>8s}  target")
+        for name, r in rows.items():
+            if "tokens_per_s" not in r:
+                continue
+            r["speedup_vs_plain"] = r["tokens_per_s"] / base["tokens_per_s"]
+            r["gen_ppl_vs_plain"] = r["generative_perplexity"] / base["generative_perplexity"] - 1
+            r["entropy_vs_plain"] = r["unigram_entropy_bits"] / base["unigram_entropy_bits"] - 1
+            r["meets_target"] = (
+                r["speedup_vs_plain"] >= 10 and r["gen_ppl_vs_plain"] <= 0.10 and abs(r["entropy_vs_plain"]) <= 0.02
+            )
+            print(
+                f"{name:22s} {r['speedup_vs_plain']:7.1f}x {r['gen_ppl_vs_plain']:+8.1%} "
+                f"{r['entropy_vs_plain']:+8.1%}  {'met' if r['meets_target'] else '-'}"
+            )
     result = {
         "benchmark": "sample_quality",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

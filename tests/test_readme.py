@@ -46,6 +46,9 @@ SKIP: dict[str, str] = {
         "downloads wikitext from the hub, and tests never use the network; tests/test_datasets.py prepares "
         "data.dataset=hf from a local saved dataset and a local folder of Parquet files"
     ),
+    'demo checkpoint=out/small prompt=ROMEO:': (
+        "serves a page until Ctrl+C; tests/test_demo.py starts it on a free port and calls it with gradio_client"
+    ),
 }
 
 # Substituted where a command trains a text model (the preset's model.block_size is kept, so the
@@ -138,7 +141,7 @@ def test_every_bash_command_of_the_readme_is_run_or_named():
     others = {shlex.join(argv) for argv in commands if not is_tokendiff(argv)}
     assert others == NOT_TOKENDIFF, "a README bash command that is neither tokendiff nor known setup"
     assert set(SKIP) <= {shlex.join(argv) for argv in tokendiff_commands()}, "SKIP names a command the README lacks"
-    assert all(argv[0] in ("prepare", "train", "sample", "eval", "score") for argv in tokendiff_commands())
+    assert all(argv[0] in ("prepare", "train", "sample", "eval", "score", "demo") for argv in tokendiff_commands())
 
 
 @pytest.fixture
