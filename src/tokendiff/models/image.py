@@ -148,6 +148,6 @@ class ImagePatchTransformer(nn.Module):
         states = F.one_hot(self._patchify(x), self.vocab_size + 1)  # (B, N, p*p, 3)
         h = self.embed(states.flatten(2).to(self.embed.weight.dtype)) + self.pos  # (B, N, D)
         for block in self.blocks:
-            h = block(h, self.rope_cos, self.rope_sin)  # (B, N, D)
+            h, _ = block(h, self.rope_cos, self.rope_sin)  # (B, N, D)
         logits = self.head(self.norm(h))  # (B, N, p*p*V)
         return self._unpatchify(logits.view(B, self.grid * self.grid, self.patch**2, self.vocab_size))  # (B, 784, V)
