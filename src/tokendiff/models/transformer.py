@@ -11,6 +11,7 @@ the output logits cover the ``V`` real tokens only, so the mask can never be pre
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -18,15 +19,19 @@ import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["Transformer", "append_to_cache"]
+__all__ = ["Transformer", "KVCache"]
 
 
-def append_to_cache(layers, own):
-    """A KV cache (per-layer ``(keys, values)``, each (B, H, Lc, hd), or None) extended by the positions
-    that follow it, as :meth:`Transformer.forward_cached` returns them."""
-    if layers is None:
-        return own
-    return [(torch.cat([k, k2], dim=2), torch.cat([v, v2], dim=2)) for (k, v), (k2, v2) in zip(layers, own)]
+@dataclass
+class KVCache:
+    """Keys (after RoPE) and values of a window of positions, per layer, in buffers of the model's context
+    ``(B, H, block_size, hd)``; positions ``0 .. length - 1`` are filled. A call of
+    :meth:`Transformer.forward_cached` with a cache writes its own keys and values into it in place (at its
+    positions), so a finished block extends the cache without copying what is already there."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0):
@@ -52,13 +57,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
 
-    def forward(self, x, cos, sin, mask=None, past=None, start: int = 0):
+    def forward(self, x, cos, sin, mask=None, cache=None, start: int = 0, length: int = 0):
         """``x`` (B, n, D) at positions ``start .. start + n`` (``cos``/``sin`` of those positions).
 
-        ``mask``: (n, n_keys) bool, True = attend (None: ``causal`` decides). ``past``: cached keys and values
-        (B, H, Lc, hd) of the other positions of the window; this call's own keys replace positions
-        ``start .. start + n`` of it (they are appended when the cache ends at ``start``). Returns the output
-        and this call's keys and values (after RoPE), which a cache stores."""
+        ``mask``: (n, n_keys) bool, True = attend (None: ``causal`` decides). ``cache``: this layer's key and value
+        buffers (B, H, capacity, hd) of a :class:`KVCache`; this call writes its own keys and values at positions
+        ``start .. start + n`` and attends to positions ``0 .. length - 1``. Returns the output and this call's
+        keys and values (after RoPE)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)  # (B, n, D) each
         q = q.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, n, hd)
@@ -66,16 +71,17 @@ class Attention(nn.Module):
         v = v.view(B, L, self.n_head, D // self.n_head).transpose(1, 2)  # (B, H, n, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, n, hd)
         own = (k, v)
-        if past is not None:  # keys and values of the window's other positions, from the cache
-            pk, pv = past
-            k = torch.cat([pk[:, :, :start], k, pk[:, :, start + L :]], dim=2)  # (B, H, n_keys, hd)
-            v = torch.cat([pv[:, :, :start], v, pv[:, :, start + L :]], dim=2)
+        if cache is not None:  # the window's keys and values, this call's written in place
+            key_buffer, value_buffer = cache
+            key_buffer[:, :, start : start + L] = k
+            value_buffer[:, :, start : start + L] = v
+            k, v = key_buffer[:, :, :length], value_buffer[:, :, :length]  # (B, H, n_keys, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=self.causal and mask is None and past is None,
+            is_causal=self.causal and mask is None and cache is None,
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, n, hd)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, n, D)
@@ -103,8 +109,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(n_embd)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cos, sin, mask=None, past=None, start: int = 0):
-        h, own = self.attn(self.norm1(x), cos, sin, mask, past, start)
+    def forward(self, x, cos, sin, mask=None, cache=None, start: int = 0, length: int = 0):
+        h, own = self.attn(self.norm1(x), cos, sin, mask, cache, start, length)
         x = x + self.drop(h)  # (B, L, D)
         return x + self.drop(self.mlp(self.norm2(x))), own  # (B, L, D)
 
@@ -213,36 +219,54 @@ class Transformer(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_cached(x, t)[0]
+        return self._run(x, t, 0, None, keep=False)[0]
 
     def forward_cached(self, x: torch.Tensor, t: torch.Tensor | None = None, start: int = 0, cache=None):
-        """Logits of ``x`` (B, n) at positions ``start .. start + n`` of a window, and their keys and values.
+        """Logits of ``x`` (B, n) at positions ``start .. start + n`` of a window, and the window's KV cache.
 
-        ``cache``: per-layer ``(keys, values)`` of the window's positions, each (B, H, Lc, hd), e.g. what an
-        earlier call returned; the tokens of ``x`` replace positions ``start .. start + n`` of it and attend
-        to all of its other positions (as the model's mask allows). None: ``x`` is the whole window
-        (``start`` must be 0). Returns ``(logits (B, n, V), [(keys, values) of x per layer])``.
+        ``cache``: a :class:`KVCache` of the window (what an earlier call returned); the tokens of ``x`` write
+        their keys and values at their positions in it (in place) and attend to every filled position (as
+        the model's mask allows). None: ``x`` is the whole window (``start`` must be 0) and a new cache of it
+        is returned. Returns ``(logits (B, n, V), cache)``.
 
         Exact for a block diffusion model whose cache holds the finished blocks before ``start`` (their keys do
         not depend on later blocks); for a bidirectional model a cache is an approximation (Fast-dLLM):
         the cached keys were computed when other positions held other tokens.
         """
+        return self._run(x, t, start, cache, keep=True)
+
+    def _run(self, x, t, start: int, cache: KVCache | None, keep: bool):
         B, n = x.shape
-        total = n if cache is None else max(cache[0][0].shape[2], start + n)
         if cache is None and start:
             raise TokenDiffError("forward_cached: start > 0 needs a cache of the positions before it")
-        self._check_length(total)
+        length = n if cache is None else max(cache.length, start + n)
+        self._check_length(length)
         h = self._embed(x, t)
         cos, sin = self.rope_cos[start : start + n], self.rope_sin[start : start + n]  # (n, hd/2)
-        queries = torch.arange(start, start + n, device=x.device)
         mask = None
         if cache is not None or not self.causal:
-            mask = self._mask(queries, torch.arange(total, device=x.device))
+            queries, keys = torch.arange(start, start + n, device=x.device), torch.arange(length, device=x.device)
+            mask = self._mask(queries, keys)
         own = []
         for i, block in enumerate(self.blocks):
-            h, kv = block(h, cos, sin, mask, None if cache is None else cache[i], start)  # (B, n, D)
-            own.append(kv)
-        return self.head(self.norm(h)), own  # (B, n, V)
+            layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+            h, kv = block(h, cos, sin, mask, layer_cache, start, length)  # (B, n, D)
+            if keep and cache is None:
+                own.append(kv)
+        logits = self.head(self.norm(h))  # (B, n, V)
+        if not keep:
+            return logits, None
+        if cache is None:  # a new cache of this window, with room for the rest of the context
+            keys, values = [], []
+            for k, v in own:
+                key_buffer = k.new_empty(*k.shape[:2], self.block_size, k.shape[-1])  # (B, H, context, hd)
+                value_buffer = v.new_empty(*v.shape[:2], self.block_size, v.shape[-1])
+                key_buffer[:, :, :n], value_buffer[:, :, :n] = k, v
+                keys.append(key_buffer)
+                values.append(value_buffer)
+            return logits, KVCache(keys, values, n)
+        cache.length = length
+        return logits, cache
 
     def forward_block_diffusion(self, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | None = None):
         """BD3-LM's training call: logits (B, L, V) of the noisy ``xt`` (B, L), each block of it seeing itself and

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.models.transformer import append_to_cache
 from tokendiff.processes.base import Kernel
 
 __all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_probs", "gumbel_argmax"]
@@ -357,7 +356,7 @@ class _BlockCache:
     def __init__(self, sampler: "DiffusionSampler", block_model: int | None):
         self.sampler, self.model, self.block_model = sampler, sampler.model, block_model
         self.mode = sampler.kv_cache
-        self.layers = None  # block diffusion: per-layer (keys, values) of x[:, lo:end] of finished blocks
+        self.cache = None  # block diffusion: the KVCache of the window's finished blocks x[:, lo:a]
         self.span = (0, 0)
 
     def _call(self, x, t, start=0, cache=None):
@@ -372,28 +371,35 @@ class _BlockCache:
                 prefix = x[:, lo:a]
                 return a, end, lambda xp, t: self.sampler._logits(torch.cat([prefix, xp], 1), t)[:, a - lo :]
             if self.span != (lo, a):  # first block, or the window slid: compute the finished blocks once
-                self.layers = self._call(x[:, lo:a], None)[1] if a > lo else None
+                self.cache = self._call(x[:, lo:a], None)[1] if a > lo else None
                 self.span = (lo, a)
-            layers = self.layers
-            return a, end, lambda xp, t: self._call(xp, t, a - lo, layers)[0]
+            state = {"cache": self.cache}
+
+            def block_logits(xp, t):  # the block alone, against the finished blocks' keys and values
+                logits, state["cache"] = self._call(xp, t, a - lo, state["cache"])
+                self.cache = state["cache"]
+                return logits
+
+            return a, end, block_logits
         if self.mode == "none":
             return lo, hi, None
-        pending = {}
+        state = {}
 
         def logits_fn(xp, t):
-            if "layers" not in pending:  # the block's first step: the whole window, keeping its keys and values
-                logits, layers = self._call(x[:, lo:hi] if self.mode == "dual" else torch.cat([x[:, lo:a], xp], 1), t)
+            if "cache" not in state:  # the block's first step: the whole window, keeping its keys and values
+                window = x[:, lo:hi] if self.mode == "dual" else torch.cat([x[:, lo:a], xp], 1)
+                logits, state["cache"] = self._call(window, t)
                 if self.mode == "prefix":
-                    layers = [(k[:, :, : a - lo], v[:, :, : a - lo]) for k, v in layers]
-                pending["layers"] = layers
+                    state["cache"].length = a - lo  # keep the positions before the block only
                 return logits[:, a - lo : a - lo + xp.shape[1]]
-            return self._call(xp, t, a - lo, pending["layers"])[0]
+            return self._call(xp, t, a - lo, state["cache"])[0]
 
         return (a, end, logits_fn) if self.mode == "dual" else (a, hi, logits_fn)
 
     def finish_block(self, x, lo: int, a: int, end: int, next_lo: int):
-        """Block diffusion: add the finished block's keys and values, unless the next window starts elsewhere."""
+        """Block diffusion: write the finished block's keys and values into the cache (over the noisy block's),
+        unless the next window starts elsewhere."""
         if not self.block_model or self.mode == "none" or next_lo != lo:
             return
-        self.layers = append_to_cache(self.layers, self._call(x[:, a:end], None, a - lo, self.layers)[1])
+        self.cache = self._call(x[:, a:end], None, a - lo, self.cache)[1]
         self.span = (lo, end)
