@@ -258,6 +258,22 @@ BAD = {
         "strategy=ancestral",
     ),
     "block size of zero": (lambda c: _sample(c, "sampling.block_size=0"), "sampling.block_size=0"),
+    "unknown KV cache": (lambda c: _sample(c, "sampling.kv_cache=full"), "'full'"),
+    "dual KV cache without blocks": (lambda c: _sample(c, "sampling.kv_cache=dual"), "sampling.block_size"),
+    "block diffusion without a block size": (lambda c: _train(c, "model.block_diffusion=true"), "diffusion.block_size"),
+    "block diffusion block not dividing the context": (
+        lambda c: _train(c, "model.block_diffusion=true", "diffusion.block_size=7"),
+        "diffusion.block_size",
+    ),
+    "block diffusion of uniform noise": (
+        lambda c: _train(
+            c, "model.block_diffusion=true", "diffusion.block_size=8", "diffusion.process=uniform",
+            "model.time_conditioning=true",
+        ),
+        "model.block_diffusion=true",
+    ),
+    "diffusion block size without block diffusion": (lambda c: _train(c, "diffusion.block_size=8"), "block_diffusion"),
+    "init_from a missing run": (lambda c: _train(c, f"training.init_from={c.tmp}/nowhere"), "training.init_from"),
     "unknown confidence": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.confidence=gut"), "'gut'"),
     "unknown schedule": (lambda c: _train(c, "diffusion.schedule=quadratic"), "'quadratic'"),
     "unknown objective": (lambda c: _train(c, "diffusion.objective=score"), "'score'"),
