@@ -210,8 +210,8 @@ def test_loss_terms_train_both_parts_and_the_naive_baseline_scores_only_observed
         assert terms.shape == (8, 784) and torch.isfinite(terms).all() and terms.sum() > 0
         terms.mean().backward()
         assert all(p.grad is not None for p in model.parameters())
-    with pytest.raises(TokenDiffError, match="hard_loss='em'"):
-        AmbientObjective(base, 0.1, hard_loss="em")
+    with pytest.raises(TokenDiffError, match="hard_loss='gibbs'"):
+        AmbientObjective(base, 0.1, hard_loss="gibbs")
     naive = NaiveObjective(base).loss_terms(lambda a, t: model(a), y, g)
     assert (naive[y == 2] == 0).all()
 
@@ -242,3 +242,88 @@ def test_consistency_terms_are_scaled_by_the_masked_count_of_the_anchor(monkeypa
     terms = process.consistency_terms(lambda a, _t: torch.zeros(*a.shape, 2), y, t, g)
     m = torch.round(100 * (1 - process.schedule.alpha(t.double()))).long()  # masks left by the descent
     assert torch.equal(terms[:, 0].long(), m)
+
+
+@pytest.mark.parametrize("imputed_weight,factor", [(1.0, 1.0), (0.0, Q)])
+def test_em_m_step_with_exact_posterior_imputations_is_the_clean_nelbo(imputed_weight, factor):
+    # x ~ p, y observes each token w.p. q, x_hat ~ p(x | y) exactly (what the buffer's sampler aims at), z keeps
+    # each token of x_hat w.p. alpha(t): x_hat has the law of x, so the M-step with imputed_weight 1 is the
+    # clean NELBO integrand in expectation (Monte Carlo EM); with weight 0 only observed tokens count, and
+    # each masked token of z was observed w.p. q independently of the values: q times the integrand.
+    joint, other = random_joint(V, L, seed=51), random_joint(V, L, seed=52)
+    model = ExactConditionals(other, V, L)  # not the truth: the identity holds for any model
+    process = make(imputed_weight=imputed_weight)
+    for t in (0.05, 0.4, process.t_n - 0.01):
+        a = float(process.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+        tt = torch.tensor([t], dtype=torch.float64)
+        em = 0.0
+        for x, px in joint.items():
+            for fates in itertools.product(range(4), repeat=L):  # bit 0: observed in y, bit 1: visible in z
+                prob = math.prod((Q if f & 1 else 1 - Q) * (a if f & 2 else 1 - a) for f in fates)
+                y = [xi if f & 1 else V for xi, f in zip(x, fates)]
+                for filled, pf in posterior(joint, y).items():
+                    z = torch.tensor([[fi if f & 2 else V for fi, f in zip(filled, fates)]])
+                    terms = process.em_terms_given(model(z), torch.tensor([filled]), torch.tensor([y]), z, tt)
+                    em += px * prob * pf * float(terms.sum())
+        clean = sum(px * expected_clean(process, model, x, t) for x, px in joint.items())
+        assert em == pytest.approx(factor * clean, rel=1e-5)
+
+
+def test_em_buffer_imputes_once_then_improves_and_is_saved_with_the_run():
+    joint = random_joint(V, L, seed=61)
+    process = make(refresh=0.0, gibbs_share=1.0, impute_rounds=L)
+    with pytest.raises(TokenDiffError, match="bind_imputer"):
+        process.completed(torch.tensor([[V, 1, V]]), torch.Generator())
+    process.bind_imputer(ExactConditionals(joint, V, L))
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([[V, 1, V], [0, V, V], [1, 1, 0]])
+    first = process.completed(y, g)
+    assert (first != V).all() and torch.equal(first[y != V], y[y != V])  # observed tokens clamped
+    assert len(process.buffer) == 3
+    # later uses start from the stored copy (a Gibbs sweep here: every imputed token drawn again given the rest)
+    stored = {k: v.clone() for k, v in process.buffer.items()}
+    second = process.completed(y, g)
+    assert torch.equal(second[y != V], y[y != V]) and torch.equal(second[2], y[2])
+    assert all(torch.equal(process.buffer[k], row) for k, row in zip(stored, second))
+    copy = make()
+    copy.load_state_tensors(process.state_tensors())
+    assert copy.buffer.keys() == process.buffer.keys()
+    assert all(torch.equal(copy.buffer[k], process.buffer[k]) for k in copy.buffer)
+
+
+def test_hard_batch_keeps_the_easy_loss_on_every_row(monkeypatch):
+    process = AmbientObjective(AbsorbingKernel(2, LogLinearSchedule()), 0.1, hard_batch=0.25)
+    easy_rows, hard_rows = [], []
+    monkeypatch.setattr(process, "easy_terms", lambda d, y, t, g: easy_rows.append(len(y)) or torch.ones(y.shape))
+    monkeypatch.setattr(process, "_hard", lambda d, y, u, g: hard_rows.append(len(y)) or torch.ones(y.shape))
+    y = torch.full((8, 16), 2)
+    terms = process.loss_terms(lambda a, t: torch.zeros(*a.shape, 2), y, torch.Generator().manual_seed(0))
+    assert easy_rows == [8] and hard_rows == [2]
+    assert int((terms == 2).all(1).sum()) == 2 and int((terms == 1).all(1).sum()) == 6
+
+
+def test_em_run_resumed_from_a_checkpoint_equals_an_uninterrupted_one(tmp_path):
+    # the imputation buffer is training state: a run resumed at step 3 ends with the same weights and buffer
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from tokendiff.cli.main import main
+
+    args = [
+        "+experiment=mnist_ambient", "ambient.hard_loss=em", "ambient.hard_start=0", "ambient.hard_batch=0.5",
+        "ambient.impute_rounds=2", "model.n_layer=1", "model.n_embd=16", "data.limit=16", "training.batch_size=8",
+        "training.n_epochs=null", "training.max_iters=6", "training.checkpoint_interval=3", "training.eval_iters=1",
+        "training.eval_interval=0", "training.sample_interval=0", "sampling.steps=2", "system.device=cpu",
+    ]  # fmt: skip
+    assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "final")
+    assert main(["train", f"resume={tmp_path}/b/checkpoints/step_000003"]) == 0
+    for name in ("model.safetensors", "objective.safetensors"):
+        a = load_file(str(tmp_path / "a/final/training_state" / name))
+        b = load_file(str(tmp_path / "b/final/training_state" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    buffer = load_file(str(tmp_path / "a/final/training_state/objective.safetensors"))
+    n, width = buffer["em_completed"].shape  # 6 steps x 4 hard rows drawn from the 16 training images
+    assert 4 < n <= 16 and width == 784 and (buffer["em_completed"] < 2).all()

@@ -108,6 +108,11 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
             a.divergence,
             a.hard_start,
             t_min=d.t_min,
+            hard_batch=a.hard_batch,
+            imputed_weight=a.imputed_weight,
+            impute_rounds=a.impute_rounds,
+            refresh=a.refresh,
+            gibbs_share=a.gibbs_share,
         )
     if cfg.model.block_diffusion:
         return BlockDiffusionObjective(kernel, d.block_size, t_min=d.t_min, antithetic=d.antithetic)

@@ -58,6 +58,7 @@ FINAL = "final"
 CHECKPOINTS = "checkpoints"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+OBJECTIVE_STATE = "objective.safetensors"  # in training_state/: an objective's own state
 SCHEDULER_CONFIG = "scheduler_config.json"
 TRAINING_STATE = "training_state"
 EXPORT_DIR = "model"  # model.arch=hf: the backbone as save_pretrained writes it (transformers can load it)
@@ -175,6 +176,8 @@ def save_checkpoint(
             save_file(_tensors(training_state["model"]), str(tmp / TRAINING_STATE / WEIGHTS))
             save_file(training_state["optimizer"], str(tmp / TRAINING_STATE / OPTIMIZER))
             _write_json(tmp / TRAINING_STATE / "state.json", training_state["state"])
+            if training_state.get("objective"):  # the objective's own state, e.g. EM's imputation buffer
+                save_file(training_state["objective"], str(tmp / TRAINING_STATE / OBJECTIVE_STATE))
         if target.exists():  # swap: the old one is removed only after the new one is in place
             old = target.with_name(f".{target.name}-old-{os.getpid()}")
             os.replace(target, old)
@@ -400,6 +403,7 @@ class TrainingState:
     ema_weights: dict  # model.safetensors: the EMA weights when EMA is on (else the raw ones)
     optimizer: dict  # flat moments, see optimizer_tensors
     state: dict
+    objective: dict  # the objective's own tensors (EM's imputation buffer); empty for most
 
 
 def load_training_state(ckpt: Path) -> TrainingState:
@@ -420,9 +424,11 @@ def load_training_state(ckpt: Path) -> TrainingState:
             f"{root / 'state.json'} lacks {', '.join(STATE_KEYS)} or has the wrong types; resume from another "
             "checkpoint of the run"
         )
+    objective = load_weights(root / OBJECTIVE_STATE) if (root / OBJECTIVE_STATE).exists() else {}
     return TrainingState(
         load_weights(root / WEIGHTS),
         load_weights(Path(ckpt) / WEIGHTS),
         load_weights(root / OPTIMIZER),
         state,
+        objective,
     )

@@ -376,6 +376,11 @@ class AmbientConfig:
     hard_loss: str = "consistency"  # below the corruption level: consistency (tower) | imputation (EM)
     divergence: str = "kl"  # consistency: kl | squared (probabilities)
     hard_start: float = 0.0  # share of the training steps on the easy loss alone, before the hard loss
+    hard_batch: float = 0.0  # > 0: easy loss on every row, the hard loss on this share of rows on top
+    imputed_weight: float = 1.0  # em: weight of imputed tokens in the M-step (0: observed only, 1: Monte Carlo EM)
+    impute_rounds: int = 16  # em: rounds (model passes) of the sequential draw that fills a buffer entry
+    refresh: float = 0.25  # em: chance that a buffer entry is drawn afresh when used (else a Gibbs sweep)
+    gibbs_share: float = 0.1  # em: share of an entry's imputed tokens a Gibbs sweep draws again
 
     def __post_init__(self):
         _check(self.consistency_weight >= 0, f"ambient.consistency_weight={self.consistency_weight} must be >= 0")
@@ -383,9 +388,14 @@ class AmbientConfig:
         _check(0.0 <= self.hard_start < 1.0, f"ambient.hard_start={self.hard_start} must lie in [0, 1), e.g. 0.3")
         _check(0.0 < self.easy_fraction <= 1.0, f"ambient.easy_fraction={self.easy_fraction} must lie in (0, 1]")
         _check(
-            self.hard_loss in ("consistency", "imputation"),
-            f"ambient.hard_loss={self.hard_loss!r} is unknown; use consistency or imputation",
+            self.hard_loss in ("consistency", "imputation", "em"),
+            f"ambient.hard_loss={self.hard_loss!r} is unknown; use consistency, imputation or em",
         )
+        for name in ("hard_batch", "imputed_weight", "refresh"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"ambient.{name}={value} must lie in [0, 1]")
+        _check(self.impute_rounds >= 1, f"ambient.impute_rounds={self.impute_rounds} must be >= 1, e.g. 16")
+        _check(0.0 < self.gibbs_share <= 1.0, f"ambient.gibbs_share={self.gibbs_share} must lie in (0, 1]")
         _check(
             self.divergence in ("squared", "kl"),
             f"ambient.divergence={self.divergence!r} is unknown; use squared or kl",

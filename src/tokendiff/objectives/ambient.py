@@ -38,6 +38,20 @@ A share of each batch (``easy_fraction``) gets the easy loss, the rest the hard 
   links two levels one token apart, so without it the term is tiny; on MNIST its gradient was ~300x
   below the data term's and it taught the low-noise levels nothing (docs/mnist_ambient.md).
 
+  ``em``: Monte Carlo EM with a persistent imputation buffer. Every training sequence keeps one completed
+  copy ``x_hat`` (its observed tokens, the rest imputed): drawn the first time the sequence is used by a
+  proper sequential sampler (``impute_rounds`` rounds in a random order, observed tokens clamped) with the
+  imputer (the trainer's EMA weights), then at each later use either drawn afresh (probability
+  ``refresh``) or improved by a Gibbs sweep (a share ``gibbs_share`` of its imputed tokens masked and drawn
+  again given the rest). The M-step scores the clean NELBO integrand of ``x_hat`` at ``t < t_n``: its
+  observed tokens with weight 1 and its imputed ones with weight ``imputed_weight`` (1: classical Monte
+  Carlo EM, whose expected loss with exact posterior draws is the clean NELBO, tested by enumeration;
+  0: observed tokens only). The buffer is training state: checkpoints carry it, so a resumed run
+  continues exactly.
+
+``hard_batch > 0`` keeps the easy loss on the whole batch every step and adds the hard loss on a sub-batch
+of that share of the rows, so the data levels never lose rows to the hard loss.
+
 The naive baseline (:mod:`tokendiff.objectives.naive`) treats ``y`` as clean data whose masked tokens
 are simply not scored.
 """
@@ -52,6 +66,8 @@ from tokendiff.objectives.times import stratified_uniform
 from tokendiff.processes.absorbing import AbsorbingKernel
 
 __all__ = ["AmbientObjective", "level_of_alpha", "scored_nll"]
+
+HARD_LOSSES = ("consistency", "imputation", "em")
 
 
 def level_of_alpha(schedule, q: float, iters: int = 80) -> float:
@@ -89,6 +105,9 @@ class AmbientObjective:
         divergence: of the consistency loss, ``squared`` (probabilities) or ``kl``.
         hard_start: share of training (``progress``) with the easy loss alone, before the hard loss.
         t_min: truncation of the weights that diverge at ``t_n`` and at 0 (see :class:`CleanObjective`).
+        hard_batch: > 0: the easy loss on every row and the hard loss on this share of the rows on top
+            (0: ``easy_fraction`` splits the rows between the two).
+        imputed_weight, impute_rounds, refresh, gibbs_share: of ``hard_loss=em`` (module docstring).
     """
 
     name = "ambient"
@@ -105,6 +124,11 @@ class AmbientObjective:
         divergence: str = "kl",
         hard_start: float = 0.0,
         t_min: float = 1e-3,
+        hard_batch: float = 0.0,
+        imputed_weight: float = 1.0,
+        impute_rounds: int = 16,
+        refresh: float = 0.25,
+        gibbs_share: float = 0.1,
     ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
@@ -122,8 +146,8 @@ class AmbientObjective:
         if not 0.0 < easy_fraction <= 1.0:
             raise TokenDiffError(f"ambient.easy_fraction={easy_fraction} must lie in (0, 1], e.g. 0.5")
         self.easy_fraction = easy_fraction
-        if hard_loss not in ("consistency", "imputation"):
-            raise TokenDiffError(f"ambient.hard_loss={hard_loss!r} is unknown; use consistency or imputation")
+        if hard_loss not in HARD_LOSSES:
+            raise TokenDiffError(f"ambient.hard_loss={hard_loss!r} is unknown; use one of {list(HARD_LOSSES)}")
         if divergence not in ("squared", "kl"):
             raise TokenDiffError(f"ambient.divergence={divergence!r} is unknown; use squared or kl")
         self.hard_loss = hard_loss
@@ -131,6 +155,21 @@ class AmbientObjective:
         if not 0.0 <= hard_start < 1.0:
             raise TokenDiffError(f"ambient.hard_start={hard_start} must lie in [0, 1), e.g. 0.3")
         self.hard_start = hard_start
+        for name, value in (("hard_batch", hard_batch), ("imputed_weight", imputed_weight), ("refresh", refresh)):
+            if not 0.0 <= value <= 1.0:
+                raise TokenDiffError(f"ambient.{name}={value} must lie in [0, 1]")
+        if not 0.0 < gibbs_share <= 1.0 or impute_rounds < 1:
+            raise TokenDiffError(
+                f"ambient.gibbs_share={gibbs_share} must lie in (0, 1] and ambient.impute_rounds={impute_rounds} "
+                "be >= 1"
+            )
+        self.hard_batch = hard_batch
+        self.imputed_weight = imputed_weight
+        self.impute_rounds = impute_rounds
+        self.refresh = refresh
+        self.gibbs_share = gibbs_share
+        self.buffer: dict[bytes, torch.Tensor] = {}  # em: completed copy of each training sequence, by its y
+        self.imputer = None  # em: the model that imputes (the trainer binds its EMA weights)
 
     # ------------------------------------------------------------------ easy
     def easy_terms_given(self, logits, y, z, t):
@@ -152,11 +191,12 @@ class AmbientObjective:
 
     # ------------------------------------------------------------------ consistency
     @torch.no_grad()
-    def fill(self, model, z, positions, generator):
+    def fill(self, model, z, positions, generator, rounds: int | None = None):
         """Reveal the masked tokens ``positions`` (B, L) of ``z`` with the model's own draws, in a
-        uniformly random order split into ``descent_steps`` rounds of one forward pass each (one token
-        per round is the exact sequential draw; more per round draw them independently given ``z``)."""
-        steps = self.descent_steps
+        uniformly random order split into ``rounds`` (default ``descent_steps``) rounds of one forward pass
+        each (one token per round is the exact sequential draw; more per round draw them independently
+        given ``z``)."""
+        steps = rounds or self.descent_steps
         n = positions.sum(1, keepdim=True)  # (B, 1)
         scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~positions, 2.0)
         rank = scores.argsort(1).argsort(1)  # (B, L): order of reveal among the positions
@@ -242,16 +282,81 @@ class AmbientObjective:
         z = torch.where(visible, filled, torch.full_like(y, mask))
         return self.imputation_terms_given(model(z, None), y, z, t)
 
+    # ------------------------------------------------------------------ EM with an imputation buffer
+    def bind_imputer(self, model) -> None:
+        """The model that imputes (``model(x, t) -> logits``); the trainer binds its EMA weights."""
+        self.imputer = model
+
+    @staticmethod
+    def _key(row: torch.Tensor) -> bytes:
+        return row.to(torch.int32).cpu().numpy().tobytes()
+
+    @torch.no_grad()
+    def completed(self, y: torch.Tensor, generator) -> torch.Tensor:
+        """``x_hat`` (B, L) for the rows of ``y``: drawn afresh (first use, or with probability ``refresh``)
+        or improved by a Gibbs sweep; stored back in the buffer."""
+        model = self.imputer
+        if model is None:
+            raise TokenDiffError("ambient.hard_loss=em needs an imputer: call bind_imputer(model) first")
+        mask = self.mask_token_id
+        keys = [self._key(row) for row in y]
+        stored = [self.buffer.get(k) for k in keys]
+        u = torch.rand(len(keys), generator=generator, device=y.device)
+        fresh = torch.tensor([s is None for s in stored], device=y.device) | (u < self.refresh)  # (B,)
+        out = torch.stack([y[i] if s is None else s.to(y.device) for i, s in enumerate(stored)])  # (B, L)
+        missing = y == mask  # (B, L) the tokens to impute
+        if fresh.any():  # a proper sequential draw, observed tokens clamped
+            out[fresh] = self.fill(model, y[fresh], missing[fresh], generator, rounds=self.impute_rounds)
+        if (~fresh).any():  # a Gibbs sweep: a share of the imputed tokens drawn again given the rest
+            old, hide = out[~fresh], missing[~fresh]
+            pick = hide & (torch.rand(hide.shape, generator=generator, device=y.device) < self.gibbs_share)
+            out[~fresh] = self.fill(model, torch.where(pick, mask, old), pick, generator, rounds=1)
+        for key, row in zip(keys, out.cpu()):
+            self.buffer[key] = row.clone()
+        return out
+
+    def em_terms_given(self, logits, x_hat, y, z, t):
+        """(B, L) M-step terms: ``w(t) c_i -log p(x_hat_i | z)`` on the tokens masked in ``z``, with
+        ``c_i = 1`` where ``y`` observed the token and ``imputed_weight`` where it was imputed."""
+        weight = self.schedule.weight(t.double()).float()[:, None]  # (B, 1): -alpha'/(1 - alpha)
+        masked = z == self.mask_token_id
+        observed = (y != self.mask_token_id).float()
+        share = observed + self.imputed_weight * (1.0 - observed)  # (B, L)
+        return weight * share * scored_nll(logits, x_hat, masked)
+
+    def em_terms(self, model, y, t, generator):
+        x_hat = self.completed(y, generator)  # (B, L)
+        alpha = self.schedule.alpha(t.double()).float()[:, None]  # (B, 1)
+        keep = torch.rand(y.shape, generator=generator, device=y.device) < alpha
+        z = torch.where(keep, x_hat, torch.full_like(x_hat, self.mask_token_id))
+        return self.em_terms_given(model(z, None), x_hat, y, z, t)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The imputation buffer as tensors (a checkpoint's ``training_state/objective.safetensors``)."""
+        if not self.buffer:
+            return {}
+        keys = torch.stack([torch.frombuffer(bytearray(k), dtype=torch.int32) for k in self.buffer])
+        return {"em_observed": keys, "em_completed": torch.stack(list(self.buffer.values())).to(torch.int32)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.buffer = {}
+        if "em_observed" in tensors:
+            for key, row in zip(tensors["em_observed"], tensors["em_completed"]):
+                self.buffer[self._key(key)] = row.long()
+
     # ------------------------------------------------------------------ training entry point
     def loss_terms(self, model, y, generator=None, progress: float = 1.0):
         """(B, L) terms: a share ``easy_fraction`` of the rows gets the easy loss at a time drawn
-        uniformly in ``[t_n, 1]``, the others the weighted consistency loss at a level uniform in
-        ``[0, t_n)``. Drawing ``t ~ U[0, 1]`` instead would give the easy loss only ``1 - t_n`` = 10% of
-        the rows at q = 0.1, and with it almost all of the data's signal."""
+        uniformly in ``[t_n, 1]``, the others the weighted hard loss at a level uniform in ``[0, t_n)``.
+        Drawing ``t ~ U[0, 1]`` instead would give the easy loss only ``1 - t_n`` = 10% of the rows at
+        q = 0.1, and with it almost all of the data's signal. With ``hard_batch > 0`` every row gets the
+        easy loss and a share ``hard_batch`` of them the hard loss as well."""
         B = y.shape[0]
         u = stratified_uniform(B, generator, y.device)  # antithetic over [0, 1)
         # the hard loss needs a model that already knows the data level: off for the first hard_start
-        p = self.easy_fraction if self.consistency_weight > 0 and progress >= self.hard_start else 1.0
+        hard_on = self.consistency_weight > 0 and progress >= self.hard_start
+        on_top = self.hard_batch > 0
+        p = 1.0 if on_top or not hard_on else self.easy_fraction
         high = u < p
         terms = torch.zeros(y.shape, device=y.device)
         if high.any():
@@ -260,16 +365,25 @@ class AmbientObjective:
             # same way (CleanObjective.t_min), a bias below 0.1%
             t_high = t_high.clamp(min=self.t_n + self.t_min * (1 - self.t_n))
             terms[high] = self.easy_terms(model, y[high], t_high, generator)
-        if (~high).any():
-            t_low = self.t_n * (u[~high] - p) / (1.0 - p)
-            if self.hard_loss == "imputation":
-                # the weight -alpha'/((1 - alpha) q) diverges at t = 0 like 1/t: the same truncation
-                t_low = t_low.clamp(min=self.t_min * self.t_n)
-                hard = self.imputation_terms(model, y[~high], t_low, generator)
-            else:
-                hard = self.consistency_terms(model, y[~high], t_low, generator)
-            terms[~high] = self.consistency_weight * hard
+        if on_top and hard_on:  # a sub-batch with the hard loss too, at levels stratified over [0, t_n)
+            k = max(1, round(self.hard_batch * B))
+            rows = torch.randperm(B, generator=generator, device=y.device)[:k]
+            levels = stratified_uniform(k, generator, y.device)
+            terms[rows] += self.consistency_weight * self._hard(model, y[rows], levels, generator)
+        elif (~high).any():
+            terms[~high] = self.consistency_weight * self._hard(model, y[~high], (u[~high] - p) / (1.0 - p), generator)
         return terms
+
+    def _hard(self, model, y, u, generator):
+        """The hard loss of rows ``y`` at levels ``t = t_n u`` (``u`` in [0, 1))."""
+        t_low = self.t_n * u
+        if self.hard_loss == "consistency":
+            return self.consistency_terms(model, y, t_low, generator)
+        # the weight -alpha'/((1 - alpha) q) diverges at t = 0 like 1/t: the same truncation
+        t_low = t_low.clamp(min=self.t_min * self.t_n)
+        if self.hard_loss == "imputation":
+            return self.imputation_terms(model, y, t_low, generator)
+        return self.em_terms(model, y, t_low, generator)
 
 
 def _gumbel_argmax_g(log_probs, generator):

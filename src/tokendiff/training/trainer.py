@@ -183,6 +183,8 @@ class Trainer:
             init_weights_from(model, self.tcfg.init_from, tokenizer)
         self.raw_model = model.to(self.device)
         self.ema = EMA(self.raw_model, self.tcfg.ema) if self.tcfg.ema > 0 else None
+        if hasattr(objective, "bind_imputer"):  # EM's imputations come from the EMA weights
+            objective.bind_imputer(self.ema.module if self.ema is not None else self.raw_model)
         fused = self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
             param_groups(self.raw_model, self.tcfg.weight_decay),
@@ -254,6 +256,7 @@ class Trainer:
                 "model": self.raw_model.state_dict(),
                 "optimizer": optimizer_tensors(self.optimizer.state_dict()),
                 "state": state,
+                "objective": self.objective.state_tensors() if hasattr(self.objective, "state_tensors") else {},
             },
             export=export,
         )
@@ -292,6 +295,8 @@ class Trainer:
             and len(cuda_states) == torch.cuda.device_count()
         ):
             torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
+        if hasattr(self.objective, "load_state_tensors"):  # e.g. EM's imputation buffer
+            self.objective.load_state_tensors(saved.objective)
         self.step = int(state["step"])
         self.last_eval = state.get("last_eval")
 
