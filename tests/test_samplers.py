@@ -408,3 +408,27 @@ def test_sampling_options_are_config_keys_and_generate_keywords():
     fields = {f.name for f in dataclasses.fields(SamplingConfig)}
     assert set(SAMPLING_KEYS) <= fields and set(SAMPLING_KEYS) <= set(inspect.signature(generate).parameters)
     assert sampling_options(SamplingConfig(top_k=3, block_size=8))["top_k"] == 3
+
+
+def test_visible_limit_shows_the_model_at_most_that_many_known_tokens_and_stays_batch_invariant():
+    # the training-free check for naive models: never more than visible_limit * L known tokens in a model call
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=2, n_layer=1, n_head=2, n_embd=16, block_size=20).eval()
+    seen = []
+
+    class Spy(torch.nn.Module):
+        time_conditioning = False
+        block_size = 20
+
+        def forward(self, x, t=None):
+            seen.append(int((x != 2).sum(1).max()))
+            return model(x)
+
+    kernel = AbsorbingKernel(2, LogLinearSchedule())
+    options = dict(steps=10, visible_limit=0.25, visible_subsets=2)
+    batch = DiffusionSampler(Spy(), kernel, **options).sample(torch.full((3, 20), 2), row_generators(7, 3))
+    assert max(seen) <= 5 and (batch != 2).all()
+    alone = DiffusionSampler(Spy(), kernel, **options).sample(torch.full((1, 20), 2), row_generators(7, 1, start=2))
+    assert torch.equal(alone[0], batch[2])
+    with pytest.raises(TokenDiffError, match="visible_limit=0"):
+        DiffusionSampler(model, kernel, visible_limit=0.0)

@@ -347,13 +347,23 @@ class EvalConfig:
     sample_metrics: bool = True  # images: classifier Frechet distance, confidence, coverage, memorization
     num_samples: int = 1000  # images: samples drawn for the sample metrics
     sampling_steps: int = 100  # images: reverse steps for those samples and for inpainting
+    # images, a training-free check: once more than this share of pixels is known, the model sees a random
+    # subset of that many (averaged over visible_subsets draws); e.g. 0.1 for a naive model of 10%-observed data
+    visible_limit: Optional[float] = None
+    visible_subsets: int = 1
 
     def __post_init__(self):
         _check(
             self.split in (None, "train", "val", "test"),
             f"eval.split={self.split!r} is unknown; use val, test or train",
         )
-        for name, high in (("num_draws", 10_000), ("batch_size", 100_000), ("sampling_steps", 100_000)):
+        _check(
+            self.visible_limit is None or 0.0 < self.visible_limit <= 1.0,
+            f"eval.visible_limit={self.visible_limit} must lie in (0, 1], e.g. 0.1 (or unset)",
+        )
+        for name, high in (
+            ("num_draws", 10_000), ("batch_size", 100_000), ("sampling_steps", 100_000), ("visible_subsets", 64),
+        ):  # fmt: skip
             value = getattr(self, name)
             _check(1 <= value <= high, f"eval.{name}={value} must lie in [1, {high}]")
         _check(

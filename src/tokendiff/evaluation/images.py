@@ -24,8 +24,10 @@ from tokendiff.data.corruption import corrupt_images
 from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.classifier import frechet_distance, load_classifier
 from tokendiff.evaluation.likelihood import evaluate_likelihood
-from tokendiff.samplers.images import draw_images
 from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
+from tokendiff.samplers.images import draw_images
+
+SAMPLE_BATCH = 250  # images per sampler call: large enough that a CNN call is efficient on a CPU
 
 __all__ = ["sample_metrics", "nearest_hamming", "inpaint", "shuffled_test_images", "evaluate_images", "sample_quality"]
 
@@ -84,15 +86,17 @@ def inpaint(
     corruption_seed: int = 12345,
     batch_size: int = 100,
     device="cpu",
+    **options,
 ):
     """Fill the unobserved pixels of corrupted ``clean`` images. Returns (accuracy, corrupted, completed).
+    ``options``: more :class:`DiffusionSampler` keywords.
 
     ``corruption_seed`` differs from the training corruption seed, so test masks are new draws.
     """
     corrupted, observed = corrupt_images(
         np.asarray(clean, dtype=np.uint8), observed_fraction, corruption_seed, mask_value=kernel.mask_token_id
     )
-    sampler = DiffusionSampler(model, kernel, steps=steps)
+    sampler = DiffusionSampler(model, kernel, steps=steps, **options)
     completed = []
     for i in range(0, len(corrupted), batch_size):
         x = torch.from_numpy(corrupted[i : i + batch_size].astype(np.int64)).to(device)
@@ -155,7 +159,12 @@ def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
     start = time.perf_counter()
     classifier, meta = load_classifier()
     n, steps = eval_cfg.num_samples, eval_cfg.sampling_steps
-    samples = draw_images(ckpt.model, ckpt.kernel, n, steps, 1.0, "ancestral", seed, 100, device)
+    options = {}
+    if eval_cfg.visible_limit is not None:  # the training-free check (DiffusionSampler.visible_limit)
+        options = {"visible_limit": eval_cfg.visible_limit, "visible_subsets": eval_cfg.visible_subsets}
+    samples = draw_images(
+        ckpt.model, ckpt.kernel, n, steps, 1.0, "ancestral", seed, SAMPLE_BATCH, device, progress="samples", **options
+    )
     reference = data.split("val").windows(784).numpy()
     train = data.clean_train_images()
     test = shuffled_test_images(data.split("test").windows(784).numpy(), n)
@@ -163,13 +172,17 @@ def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
     real = sample_metrics(test, classifier, reference, train)
     # the corruption the model was trained for; 0.1 (the ambient default) for a clean model
     q = ckpt.config.data.observed_fraction
-    accuracy, _, _ = inpaint(ckpt.model, ckpt.kernel, test[: min(n, 1000)], q, steps, seed, device=device)
+    accuracy, _, _ = inpaint(
+        ckpt.model, ckpt.kernel, test[: min(n, 1000)], q, steps, seed, batch_size=SAMPLE_BATCH, device=device, **options
+    )
     out = {f"sample_{k}": v for k, v in metrics.items()}
     out.update({f"real_test_{k}": v for k, v in real.items() if k != "num_samples"})
     out["inpainting_accuracy"] = accuracy
     # the trivial reference: predict 0 (the majority value) for every hidden pixel
     out["inpainting_all_zero_accuracy"] = float(1.0 - test[: min(n, 1000)].mean())
     out["classifier_test_accuracy"] = meta["test_accuracy_dynamic"]
+    out["sampling_steps"] = steps
+    out["visible_limit"] = eval_cfg.visible_limit
     out["sample_metrics_seconds"] = round(time.perf_counter() - start, 1)
     if not math.isfinite(out["sample_frechet_distance"]):
         raise TokenDiffError("the Frechet distance is not finite; draw more samples (eval.num_samples)")

@@ -31,6 +31,7 @@ __all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_pro
 STRATEGIES = ("ancestral", "confidence", "threshold")
 CONFIDENCES = ("prob", "margin", "entropy")
 KV_CACHES = ("auto", "none", "prefix", "dual")
+SUBSET_STREAM = 0x5EED5  # offsets a row's seed for visible_limit's subsets
 
 
 def row_generators(seed: int, n: int, start: int = 0) -> list[torch.Generator]:
@@ -116,6 +117,10 @@ class DiffusionSampler:
             keys and values of the positions before the block (``prefix``), or before and after it (``dual``),
             are computed once per block and reused by its steps (Fast-dLLM's approximation for ordinary
             bidirectional models; for block diffusion models both mean the exact cache).
+        visible_limit: a training-free check for models that only ever saw a share ``q`` of each sequence
+            (naive training on corrupted data): once more than ``visible_limit * L`` tokens of a row are
+            known, the model is shown a random subset of that many of them, and its probabilities are
+            averaged over ``visible_subsets`` such subsets. None: the model sees every known token.
     """
 
     def __init__(
@@ -134,6 +139,8 @@ class DiffusionSampler:
         remask: str = "none",
         remask_eta: float = 0.02,
         kv_cache: str = "auto",
+        visible_limit: float | None = None,
+        visible_subsets: int = 1,
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -162,6 +169,10 @@ class DiffusionSampler:
             raise TokenDiffError(
                 f"sampling.block_size={block_size}: this block diffusion model samples its own blocks of "
                 f"diffusion.block_size={block_model}; drop sampling.block_size"
+            )
+        if visible_limit is not None and not (0.0 < visible_limit <= 1.0 and visible_subsets >= 1):
+            raise TokenDiffError(
+                f"visible_limit={visible_limit} must lie in (0, 1] and visible_subsets={visible_subsets} be >= 1"
             )
         if kv_cache not in KV_CACHES:
             raise TokenDiffError(f"sampling.kv_cache={kv_cache!r} is unknown; use one of {list(KV_CACHES)}")
@@ -198,11 +209,26 @@ class DiffusionSampler:
         self.remask_eta = float(remask_eta)
         self.confidence = confidence
         self.kv_cache = "none" if kv_cache == "auto" and not block_model else kv_cache
+        self.visible_limit, self.visible_subsets = visible_limit, visible_subsets
+        self._subset_generators: list[torch.Generator] = []
         self.model_calls = 0  # counted for the benchmark and the cache test
 
     def _logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        self.model_calls += 1
-        return self.model(x, torch.full((x.shape[0],), t, device=x.device))  # (B, L, V)
+        times = torch.full((x.shape[0],), t, device=x.device)
+        mask_id = self.kernel.mask_token_id
+        cap = None if self.visible_limit is None else int(self.visible_limit * x.shape[1])
+        known = x != mask_id  # (B, L)
+        if cap is None or not bool((known.sum(1) > cap).any()):
+            self.model_calls += 1
+            return self.model(x, times)  # (B, L, V)
+        probs = 0.0
+        for _ in range(self.visible_subsets):  # the model sees cap known tokens of each row, drawn uniformly
+            scores = row_uniform(self._subset_generators, (x.shape[1],), x.device).masked_fill(~known, 2.0)
+            shown = scores.argsort(1).argsort(1) < cap  # (B, L)
+            self.model_calls += 1
+            logits = self.model(torch.where(shown | ~known, x, mask_id), times)
+            probs = probs + torch.softmax(logits.double(), dim=-1) / self.visible_subsets
+        return torch.log(probs.clamp_min(1e-300))  # (B, L, V) log of the averaged probabilities
 
     @torch.no_grad()
     def sample(
@@ -223,6 +249,9 @@ class DiffusionSampler:
         if len(generators) != x_init.shape[0]:
             raise TokenDiffError(f"got {len(generators)} generators for a batch of {x_init.shape[0]}")
         mask_id = self.kernel.mask_token_id
+        if self.visible_limit is not None:  # subsets from streams of their own, per row (batch-invariant)
+            seeds = [(g.initial_seed() + SUBSET_STREAM) % 2**63 for g in generators]
+            self._subset_generators = [torch.Generator().manual_seed(s) for s in seeds]
         free = x_init == mask_id  # (B, L) the positions to generate
         prior = self.kernel.prior_log_probs().to(x_init.device).expand(*x_init.shape, -1)  # (B, L, K)
         x = torch.where(free, gumbel_argmax(prior, generators), x_init)  # (B, L) x_1 ~ p(x_1) where free
