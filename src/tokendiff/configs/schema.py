@@ -339,14 +339,14 @@ class EvalConfig:
     num_draws: int = 4  # Monte Carlo draws of (t, mask) per sequence
     t_min: float = 1e-3  # the NELBO integral over t in [t_min, 1]; its own, whatever training used
     weights: str = "ema"  # ema: model.safetensors (EMA when training.ema > 0) | raw: the optimizer's weights
-    max_windows: Optional[int] = None  # evaluate at most this many sequences (default: the whole split)
+    max_windows: Optional[int] = None  # at most this many sequences (default: the whole split; images: 2,000)
     # zero-shot: another corpus, in the checkpoint's tokenizer: a prepared corpus's name, a known dataset,
     # a .txt/.jsonl/.json/.parquet file or folder; default the checkpoint's own corpus
     data: Optional[str] = None
     batch_size: int = 32
     sample_metrics: bool = True  # images: classifier Frechet distance, confidence, coverage, memorization
-    num_samples: int = 1000  # images: samples drawn for the sample metrics
-    sampling_steps: int = 100  # images: reverse steps for those samples and for inpainting
+    num_samples: int = 500  # images: samples drawn for the sample metrics (a study: 2,000 or more)
+    sampling_steps: int = 32  # images: reverse steps for those samples and for inpainting
     # images, a training-free check: once more than this share of pixels is known, the model sees a random
     # subset of that many (averaged over visible_subsets draws); e.g. 0.1 for a naive model of 10%-observed data
     visible_limit: Optional[float] = None
