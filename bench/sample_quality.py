@@ -10,12 +10,12 @@ What is measured
 
 Settings (``--settings`` picks a subset) of the masked model (``--checkpoint``): ``ancestral_plain`` (MDLM's
 exact step, steps = length, no cache: the baseline every speedup is relative to), ``ancestral`` (the same,
-cached), ``ancestral_L/4`` and ``ancestral_L/8`` (fewer steps), ``confidence_L/4``, ``threshold_0.9`` and
+cached), ``ancestral_L/4`` ... ``ancestral_L/32`` (fewer steps), ``confidence_L/4``, ``threshold_0.9`` and
 ``threshold_0.7`` (parallel decoding, steps = length as the upper bound), ``block32_confidence``
 (block-wise, L/4 steps), ``block16_dual`` and ``block16_dual_L/2`` (block-wise ancestral with Fast-dLLM's
 approximate dual KV cache), ``remask_2L`` (ReMDM cap 0.02 with twice the steps). Of a block diffusion model
 (``--block-checkpoint``, BD3-LM): ``bd3_plain`` (steps = length, no KV cache), ``bd3_kv`` (the exact KV
-cache), ``bd3_kv_L/2`` and ``bd3_kv_L/4`` (fewer steps per block), ``bd3_kv_threshold_0.9``.
+cache), ``bd3_kv_L/2``, ``bd3_kv_L/4``, ``bd3_kv_L/8`` (fewer steps per block), ``bd3_kv_threshold_0.9``.
 
 Usage::
 
@@ -45,6 +45,8 @@ def settings(length: int) -> dict[str, dict]:
         "ancestral": {"steps": length},
         "ancestral_L/4": {"steps": length // 4},
         "ancestral_L/8": {"steps": length // 8},
+        "ancestral_L/16": {"steps": length // 16},
+        "ancestral_L/32": {"steps": length // 32},
         "confidence_L/4": {"steps": length // 4, "strategy": "confidence"},
         "threshold_0.9": {"steps": length, "strategy": "threshold", "threshold": 0.9},
         "threshold_0.7": {"steps": length, "strategy": "threshold", "threshold": 0.7},
@@ -62,6 +64,7 @@ def block_settings(length: int) -> dict[str, dict]:
         "bd3_kv": {"steps": length},
         "bd3_kv_L/2": {"steps": length // 2},
         "bd3_kv_L/4": {"steps": length // 4},
+        "bd3_kv_L/8": {"steps": length // 8},
         "bd3_kv_threshold_0.9": {"steps": length, "strategy": "threshold", "threshold": 0.9},
     }
 
