@@ -204,9 +204,10 @@ def test_loss_terms_train_both_parts_and_the_naive_baseline_scores_only_observed
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 2, (8, 784), generator=g)
     y = torch.where(torch.rand(x.shape, generator=g) < 0.1, x, torch.full_like(x, 2))
-    for hard_loss in ("consistency", "imputation"):
+    variants = [{"hard_loss": "consistency"}, {"hard_loss": "imputation"}, {"consistency_reveal": 0.25}]
+    for kwargs in variants:
         model.zero_grad()
-        terms = AmbientObjective(base, 0.1, hard_loss=hard_loss).loss_terms(lambda a, t: model(a), y, g)
+        terms = AmbientObjective(base, 0.1, **kwargs).loss_terms(lambda a, t: model(a), y, g)
         assert terms.shape == (8, 784) and torch.isfinite(terms).all() and terms.sum() > 0
         terms.mean().backward()
         assert all(p.grad is not None for p in model.parameters())
@@ -327,3 +328,16 @@ def test_em_run_resumed_from_a_checkpoint_equals_an_uninterrupted_one(tmp_path):
     buffer = load_file(str(tmp_path / "a/final/training_state/objective.safetensors"))
     n, width = buffer["em_completed"].shape  # 6 steps x 4 hard rows drawn from the 16 training images
     assert 4 < n <= 16 and width == 784 and (buffer["em_completed"] < 2).all()
+
+
+def test_multi_token_consistency_is_zero_in_expectation_for_true_conditionals_only():
+    # Reveal k of the m masked tokens twice, independently, with exact sequential draws (one token per round):
+    # E[(f' - g) . (f'' - g)] = ||E[f] - g||^2, which is 0 for the conditionals of a joint (tower property)
+    # and > 0 for a distorted model. Monte Carlo over many copies of one anchor, within 4 standard errors.
+    exact = ExactConditionals(random_joint(V, L, seed=21), V, L)
+    process = make(consistency_reveal=0.5, descent_steps=L)
+    z = torch.tensor([[V, V, V]]).repeat(20000, 1)  # m = 3: k = round(1.5) = 2 revealed, 1 scored
+    for model, positive in ((exact, False), (Perturbed(exact), True)):
+        per_row = process.residual_terms(model, z, torch.Generator().manual_seed(0)).sum(1).double()
+        mean, se = per_row.mean().item(), per_row.std().item() / math.sqrt(len(per_row))
+        assert (mean > 5 * se) if positive else (abs(mean) < 4 * se), (mean, se)

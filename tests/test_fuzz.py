@@ -248,6 +248,8 @@ BAD = {
     "ambient hard start of one": (lambda c: _train(c, "ambient.hard_start=1"), "ambient.hard_start=1"),
     "ambient easy share of zero": (lambda c: _train(c, "ambient.easy_fraction=0"), "ambient.easy_fraction=0"),
     "negative consistency weight": (lambda c: _train(c, "ambient.consistency_weight=-1"), "consistency_weight=-1"),
+    "consistency reveal of one": (lambda c: _train(c, "ambient.consistency_reveal=1"), "consistency_reveal=1"),
+    "unknown EM weight": (lambda c: _train(c, "ambient.imputed_weight=2"), "imputed_weight=2"),
     # ---- unknown names
     "unknown sampling strategy": (lambda c: _sample(c, "sampling.strategy=greedy"), "'greedy'"),
     "threshold above one": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.threshold=2"), "threshold=2"),

@@ -113,6 +113,7 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
             impute_rounds=a.impute_rounds,
             refresh=a.refresh,
             gibbs_share=a.gibbs_share,
+            consistency_reveal=a.consistency_reveal,
         )
     if cfg.model.block_diffusion:
         return BlockDiffusionObjective(kernel, d.block_size, t_min=d.t_min, antithetic=d.antithetic)

@@ -391,6 +391,7 @@ class AmbientConfig:
     impute_rounds: int = 16  # em: rounds (model passes) of the sequential draw that fills a buffer entry
     refresh: float = 0.25  # em: chance that a buffer entry is drawn afresh when used (else a Gibbs sweep)
     gibbs_share: float = 0.1  # em: share of an entry's imputed tokens a Gibbs sweep draws again
+    consistency_reveal: float = 0.0  # consistency: > 0 reveals this share, two draws, product of residuals
 
     def __post_init__(self):
         _check(self.consistency_weight >= 0, f"ambient.consistency_weight={self.consistency_weight} must be >= 0")
@@ -406,6 +407,10 @@ class AmbientConfig:
             _check(0.0 <= value <= 1.0, f"ambient.{name}={value} must lie in [0, 1]")
         _check(self.impute_rounds >= 1, f"ambient.impute_rounds={self.impute_rounds} must be >= 1, e.g. 16")
         _check(0.0 < self.gibbs_share <= 1.0, f"ambient.gibbs_share={self.gibbs_share} must lie in (0, 1]")
+        _check(
+            0.0 <= self.consistency_reveal < 1.0,
+            f"ambient.consistency_reveal={self.consistency_reveal} must lie in [0, 1), e.g. 0.25",
+        )
         _check(
             self.divergence in ("squared", "kl"),
             f"ambient.divergence={self.divergence!r} is unknown; use squared or kl",

@@ -108,6 +108,9 @@ class AmbientObjective:
         hard_batch: > 0: the easy loss on every row and the hard loss on this share of the rows on top
             (0: ``easy_fraction`` splits the rows between the two).
         imputed_weight, impute_rounds, refresh, gibbs_share: of ``hard_loss=em`` (module docstring).
+        consistency_reveal: > 0: the consistency loss reveals this share of the anchor's masked tokens (drawn by
+            the model's sequential sampler, ``descent_steps`` rounds) twice independently and scores the
+            product of the two residuals (:meth:`residual_terms`); 0: the exact one-token reveal.
     """
 
     name = "ambient"
@@ -129,6 +132,7 @@ class AmbientObjective:
         impute_rounds: int = 16,
         refresh: float = 0.25,
         gibbs_share: float = 0.1,
+        consistency_reveal: float = 0.0,
     ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
@@ -163,6 +167,9 @@ class AmbientObjective:
                 f"ambient.gibbs_share={gibbs_share} must lie in (0, 1] and ambient.impute_rounds={impute_rounds} "
                 "be >= 1"
             )
+        if not 0.0 <= consistency_reveal < 1.0:
+            raise TokenDiffError(f"ambient.consistency_reveal={consistency_reveal} must lie in [0, 1), e.g. 0.25")
+        self.consistency_reveal = consistency_reveal
         self.hard_batch = hard_batch
         self.imputed_weight = imputed_weight
         self.impute_rounds = impute_rounds
@@ -241,8 +248,33 @@ class AmbientObjective:
             div = ((expected - g) ** 2).sum(-1)  # (B, L)
         return torch.where(scored, div, torch.zeros_like(div))
 
+    def residual_terms(self, model, z, generator):
+        """(B, L) multi-token consistency terms of anchors ``z``: reveal a uniformly drawn share
+        ``consistency_reveal`` of the masked tokens (k of m), twice, with independent draws of the model's
+        sampler (no gradient), and score ``m/k (f' - g) . (f'' - g)`` on the tokens still masked: an
+        unbiased estimate of ``m/k ||E[f] - g||^2`` (independent draws), zero in expectation for the exact
+        conditionals of any distribution (tower property), with the gradient through both ``f``."""
+        mask = self.mask_token_id
+        masked = z == mask  # (B, L)
+        m = masked.sum(1, keepdim=True)  # (B, 1)
+        k = (m.double() * self.consistency_reveal).round().long().clamp(min=1)
+        k = torch.minimum(k, (m - 1).clamp(min=0))  # leave at least one token to score
+        scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, 2.0)
+        reveal = masked & (scores.argsort(1).argsort(1) < k)  # (B, L)
+        with torch.no_grad():
+            g = torch.softmax(model(z, None).float(), dim=-1)  # (B, L, V) anchor, stop-gradient
+            first = self.fill(model, z, reveal, generator)
+            second = self.fill(model, z, reveal, generator)
+        f1 = torch.softmax(model(first, None).float(), dim=-1)  # (B, L, V) with gradient
+        f2 = torch.softmax(model(second, None).float(), dim=-1)
+        product = ((f1 - g) * (f2 - g)).sum(-1)  # (B, L)
+        scale = (m.float() / k.clamp(min=1).float()) * (k > 0)  # a k-of-m reveal moves k/m of the way
+        return torch.where(masked & ~reveal, product, torch.zeros_like(product)) * scale
+
     def consistency_terms(self, model, y, t, generator):
         z = self.descend(model, y, t, generator)  # (B, L) anchors below t_n
+        if self.consistency_reveal > 0:
+            return self.residual_terms(model, z, generator)
         masked = z == self.mask_token_id
         # one masked position per row, uniformly (rows with fewer than two masks contribute nothing)
         scores = torch.rand(z.shape, generator=generator, device=z.device).masked_fill(~masked, -1.0)
