@@ -11,7 +11,7 @@ from tokendiff.cli.main import main
 from tokendiff.data.images import MnistData
 from tokendiff.data.tokenizers import BinaryImageTokenizer
 from tokendiff.errors import TokenDiffError
-from tokendiff.evaluation.classifier import frechet_distance
+from tokendiff.evaluation.classifier import frechet_distance, kernel_distance
 from tokendiff.evaluation.images import inpaint, nearest_hamming
 from tokendiff.models.image import ImagePatchTransformer
 from tokendiff.processes import AbsorbingKernel
@@ -75,6 +75,30 @@ def test_frechet_distance_closed_forms():
     centered = a - a.mean(0)
     assert frechet_distance(centered, 2 * centered) == pytest.approx(float(torch.cov(centered.T).trace()), rel=1e-6)
     assert abs(frechet_distance(a, a)) < 1e-6
+
+
+def test_kernel_distance_is_the_unbiased_mmd_of_a_cubic_kernel():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(6, 3, generator=g, dtype=torch.float64) + 0.5
+    # brute force with one subset of all rows (a permutation changes nothing)
+    k = lambda u, v: (float(u @ v) / 3 + 1) ** 3  # noqa: E731
+    m = 6  # min(7, 6): the subset of a has 6 of its 7 rows, so compare on equal sizes
+    a6 = a[:m]
+    xx = sum(k(a6[i], a6[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a6[i], b[j]) for i in range(m) for j in range(m)) / m**2
+    mean, std = kernel_distance(a6, b, subsets=1)
+    assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-9) and std == 0.0
+    # unbiased: two draws of one law average to ~0; a shifted law is clearly positive
+    same = [
+        kernel_distance(torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g), subsets=1)[0]
+        for _ in range(40)
+    ]
+    shifted = kernel_distance(torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g) + 0.5, subsets=5)[0]
+    s = torch.tensor(same)
+    assert abs(float(s.mean())) < 4 * float(s.std()) / len(same) ** 0.5
+    assert shifted > 10 * float(s.std())
 
 
 def test_nearest_hamming_matches_brute_force():

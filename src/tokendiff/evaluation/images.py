@@ -22,7 +22,7 @@ import torch
 
 from tokendiff.data.corruption import corrupt_images
 from tokendiff.errors import TokenDiffError
-from tokendiff.evaluation.classifier import frechet_distance, load_classifier
+from tokendiff.evaluation.classifier import frechet_distance, kernel_distance, load_classifier
 from tokendiff.evaluation.likelihood import evaluate_likelihood
 from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
 from tokendiff.samplers.images import draw_images
@@ -68,8 +68,11 @@ def sample_metrics(samples: np.ndarray, classifier, reference: np.ndarray, train
     share = torch.bincount(probs.argmax(1), minlength=10).double() / len(x)  # (10,)
     entropy = -(share[share > 0] * share[share > 0].log()).sum() / np.log(10)
     nearest = nearest_hamming(samples, train)
+    kid, kid_std = kernel_distance(feats, ref_feats)
     return {
         "frechet_distance": frechet_distance(feats, ref_feats),
+        "kernel_distance": kid,
+        "kernel_distance_std": kid_std,
         "confidence": float(probs.max(1).values.mean()),
         "class_coverage": float((share >= 0.05).double().mean()),
         "class_entropy": float(entropy),
