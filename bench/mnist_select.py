@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1000, help="validation images (a fixed random subset)")
     p.add_argument("--observed-fraction", type=float, default=0.1)
     p.add_argument("--impute-rounds", type=int, default=16)
+    p.add_argument("--low-nodes", type=int, default=8, help="quadrature nodes in [0, t_n]")
+    p.add_argument("--high-nodes", type=int, default=4, help="quadrature nodes in [t_n, 1]")
     p.add_argument("--corruption-seed", type=int, default=777, help="the held-out images' observation masks")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mnist_select.json")
@@ -52,6 +54,8 @@ def main() -> None:
             torch.from_numpy(y.astype(np.int64)),
             args.observed_fraction,
             impute_rounds=args.impute_rounds,
+            low_nodes=args.low_nodes,
+            high_nodes=args.high_nodes,
             seed=1234,
         )
         r.pop("per_sequence")

@@ -162,6 +162,7 @@ def offline(c) -> None:
     reaching for the network (tests never use it)."""
     import datasets.config as datasets_config  # the [hf] extra: CI installs it
     import huggingface_hub.constants as hub_constants
+
     c.monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", True)
     c.monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     c.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -250,6 +251,11 @@ BAD = {
     "negative consistency weight": (lambda c: _train(c, "ambient.consistency_weight=-1"), "consistency_weight=-1"),
     "consistency reveal of one": (lambda c: _train(c, "ambient.consistency_reveal=1"), "consistency_reveal=1"),
     "unknown EM weight": (lambda c: _train(c, "ambient.imputed_weight=2"), "imputed_weight=2"),
+    "clean fraction of one": (lambda c: _train(c, "data.clean_fraction=1"), "data.clean_fraction=1"),
+    "clean fraction with ambient": (
+        lambda c: ["train", "+experiment=mnist_ambient", "data.clean_fraction=0.01"],
+        "data.clean_fraction=0.01",
+    ),
     # ---- unknown names
     "unknown sampling strategy": (lambda c: _sample(c, "sampling.strategy=greedy"), "'greedy'"),
     "threshold above one": (lambda c: _sample(c, "sampling.strategy=threshold", "sampling.threshold=2"), "threshold=2"),
@@ -269,7 +275,10 @@ BAD = {
     ),
     "block diffusion of uniform noise": (
         lambda c: _train(
-            c, "model.block_diffusion=true", "diffusion.block_size=8", "diffusion.process=uniform",
+            c,
+            "model.block_diffusion=true",
+            "diffusion.block_size=8",
+            "diffusion.process=uniform",
             "model.time_conditioning=true",
         ),
         "model.block_diffusion=true",

@@ -65,6 +65,18 @@ def test_mnist_data_corrupts_only_the_training_split():
     assert (corrupted.split("test").tokens < 2).all()
 
 
+def test_clean_fraction_keeps_a_fixed_share_of_the_training_images_clean():
+    # the control of issue 11: 5% of 400 corrupted images stay clean (the same ones every time), the
+    # others keep their 10%-observed masks unchanged
+    clean = MnistData("static", 1.0, limit=400).split("train").tokens
+    plain = MnistData("static", 0.1, limit=400).split("train").tokens
+    mixed = MnistData("static", 0.1, limit=400, clean_fraction=0.05).split("train").tokens
+    again = MnistData("static", 0.1, limit=400, clean_fraction=0.05).split("train").tokens
+    whole = (mixed != 2).all(1)
+    assert whole.sum() == 20 and np.array_equal(mixed[whole], clean[whole]) and np.array_equal(mixed, again)
+    assert np.array_equal(mixed[~whole], plain[~whole]) and not (plain != 2).all(1).any()
+
+
 def test_frechet_distance_closed_forms():
     # Same covariance, means shifted by c: FD = |c|^2. Centered x against 2x: C_b = 4 C_a, so
     # FD = tr(C_a) + tr(4 C_a) - 2 tr((4 C_a^2)^1/2) = tr(C_a).

@@ -46,7 +46,7 @@ SKIP: dict[str, str] = {
         "downloads wikitext from the hub, and tests never use the network; tests/test_datasets.py prepares "
         "data.dataset=hf from a local saved dataset and a local folder of Parquet files"
     ),
-    'demo checkpoint=out/small prompt=ROMEO:': (
+    "demo checkpoint=out/small prompt=ROMEO:": (
         "serves a page until Ctrl+C; tests/test_demo.py starts it on a free port and calls it with gradio_client"
     ),
 }

@@ -52,7 +52,12 @@ def build_dataset(cfg: Config):
     if d.dataset in IMAGE_DATASETS:
         corrupted = cfg.diffusion.objective != "clean"
         return MnistData(
-            d.binarization, d.observed_fraction if corrupted else 1.0, d.corruption_seed, d.data_dir, d.limit
+            d.binarization,
+            d.observed_fraction if corrupted else 1.0,
+            d.corruption_seed,
+            d.data_dir,
+            d.limit,
+            d.clean_fraction if corrupted else 0.0,
         )
     named_by_file = d.input and d.dataset == "shakespeare_char"  # the default: the file names the corpus
     name = safe_name(Path(d.input).expanduser().resolve().stem) if named_by_file else d.dataset

@@ -146,6 +146,7 @@ class DataConfig:
     binarization: str = "static"  # mnist: static (Larochelle & Murray) | dynamic | threshold
     observed_fraction: float = 0.1  # naive/ambient objectives: fraction of each image's pixels observed
     corruption_seed: int = 0  # seeds the fixed observation mask of every training image
+    clean_fraction: float = 0.0  # diffusion.objective=naive: this share of the training images kept clean (a control)
     limit: Optional[int] = None  # mnist: use only the first N training images (quick experiments, tests)
 
     def __post_init__(self):
@@ -157,6 +158,10 @@ class DataConfig:
         _check(
             0.0 < self.observed_fraction <= 1.0,
             f"data.observed_fraction={self.observed_fraction} must lie in (0, 1], e.g. 0.1",
+        )
+        _check(
+            0.0 <= self.clean_fraction < 1.0,
+            f"data.clean_fraction={self.clean_fraction} must lie in [0, 1), e.g. 0.01",
         )
         _check(
             self.tokenizer in ("char", "bpe", "hf"),
@@ -489,4 +494,10 @@ class Config:
         _check(
             d.objective == "clean" or d.process == "absorbing",
             f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
+        )
+        _check(
+            self.data.clean_fraction == 0 or d.objective == "naive",
+            f"data.clean_fraction={self.data.clean_fraction} mixes clean images into the corrupted ones for "
+            f"diffusion.objective=naive only (here {d.objective}: the ambient losses assume every image observed "
+            "at data.observed_fraction); set data.clean_fraction=0",
         )

@@ -45,6 +45,7 @@ class MnistData:
     corruption_seed: int = 0
     data_dir: str | None = None
     limit: int | None = None  # only the first `limit` training images
+    clean_fraction: float = 0.0  # this share of the corrupted training images kept clean (a control)
 
     def __post_init__(self):
         self._cache: dict[str, ImageTokens] = {}
@@ -66,7 +67,12 @@ class MnistData:
             if name == "train":
                 x = self.clean_train_images()[: self.limit]
                 if self.observed_fraction < 1.0:
+                    clean = x
                     x, _ = corrupt_images(x, self.observed_fraction, self.corruption_seed)
+                    if self.clean_fraction > 0:  # a fixed subset (seeded like the masks) stays clean
+                        rng = np.random.default_rng([self.corruption_seed, 1])
+                        keep = rng.permutation(len(x))[: round(self.clean_fraction * len(x))]
+                        x[keep] = clean[keep]
             else:
                 x = load_binarized_mnist(STATIC_SPLITS[name], self.data_dir)
             self._cache[name] = ImageTokens(x)
