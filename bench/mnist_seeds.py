@@ -20,14 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 ROWS = [  # (label, key in the eval JSON, format, better)
     ("NELBO, nats/image (clean test)", "nelbo_nats_per_image", "{:.2f}", "lower"),
     ("Frechet distance, classifier features", "sample_frechet_distance", "{:.2f}", "lower"),
-    ("KID x 1000, classifier features", "sample_kernel_distance", "{:.2f}", "lower"),
+    ("KID, classifier features", "sample_kernel_distance", "{:.2f}", "lower"),
     ("classifier confidence", "sample_confidence", "{:.3f}", "higher"),
     ("class coverage", "sample_class_coverage", "{:.2f}", "higher"),
     ("class entropy / log 10", "sample_class_entropy", "{:.3f}", "higher"),
     ("nearest-train Hamming distance", "sample_nearest_train_hamming_mean", "{:.1f}", "-"),
     ("inpainting accuracy", "inpainting_accuracy", "{:.4f}", "higher"),
 ]
-SCALE = {"sample_kernel_distance": 1000.0}
 
 
 def cell(values: list[float], fmt: str) -> str:
@@ -55,7 +54,7 @@ def main() -> None:
     for name, runs in arms.items():
         col = {}
         for label, key, _fmt, _ in ROWS:
-            col[label] = [r[key] * SCALE.get(key, 1.0) for r in runs if r.get(key) is not None]
+            col[label] = [r[key] for r in runs if r.get(key) is not None]
         folders = [
             Path(r["checkpoint"]).name if Path(r["checkpoint"]).name != "final" else Path(r["checkpoint"]).parent.name
             for r in runs
