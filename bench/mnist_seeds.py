@@ -62,7 +62,7 @@ def main() -> None:
         for side in ("below_t_n", "above_t_n"):
             vals = [levels[f][side]["nats_per_image"] for f in folders if f in levels]
             if vals:
-                col[f"NELBO {side.replace('_', ' ')} (400 test images)"] = vals
+                col[f"NELBO {side[:5].rstrip('_')} t_n, 400 test images"] = vals
         picked = [select[k]["total"] for k in select for f in folders if Path(k).name == f]
         if picked:
             col["corrupted-data estimate (selection)"] = picked
