@@ -365,3 +365,24 @@ def test_corrupted_nelbo_of_the_true_conditionals_is_the_entropy_of_the_data():
     assert r["total_stderr"] < 0.05 * entropy  # the check has power
     worse = corrupted_nelbo(Perturbed(exact), kernel, y, Q, impute_rounds=L, seed=1, batch_size=2000)
     assert worse["total"] > r["total"] + 4 * (r["total_stderr"] ** 2 + worse["total_stderr"] ** 2) ** 0.5
+
+
+def test_consistency_max_masked_keeps_the_anchors_at_or_below_that_share_of_masks(monkeypatch):
+    schedule = LogLinearSchedule()
+    levels = []
+    for share in (1.0, 0.5):
+        process = AmbientObjective(AbsorbingKernel(2, schedule), 0.1, consistency_max_masked=share, hard_batch=1.0)
+        seen = []
+        record = lambda d, y, t, g, seen=seen: seen.append(t) or torch.zeros(y.shape)  # noqa: E731
+        monkeypatch.setattr(process, "consistency_terms", record)
+        y = torch.full((256, 16), 2)
+        process.loss_terms(lambda a, t: torch.zeros(*a.shape, 2), y, torch.Generator().manual_seed(0))
+        masked = 1.0 - schedule.alpha(torch.cat(seen).double())
+        levels.append(masked)
+    assert levels[0].max() > 0.85 and levels[0].max() <= 0.9 + 1e-9  # every level below t_n
+    assert levels[1].max() <= 0.5 + 1e-9 and levels[1].max() > 0.45  # capped at half masked, spread up to it
+    assert levels[1].min() < 0.05
+    with pytest.raises(TokenDiffError, match="consistency_max_masked=0"):
+        AmbientObjective(AbsorbingKernel(2, schedule), 0.1, consistency_max_masked=0.0)
+    with pytest.raises(TokenDiffError, match="hard_loss=consistency"):
+        AmbientObjective(AbsorbingKernel(2, schedule), 0.1, hard_loss="em", consistency_max_masked=0.5)

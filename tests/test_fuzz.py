@@ -250,6 +250,10 @@ BAD = {
     "ambient easy share of zero": (lambda c: _train(c, "ambient.easy_fraction=0"), "ambient.easy_fraction=0"),
     "negative consistency weight": (lambda c: _train(c, "ambient.consistency_weight=-1"), "consistency_weight=-1"),
     "consistency reveal of one": (lambda c: _train(c, "ambient.consistency_reveal=1"), "consistency_reveal=1"),
+    "consistency max masked of zero": (
+        lambda c: _train(c, "ambient.consistency_max_masked=0"),
+        "consistency_max_masked=0",
+    ),
     "unknown EM weight": (lambda c: _train(c, "ambient.imputed_weight=2"), "imputed_weight=2"),
     "clean fraction of one": (lambda c: _train(c, "data.clean_fraction=1"), "data.clean_fraction=1"),
     "clean fraction with ambient": (

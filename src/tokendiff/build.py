@@ -119,6 +119,7 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
             refresh=a.refresh,
             gibbs_share=a.gibbs_share,
             consistency_reveal=a.consistency_reveal,
+            consistency_max_masked=a.consistency_max_masked,
         )
     if cfg.model.block_diffusion:
         return BlockDiffusionObjective(kernel, d.block_size, t_min=d.t_min, antithetic=d.antithetic)

@@ -397,6 +397,7 @@ class AmbientConfig:
     refresh: float = 0.25  # em: chance that a buffer entry is drawn afresh when used (else a Gibbs sweep)
     gibbs_share: float = 0.1  # em: share of an entry's imputed tokens a Gibbs sweep draws again
     consistency_reveal: float = 0.0  # consistency: > 0 reveals this share, two draws, product of residuals
+    consistency_max_masked: float = 1.0  # consistency: anchors with at most this share masked (1: all below t_n)
 
     def __post_init__(self):
         _check(self.consistency_weight >= 0, f"ambient.consistency_weight={self.consistency_weight} must be >= 0")
@@ -419,6 +420,10 @@ class AmbientConfig:
         _check(
             self.divergence in ("squared", "kl"),
             f"ambient.divergence={self.divergence!r} is unknown; use squared or kl",
+        )
+        _check(
+            0.0 < self.consistency_max_masked <= 1.0,
+            f"ambient.consistency_max_masked={self.consistency_max_masked} must lie in (0, 1], e.g. 0.5",
         )
 
 

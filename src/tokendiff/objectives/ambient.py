@@ -111,6 +111,10 @@ class AmbientObjective:
         consistency_reveal: > 0: the consistency loss reveals this share of the anchor's masked tokens (drawn by
             the model's sequential sampler, ``descent_steps`` rounds) twice independently and scores the
             product of the two residuals (:meth:`residual_terms`); 0: the exact one-token reveal.
+        consistency_max_masked: the consistency anchors are drawn at levels with at most this share of the
+            tokens masked (1: every level below ``t_n``). Every state it scores then lies at or below that
+            share, so the noisy levels, which decide a sample's global shape, keep the easy loss alone. The
+            minimizers are unchanged (the true conditionals make every term zero).
     """
 
     name = "ambient"
@@ -133,6 +137,7 @@ class AmbientObjective:
         refresh: float = 0.25,
         gibbs_share: float = 0.1,
         consistency_reveal: float = 0.0,
+        consistency_max_masked: float = 1.0,
     ):
         if not 0.0 < observed_fraction <= 1.0:
             raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
@@ -170,6 +175,18 @@ class AmbientObjective:
         if not 0.0 <= consistency_reveal < 1.0:
             raise TokenDiffError(f"ambient.consistency_reveal={consistency_reveal} must lie in [0, 1), e.g. 0.25")
         self.consistency_reveal = consistency_reveal
+        if not 0.0 < consistency_max_masked <= 1.0:
+            raise TokenDiffError(
+                f"ambient.consistency_max_masked={consistency_max_masked} must lie in (0, 1], e.g. 0.5"
+            )
+        if consistency_max_masked < 1.0 and hard_loss != "consistency":
+            raise TokenDiffError(
+                f"ambient.consistency_max_masked={consistency_max_masked} is for ambient.hard_loss=consistency; "
+                f"{hard_loss} estimates the NELBO over every level below t_n, so leave it at 1"
+            )
+        # the highest anchor level: 1 - alpha(t) = consistency_max_masked, and never above t_n
+        self.t_consistency = level_of_alpha(kernel.schedule, max(observed_fraction, 1.0 - consistency_max_masked))
+        self.consistency_max_masked = consistency_max_masked
         self.hard_batch = hard_batch
         self.imputed_weight = imputed_weight
         self.impute_rounds = impute_rounds
@@ -407,10 +424,11 @@ class AmbientObjective:
         return terms
 
     def _hard(self, model, y, u, generator):
-        """The hard loss of rows ``y`` at levels ``t = t_n u`` (``u`` in [0, 1))."""
-        t_low = self.t_n * u
+        """The hard loss of rows ``y`` at levels ``t = t_n u`` (``u`` in [0, 1); consistency: up to the level
+        of ``consistency_max_masked``)."""
         if self.hard_loss == "consistency":
-            return self.consistency_terms(model, y, t_low, generator)
+            return self.consistency_terms(model, y, self.t_consistency * u, generator)
+        t_low = self.t_n * u
         # the weight -alpha'/((1 - alpha) q) diverges at t = 0 like 1/t: the same truncation
         t_low = t_low.clamp(min=self.t_min * self.t_n)
         if self.hard_loss == "imputation":
