@@ -186,7 +186,6 @@ class AmbientObjective:
             )
         # the highest anchor level: 1 - alpha(t) = consistency_max_masked, and never above t_n
         self.t_consistency = level_of_alpha(kernel.schedule, max(observed_fraction, 1.0 - consistency_max_masked))
-        self.consistency_max_masked = consistency_max_masked
         self.hard_batch = hard_batch
         self.imputed_weight = imputed_weight
         self.impute_rounds = impute_rounds
