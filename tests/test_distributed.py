@@ -35,6 +35,7 @@ TINY = [
     "system.device=cpu",
     "system.compile=false",
     "system.threads=1",
+    "system.dtype=float32",  # the one-process reference is float32; auto is bfloat16 on CPUs with AVX512-BF16/AMX
     "sampling.steps=2",
 ]
 
