@@ -290,6 +290,7 @@ class SamplingConfig:
     remask_eta: float = 0.02  # remask=cap: the cap on the remasking probability per step
     cache: bool = True  # skip the model call when no token changed (identical output)
     kv_cache: str = "auto"  # block-wise: auto (exact for block diffusion) | none | prefix | dual (Fast-dLLM, approx.)
+    time_grid: str = "auto"  # where the steps fall: auto (the kernel's: linear; cosine for hybrid) | linear | alpha | cosine
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
     live: bool = False  # text: watch sample 0 denoise in the terminal (rich, on stderr)
@@ -335,6 +336,10 @@ class SamplingConfig:
             f"sampling.kv_cache={self.kv_cache!r} is unknown; use auto, none, prefix or dual",
         )
         _check(self.top_k >= 0, f"sampling.top_k={self.top_k} must be >= 0 (0 turns it off)")
+        _check(
+            self.time_grid in ("auto", "linear", "alpha", "cosine"),
+            f"sampling.time_grid={self.time_grid!r} is unknown; use auto, linear, alpha or cosine",
+        )
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
 
 
@@ -342,7 +347,7 @@ class SamplingConfig:
 class EvalConfig:
     split: Optional[str] = None  # val | train | test; default val for text, test for images
     num_draws: int = 4  # Monte Carlo draws of (t, mask) per sequence
-    t_min: float = 1e-3  # the NELBO integral over t in [t_min, 1]; its own, whatever training used
+    t_min: float = 1e-3  # the bound's part at t < t_min is printed apart (below_t_min_nats_per_token); never left out
     weights: str = "ema"  # ema: model.safetensors (EMA when training.ema > 0) | raw: the optimizer's weights
     max_windows: Optional[int] = None  # at most this many sequences (default: the whole split; images: 2,000)
     # zero-shot: another corpus, in the checkpoint's tokenizer: a prepared corpus's name, a known dataset,

@@ -2,16 +2,22 @@
 
 For a diffusion model the per-token NELBO of a sequence ``x`` of ``L`` tokens is
 
-    nelbo(x) = (1/L) ( E_{t, x_t} [ sum_i term_i(x_t, t) ] + sum_i KL(q_1(. | x^i) || p(x_1)) )     (nats per token)
+    nelbo(x) = (1/L) ( E_{z0} [-log p(x | z0)] + int_0^1 E_{x_t} [ sum_i term_i(x_t, t) ] dt + sum_i KL(q_1(. | x^i) || p(x_1)) )
 
-the kernel's NELBO integrand (for masks ``w(t) * -log p_theta(x^i | x_t)`` at masked positions) with
-``t ~ U[t_min, 1]`` (``eval.t_min``; the part below it is left out, see ``CleanObjective``), plus the prior term,
-which is deterministic (``prior_nats_per_token``; ``eps * log V`` for masks),
+(nats per token): the reconstruction term at t = 0 (0 unless the schedule starts at ``alpha(0) < 1``), the
+kernel's NELBO integrand over *all* of [0, 1] (for masks ``w(t) * -log p_theta(x^i | x_t)`` at masked
+positions; times from an importance density that keeps the estimator's variance finite down to t = 0,
+:mod:`tokendiff.objectives.bound`), and the prior term, which is deterministic (``prior_nats_per_token``;
+``eps * log V`` for masks). Nothing is left out, so it bounds ``-log p_theta(x)`` for every kernel and
+schedule (``tests/test_bounds.py`` checks it by enumeration). The part of the integral at ``t < t_min``
+(``eval.t_min``) is printed apart (``below_t_min_nats_per_token``), and so is the reconstruction term:
+``truncated_nelbo_nats_per_token`` (the NELBO without either) is the number MDLM-style papers print, a
+bound only for masks with ``alpha(0) = 1`` and then only up to ~t_min of a cross-entropy.
 
-estimated with ``D`` independent draws of ``(t, x_t)`` per sequence. Over ``N`` sequences we report
-the mean ``m`` and its Monte Carlo standard error ``sqrt(mean_n var_d(v_nd) / (N D))``: the error due
-to the random draws for this fixed evaluation set (what changes if you re-run with another seed).
-Then, as in nanochat's ``evaluate_bpb``:
+Each is estimated with ``D`` independent draws of ``(t, x_t)`` (and ``z0``) per sequence. Over ``N``
+sequences we report the mean ``m`` and its Monte Carlo standard error ``sqrt(mean_n var_d(v_nd) / (N D))``:
+the error due to the random draws for this fixed evaluation set (what changes if you re-run with another
+seed). Then, as in nanochat's ``evaluate_bpb``:
 
     bits_per_token = m / ln 2;   perplexity = exp(m);   bits_per_char = m * tokens / chars / ln 2
 
@@ -38,7 +44,10 @@ class LikelihoodResult:
     nelbo_nats_per_token: float
     nelbo_nats_per_token_stderr: float | None  # None with one draw per sequence (eval.num_draws=1)
     prior_nats_per_token: float  # the prior term inside the NELBO (0 for autoregressive)
-    t_min: float  # times below t_min are left out of the NELBO integral
+    reconstruction_nats_per_token: float  # the t = 0 term inside the NELBO (0 when alpha(0) = 1)
+    below_t_min_nats_per_token: float  # the part of the NELBO's integral at t < t_min (inside the NELBO)
+    truncated_nelbo_nats_per_token: float  # the NELBO without those two: what t_min-truncated estimates print
+    t_min: float  # where the integral is split for below_t_min_nats_per_token
     bits_per_token: float
     bits_per_token_stderr: float | None
     perplexity: float
@@ -79,7 +88,7 @@ def evaluate_likelihood(
     ``gather_object``) joins the per-sequence values, so every process returns the same result over
     all windows (deterministic for a given number of processes).
     """
-    estimator = likelihood_objective(objective, t_min)
+    estimator = likelihood_objective(objective)
     rank, world = shard
     if world > 1:
         windows = windows[rank::world]
@@ -88,20 +97,29 @@ def evaluate_likelihood(
     exact = estimator.kernel is None  # autoregressive: no randomness
     draws = 1 if exact else num_draws
     per_seq = torch.zeros(windows.shape[0], draws, dtype=torch.float64)  # v_nd, nats per token
+    parts = torch.zeros(windows.shape[0], 2, dtype=torch.float64)  # below t_min, reconstruction (draw means)
     prior = torch.zeros(windows.shape[0], dtype=torch.float64)  # nats per token, the same in every draw
     if not exact:
         prior = torch.cat([estimator.kernel.prior_terms(w).double().mean(1) for w in windows.split(batch_size)])
     for d in range(draws):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size].to(device)  # (b, L)
+            rows = slice(start, start + x.shape[0])
             with autocast():
-                terms = estimator.loss_terms(model, x, generator)  # (b, L')
-            per_seq[start : start + x.shape[0], d] = terms.double().mean(dim=1).cpu() + prior[start : start + len(x)]
+                if exact:
+                    terms = estimator.loss_terms(model, x, generator).double()  # (b, L')
+                else:
+                    bound = estimator.bound_terms(model, x, generator, split=t_min)
+                    terms = bound.total()  # (b, L)
+                    below, recon = bound.below.mean(1).cpu(), bound.reconstruction.mean(1).cpu()
+                    parts[rows] += torch.stack([below, recon], 1) / draws
+            per_seq[rows, d] = terms.mean(dim=1).cpu() + prior[rows]
     tokens_per_sequence = windows.shape[1] - estimator.extra_tokens
     if world > 1:  # every process's rows (and their prior terms), in rank order
-        parts = gather([(per_seq, prior)])
-        per_seq = torch.cat([p[0].cpu() for p in parts])
-        prior = torch.cat([p[1].cpu() for p in parts])
+        joined = gather([(per_seq, prior, parts)])
+        per_seq = torch.cat([p[0].cpu() for p in joined])
+        prior = torch.cat([p[1].cpu() for p in joined])
+        parts = torch.cat([p[2].cpu() for p in joined])
     n = per_seq.shape[0]
     mean = per_seq.mean().item()
     if draws > 1:
@@ -117,7 +135,10 @@ def evaluate_likelihood(
         nelbo_nats_per_token=mean,
         nelbo_nats_per_token_stderr=stderr,
         prior_nats_per_token=prior.mean().item(),
-        t_min=estimator.t_min,
+        reconstruction_nats_per_token=parts[:, 1].mean().item(),
+        below_t_min_nats_per_token=parts[:, 0].mean().item(),
+        truncated_nelbo_nats_per_token=mean - parts.sum(1).mean().item(),
+        t_min=0.0 if exact else t_min,
         bits_per_token=mean / ln2,
         bits_per_token_stderr=scale(stderr, 1 / ln2),
         perplexity=math.exp(mean),

@@ -18,18 +18,18 @@ __all__ = [
 ]
 
 
-EVAL_T_MIN = 1e-3  # the default eval.t_min: MDLM's
+EVAL_T_MIN = 1e-3  # the default eval.t_min: where the bound's part below MDLM's cut is reported apart
 
 
-def likelihood_objective(objective: Objective, t_min: float = EVAL_T_MIN) -> Objective:
+def likelihood_objective(objective: Objective) -> Objective:
     """The estimator that evaluation uses for a model trained with ``objective``: the clean NELBO of its
-    kernel with the ``time`` estimator at evaluation's own ``t_min`` (``eval.t_min``, not the training
-    one, so that no training setting can make the reported bound look better than it is), with times
-    drawn independently for every sequence (the antithetic times of training would tie sequence ``n`` to
-    the same time stratum in every draw, a bias that the standard error could not show). The
-    autoregressive objective is exact and used as it is."""
+    kernel, whose ``bound_terms`` cover every time in (0, 1] and the t = 0 term (:mod:`tokendiff.objectives.bound`)
+    whatever the training ``t_min``, so that no training setting can make the reported bound look better
+    than it is, with times drawn independently for every sequence (the antithetic times of training would
+    tie sequence ``n`` to the same time stratum in every draw, a bias that the standard error could not
+    show). The autoregressive objective is exact and used as it is (``loss_terms``)."""
     if objective.kernel is None:
         return objective
     if isinstance(objective, BlockDiffusionObjective):  # the sum of the blocks' NELBOs
-        return BlockDiffusionObjective(objective.kernel, objective.block_size, t_min=t_min, antithetic=False)
-    return CleanObjective(objective.kernel, t_min=t_min, antithetic=False, estimator="time")
+        return BlockDiffusionObjective(objective.kernel, objective.block_size, t_min=0.0, antithetic=False)
+    return CleanObjective(objective.kernel, t_min=0.0, antithetic=False, estimator="time")

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.objectives.times import sample_times
+from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
+from tokendiff.objectives.times import importance_times, sample_times
 from tokendiff.processes.base import Kernel
 
 __all__ = ["BlockDiffusionObjective"]
@@ -50,21 +51,49 @@ class BlockDiffusionObjective:
         self.t_min = t_min
         self.antithetic = antithetic
 
-    def loss_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
-        """Per-token terms (B, L): ``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked positions, 0 elsewhere."""
-        B, L = x0.shape
+    def _blocks(self, x0: torch.Tensor) -> int:
+        L = x0.shape[1]
         if L % self.block_size:
             raise TokenDiffError(f"sequence length {L} is not a multiple of diffusion.block_size={self.block_size}")
-        blocks = L // self.block_size
-        t = sample_times(B * blocks, self.t_min, self.antithetic, generator, x0.device)  # (B * blocks,)
-        if self.antithetic:  # strata in a random order, so that a row's blocks do not share one stratum
-            t = t[torch.randperm(B * blocks, generator=generator, device=x0.device)]
-        t = t.view(B, blocks).repeat_interleave(self.block_size, dim=1)  # (B, L) each token its block's time
+        return L // self.block_size
+
+    def _terms(self, model, x0: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
+        """``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked positions, 0 elsewhere; ``t`` (B, blocks)."""
+        t = t.repeat_interleave(self.block_size, dim=1)  # (B, L) each token its block's time
         schedule = self.kernel.schedule
-        u = torch.rand(x0.shape, generator=generator, device=x0.device)  # (B, L)
+        u = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=t.dtype)  # (B, L)
         masked = u >= schedule.alpha(t)  # (B, L) masked with probability 1 - alpha(t_b)
         xt = torch.where(masked, torch.full_like(x0, self.kernel.mask_token_id), x0)
         logits = model.forward_block_diffusion(xt, x0)  # (B, L, V)
         nll = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
-        weight = schedule.weight(t.double()).float()  # (B, L); float64: 1 - alpha loses small t in float32
-        return torch.where(masked, weight * nll, torch.zeros_like(nll))
+        weight = schedule.weight(t.double())  # (B, L); float64: 1 - alpha loses small t in float32
+        if t.dtype == torch.float64:  # evaluation: times down to ~1e-60, weights beyond float32's range
+            return torch.where(masked, weight * nll.double(), torch.zeros_like(weight))
+        return torch.where(masked, weight.float() * nll, torch.zeros_like(nll))
+
+    def loss_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
+        """Per-token terms (B, L): ``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked positions, 0 elsewhere."""
+        B = x0.shape[0]
+        blocks = self._blocks(x0)
+        t = sample_times(B * blocks, self.t_min, self.antithetic, generator, x0.device)  # (B * blocks,)
+        if self.antithetic:  # strata in a random order, so that a row's blocks do not share one stratum
+            t = t[torch.randperm(B * blocks, generator=generator, device=x0.device)]
+        return self._terms(model, x0, t.view(B, blocks), generator)
+
+    def bound_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, split: float = 1e-3):
+        """One draw of the whole bound's parts (:mod:`tokendiff.objectives.bound`): every block's time from the
+        importance density on (0, 1], and the t = 0 term (one call with every block at t = 0) when
+        ``alpha(0) < 1``."""
+        B = x0.shape[0]
+        blocks = self._blocks(x0)
+        t, weight = importance_times(B * blocks, self.kernel.small_time_order, generator, x0.device)
+        t, weight = t.view(B, blocks), weight.view(B, blocks)
+        terms = self._terms(model, x0, t, generator) * weight.repeat_interleave(self.block_size, dim=1)  # (B, L)
+        below = (t < split).repeat_interleave(self.block_size, dim=1)  # (B, L)
+        return BoundTerms(
+            above=torch.where(below, torch.zeros_like(terms), terms),
+            below=torch.where(below, terms, torch.zeros_like(terms)),
+            reconstruction=reconstruction_terms(
+                self.kernel, lambda z0: model.forward_block_diffusion(z0, x0), x0, generator
+            ),
+        )

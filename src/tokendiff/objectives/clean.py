@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.objectives.times import sample_times, stratified_uniform
+from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
+from tokendiff.objectives.times import importance_times, sample_times, stratified_uniform
 from tokendiff.processes.base import Kernel
 
 __all__ = ["CleanObjective"]
@@ -37,8 +38,9 @@ class CleanObjective:
             uses ``time`` (:func:`tokendiff.objectives.likelihood_objective`).
 
     With ``t ~ U[t_min, 1]``, ``terms.sum(1)`` is an unbiased estimate of ``(1 / (1 - t_min))`` times the
-    NELBO integral over ``[t_min, 1]`` (MDLM's convention: the factor adds ~t_min relative, the part
-    below t_min is left out, and so is the prior term).
+    NELBO integral over ``[t_min, 1]`` (MDLM's convention for training: the factor adds ~t_min relative, the
+    part below t_min is left out, and so is the prior term). Evaluation calls :meth:`bound_terms`, which
+    leaves nothing out (:mod:`tokendiff.objectives.bound`).
     """
 
     name = "clean"
@@ -70,6 +72,20 @@ class CleanObjective:
         t = self.sample_t(x0.shape[0], generator, x0.device)  # (B,)
         xt = self.kernel.corrupt(x0, t, generator)  # (B, L)
         return self.kernel.nelbo_terms(model(xt, t), x0, xt, t)  # (B, L)
+
+    def bound_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, split: float = 1e-3):
+        """One draw of the whole bound's parts (:class:`~tokendiff.objectives.bound.BoundTerms`), (B, L) each:
+        times from the importance density on (0, 1] (not ``t_min``), the t = 0 term when ``alpha(0) < 1``."""
+        t, weight = importance_times(x0.shape[0], self.kernel.small_time_order, generator, x0.device)  # (B,)
+        xt = self.kernel.corrupt(x0, t, generator)  # (B, L)
+        terms = self.kernel.nelbo_terms(model(xt, t.float()), x0, xt, t).double() * weight[:, None]  # (B, L)
+        below = (t < split)[:, None]  # (B, 1)
+        zero_t = torch.zeros(x0.shape[0], device=x0.device)
+        return BoundTerms(
+            above=torch.where(below, torch.zeros_like(terms), terms),
+            below=torch.where(below, terms, torch.zeros_like(terms)),
+            reconstruction=reconstruction_terms(self.kernel, lambda z0: model(z0, zero_t), x0, generator),
+        )
 
     def _count_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The ``count`` estimator (class docstring): exactly ``k`` masked tokens, each weighted ``L / k``."""

@@ -72,7 +72,8 @@ class AbsorbingKernel(InterpolatingKernel):
         ``x0``: (B, L) token ids; ``t``: (B,). Returns ``x_t``: (B, L).
         """
         alpha_t = self.schedule.alpha(t)[:, None]  # (B, 1)
-        u = torch.rand(x0.shape, generator=generator, device=x0.device)  # (B, L)
+        # float64 times get float64 uniforms: float32 ones cannot mask anything at t < 2^-24 (evaluation's times)
+        u = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=t.dtype)  # (B, L)
         return torch.where(u < alpha_t, x0, torch.full_like(x0, self.mask_token_id))
 
     # ------------------------------------------------------------------ loss
@@ -80,16 +81,17 @@ class AbsorbingKernel(InterpolatingKernel):
         """Per-token NELBO terms ``w(t) * -log p_theta(x0 | x_t)`` at masked positions, 0 elsewhere.
 
         ``logits``: (B, L, V) over real tokens; ``x0``, ``xt``: (B, L); ``t``: (B,).
-        Returns (B, L) float32. With ``t ~ U[0, 1]``, ``terms.sum(1)`` is an unbiased estimate of the
-        NELBO without its prior term.
+        Returns (B, L): float64 when ``t`` is (evaluation's times reach ~1e-60, where the weight ~1/t leaves
+        float32's range), else float32. With ``t ~ U[0, 1]``, ``terms.sum(1)`` is an unbiased estimate of the
+        NELBO without its prior term (and without the t = 0 term when ``alpha(0) < 1``).
         """
         # Cross-entropy in float32 whatever the autocast dtype: bf16 log-softmax loses ~2 digits.
         nll = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
         masked = xt == self.mask_token_id  # (B, L)
-        weight = self.schedule.weight(t.double()).float()[
-            :, None
-        ]  # (B, 1); float64: 1 - alpha loses t < 6e-8 in float32
-        return torch.where(masked, weight * nll, torch.zeros_like(nll))
+        weight = self.schedule.weight(t.double())[:, None]  # (B, 1); float64: 1 - alpha loses t < 6e-8 in float32
+        if t.dtype == torch.float64:
+            return torch.where(masked, weight * nll.double(), torch.zeros_like(weight))
+        return torch.where(masked, weight.float() * nll, torch.zeros_like(nll))
 
     # ------------------------------------------------------------------ reverse
     def subs_log_probs(self, logits: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:

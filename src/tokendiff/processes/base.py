@@ -45,6 +45,11 @@ class Kernel(Protocol):
     mask_token_id: int  # = V: the mask, and the placeholder of the positions a sampler writes
     time_conditioned: bool  # whether the denoiser must see t (it can tell noise from data only through t)
     reveals_are_final: bool  # a real token in x_t is always clean (masking only): reveals are never undone
+    # the corruption probability grows like t^small_time_order near t = 0 (1 for masks and uniform noise,
+    # gamma/2 for GIDD's uniform bump): evaluation draws its times densely enough there to keep the NELBO's
+    # estimator of finite variance (tokendiff.objectives.times.importance_times)
+    small_time_order: float
+    default_time_grid: str  # the sampler's time grid when sampling.time_grid=auto (tokendiff.samplers.time_grid)
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """Probability that a token is still clean at ``t``, same shape as ``t``."""
@@ -58,6 +63,10 @@ class Kernel(Protocol):
         For ``t ~ U[0, 1]`` and ``x_t ~ q_t``, ``terms.sum(1)`` is an unbiased estimate of the NELBO of
         ``x0`` without its prior term (:meth:`prior_terms`).
         """
+
+    def reconstruction_terms(self, logits: torch.Tensor, x0: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """``-log p(x0_i | z0)`` per token, (B, L) float64: the NELBO's t = 0 term for ``z0 ~ q_0(. | x0)``
+        when ``alpha(0) < 1`` (the clean token's posterior under ``q_0`` with the denoiser's prior at t = 0)."""
 
     def reverse_log_probs(self, log_p_x0: torch.Tensor, xt: torch.Tensor, t: float, s: float) -> torch.Tensor:
         """``log p(x_s | x_t)`` of one reverse step ``t -> s < t`` (``s = 0``: clean), (B, L, K) float64.

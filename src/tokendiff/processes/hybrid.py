@@ -53,6 +53,8 @@ class HybridKernel(InterpolatingKernel):
         self.B = 2.0**gamma * p_uniform / (1.0 - p_uniform)
         self.time_conditioned = p_uniform > 0  # with p_uniform = 0 a real token is always clean
         self.reveals_are_final = p_uniform == 0
+        # uniform noise grows like t^(gamma/2) near 0 (masks like t): evaluation's times follow it
+        self.small_time_order = min(1.0, gamma / 2.0) if p_uniform > 0 else 1.0
         e_mask = F.one_hot(torch.tensor(vocab_size), self.num_ids).double()  # (K,)
         u = torch.zeros(self.num_ids, dtype=torch.float64)
         u[:vocab_size] = 1.0 / vocab_size

@@ -53,6 +53,8 @@ class InterpolatingKernel:
     name = "interpolating"
     time_conditioned = True
     reveals_are_final = False  # a real token may be noise that a later step replaces
+    small_time_order = 1.0  # the corruption probability grows like t near 0 (alpha'(0) finite)
+    default_time_grid = "alpha"  # uniform in alpha: first order in the number of steps for every kernel (docs/kernels.md)
 
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
@@ -104,22 +106,48 @@ class InterpolatingKernel:
     def nelbo_terms(self, logits: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-token GIDD NELBO integrand (module docstring), (B, L, V) logits -> (B, L).
 
-        Computed in float64 when the logits are float64 (tests), else in float32 (bf16 loses digits).
+        The (B, L, K) work is float64 when the logits are float64 (tests), else float32 (bf16 loses digits).
+        The time factors (``alpha_t``, ``m_t``, the jump rate and ``q_t(z | x0)``) are always float64, and
+        the result is float64 when ``t`` is: evaluation draws times down to ~1e-60, where ``r_t(z) / q_t(z)``
+        leaves float32's range (the rate of GIDD's uniform bump grows like ``t^(gamma/2 - 1)``).
         """
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        t = t.to(dtype)
+        t64 = t.double()
+        alpha, m, rate = self.alpha(t64), self.noise(t64), self.rate(t64)  # (B,), (B, K), (B, K) float64
         x_theta = torch.softmax(logits.to(dtype), dim=-1)  # (B, L, V)
-        p = self.marginal(x_theta, t)  # (B, L, K): q_t(. | x_theta)
-        q = self.marginal(F.one_hot(x0, self.vocab_size).to(dtype), t)  # (B, L, K): q_t(. | x0)
+        p = alpha.to(dtype)[:, None, None] * F.pad(x_theta, (0, 1)) + m.to(dtype)[:, None, :]  # q_t(. | x_theta)
+        q = alpha.to(dtype)[:, None, None] * F.one_hot(x0, self.num_ids).to(dtype) + m.to(dtype)[:, None, :]
         tiny = torch.finfo(dtype).tiny
         log_ratio = torch.log(q.clamp_min(tiny)) - torch.log(p.clamp_min(tiny))  # (B, L, K)
         kl = torch.where(q > 0, q * log_ratio, torch.zeros_like(q)).sum(-1)  # (B, L)
-        q_z = q.gather(-1, xt.unsqueeze(-1)).squeeze(-1)  # (B, L)
-        ratio_z = q_z / p.gather(-1, xt.unsqueeze(-1)).squeeze(-1).clamp_min(tiny)  # (B, L)
-        r_z = self.rate(t)[:, None, :].expand_as(q).gather(-1, xt.unsqueeze(-1)).squeeze(-1)  # (B, L)
-        itakura_saito = ratio_z - torch.log(ratio_z.clamp_min(tiny)) - 1.0  # (B, L)
-        term = r_z / q_z.clamp_min(tiny) * (kl + itakura_saito)
-        return torch.where(r_z > 0, term, torch.zeros_like(term)).float()
+        q_z = alpha[:, None] * (xt == x0) + m.gather(-1, xt)  # (B, L) float64: q_t(x_t | x0)
+        p_z = p.gather(-1, xt.unsqueeze(-1)).squeeze(-1).double()  # (B, L)
+        ratio_z = q_z / p_z.clamp_min(torch.finfo(torch.float64).tiny)  # (B, L)
+        r_z = rate.gather(-1, xt)  # (B, L) float64
+        itakura_saito = ratio_z - torch.log(ratio_z.clamp_min(torch.finfo(torch.float64).tiny)) - 1.0  # (B, L)
+        term = r_z / q_z.clamp_min(torch.finfo(torch.float64).tiny) * (kl.double() + itakura_saito)
+        term = torch.where(r_z > 0, term, torch.zeros_like(term))
+        return term if t.dtype == torch.float64 else term.float()
+
+    def reconstruction_terms(self, logits: torch.Tensor, x0: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        """``-log p(x0_i | z0)`` per token, (B, L) float64, for ``z0 ~ q_0(. | x0)``: the NELBO's t = 0 term.
+
+        A schedule with ``alpha(0) < 1`` (diffusers' ``linear`` and ``cosine``, ``geometric``) has already
+        corrupted a share ``1 - alpha(0)`` of the tokens at t = 0, so the continuous-time integral bounds
+        ``-log p(z0)``, not ``-log p(x0)``: the bound adds this decoder term. The decoder is the denoiser's
+        posterior at t = 0, ``p(x0 = v | z) ~ q_0(z | v) x_theta(v)`` (for masks: the cross-entropy at a
+        masked position, 0 elsewhere). It is 0 when ``alpha(0) = 1``.
+        """
+        t0 = torch.zeros(1, dtype=torch.float64, device=logits.device)
+        a0, m0 = self.alpha(t0)[0], self.noise(t0)[0]  # (), (K,)
+        log_x = torch.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, dim=-1)  # (B, L, V)
+        log_x = F.pad(log_x, (0, 1), value=float("-inf")).double()  # (B, L, K): the mask is never clean
+        log_x_x0 = log_x.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L) log x_theta(x0)
+        log_x_z = log_x.gather(-1, z0.unsqueeze(-1)).squeeze(-1)  # (B, L) log x_theta(z)
+        m_z = m0[z0]  # (B, L)
+        log_num = torch.log(a0 * (z0 == x0) + m_z) + log_x_x0  # log q_0(z | x0) x_theta(x0)
+        log_den = torch.logaddexp(torch.log(a0) + log_x_z, torch.log(m_z))  # log sum_v q_0(z | v) x_theta(v)
+        return log_den - log_num
 
     # ------------------------------------------------------------------ reverse
     def _alpha_noise(self, s: float, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ import torch
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.processes.base import Kernel
+from tokendiff.samplers.time_grid import TIME_GRIDS, time_grid
 
 __all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_probs", "gumbel_argmax"]
 
@@ -86,7 +87,7 @@ class DiffusionSampler:
     Args:
         model: ``model(x, t) -> logits (B, L, V)``; ``model.time_conditioning`` tells whether it uses t.
         kernel: the forward kernel it was trained with.
-        steps: number of reverse steps ``N``; times ``1 = t_0 > t_1 > ... > t_N = 0`` evenly spaced.
+        steps: number of reverse steps ``N``; times ``1 = t_0 > t_1 > ... > t_N = 0`` on ``time_grid``.
         temperature: divides the logits (0 = greedy).
         strategy: ``ancestral`` (the kernel's reverse step; for masks the exact MDLM step: each masked
             token is revealed with probability ``(alpha_s - alpha_t) / (1 - alpha_t)``) or ``confidence``
@@ -121,6 +122,8 @@ class DiffusionSampler:
             (naive training on corrupted data): once more than ``visible_limit * L`` tokens of a row are
             known, the model is shown a random subset of that many of them, and its probabilities are
             averaged over ``visible_subsets`` such subsets. None: the model sees every known token.
+        time_grid: where the steps fall (:mod:`tokendiff.samplers.time_grid`): ``auto`` (the kernel's
+            default, first order in ``steps``), ``linear``, ``alpha`` or ``cosine``.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class DiffusionSampler:
         kv_cache: str = "auto",
         visible_limit: float | None = None,
         visible_subsets: int = 1,
+        time_grid: str = "auto",
     ):
         if not isinstance(steps, int) or steps < 1:
             raise TokenDiffError(f"sampling.steps={steps} must be an integer >= 1, e.g. sampling.steps=128")
@@ -195,6 +199,9 @@ class DiffusionSampler:
             raise TokenDiffError(f"sampling.threshold={threshold} must lie in [0, 1], e.g. 0.9")
         if confidence not in CONFIDENCES:
             raise TokenDiffError(f"sampling.confidence={confidence!r} is unknown; use one of {list(CONFIDENCES)}")
+        if time_grid not in TIME_GRIDS:
+            raise TokenDiffError(f"sampling.time_grid={time_grid!r} is unknown; use one of {list(TIME_GRIDS)}")
+        self.time_grid = time_grid
         self.model = model
         self.kernel = kernel
         self.steps = steps
@@ -304,7 +311,7 @@ class DiffusionSampler:
         must draw its noise, so that each row's generator is where it would be in any batch (a complete
         step reuses the cached logits instead of calling the model)."""
         mask_id = self.kernel.mask_token_id
-        times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        times = time_grid(self.kernel, steps, self.time_grid)  # (N+1,) from 1 to 0
         alphas = self.kernel.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
         alphas[-1] = 1.0
         x = x_start

@@ -21,7 +21,7 @@ __all__ = ["initial_tokens", "generate", "parse_template", "unescape", "sampling
 # the keywords of generate() that the config's sampling.* keys set, one to one
 SAMPLING_KEYS = (
     "steps", "temperature", "strategy", "top_p", "top_k", "cache", "threshold", "confidence", "block_size",
-    "remask", "remask_eta", "kv_cache", "batch_size",
+    "remask", "remask_eta", "kv_cache", "time_grid", "batch_size",
 )  # fmt: skip
 
 
@@ -113,6 +113,7 @@ def generate(
     remask: str = "none",
     remask_eta: float = 0.02,
     kv_cache: str = "auto",
+    time_grid: str = "auto",
     prompt: str | None = None,
     template: str | None = None,
     seed: int = 0,
@@ -146,6 +147,7 @@ def generate(
         sampler = DiffusionSampler(
             model, kernel, steps, temperature, strategy, top_p, cache, threshold=threshold, confidence=confidence,
             block_size=block_size, top_k=top_k, remask=remask, remask_eta=remask_eta, kv_cache=kv_cache,
+            time_grid=time_grid,
         )  # fmt: skip
     eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
     generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
