@@ -38,10 +38,12 @@ class Toy:
         """Base-K number of each state (B, L) -> (B,)."""
         return sum(z[:, i] * self.K ** (self.L - 1 - i) for i in range(self.L))
 
-    def loo_log_probs(self, z: torch.Tensor, t: float) -> torch.Tensor:
-        """(B, L, V) ``log p(x0_i | z^{-i})`` at time ``t`` under ``q_t``."""
-        Q = forward_matrix(self.kernel, t)  # (V, K)
+    def loo_log_probs(self, z: torch.Tensor, t) -> torch.Tensor:
+        """(B, L, V) ``log p(x0_i | z^{-i})`` under ``q_t``; ``t`` a float or one time per row (B,)."""
         B, L, V = z.shape[0], self.L, self.V
+        t = torch.as_tensor(t, dtype=torch.float64).expand(B)  # (B,)
+        eye = torch.eye(V + 1, dtype=torch.float64)[:V]  # (V, K)
+        Q = self.kernel.alpha(t)[:, None, None] * eye + self.kernel.noise(t)[:, None, :]  # (B, V, K)
         out = torch.empty(B, L, V, dtype=torch.float64)
         for i in range(L):
             w = self.joint.expand(B, *self.joint.shape)  # (B, V, ..., V)
@@ -49,18 +51,25 @@ class Toy:
                 if j != i:
                     shape = [B] + [1] * L
                     shape[1 + j] = V
-                    w = w * Q[:, z[:, j]].T.reshape(shape)
+                    qz = Q.gather(2, z[:, j].view(B, 1, 1).expand(B, V, 1)).squeeze(2)  # (B, V): q_t(z_j | v)
+                    w = w * qz.reshape(shape)
             mass = w.movedim(1 + i, -1).reshape(B, -1, V).sum(1)  # (B, V)
             out[:, i] = torch.log(mass.clamp_min(1e-300)) - torch.log(mass.sum(-1, keepdim=True))
         return out
 
     def model(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``model(x_t, t) -> logits`` for any batch (times grouped)."""
-        out = torch.empty(z.shape[0], self.L, self.V, dtype=torch.float64)
-        for tv in t.unique():
-            rows = t == tv
-            out[rows] = self.loo_log_probs(z[rows], float(tv))
-        return out
+        """``model(x_t, t) -> logits``: the exact leave-one-out denoiser (the tokendiff model interface)."""
+        return self.loo_log_probs(z, t.double())
+
+    def minus_log_model(self, x0: tuple) -> float:
+        """``-log p_theta(x0)`` of the exact denoiser's continuous-time reverse process started from the prior
+        (kernels with ``alpha(0) = 1``): ``p(x0) sum_z p_1(z) q_1(z | x0) / q_1(z)``."""
+        Q1 = forward_matrix(self.kernel, 1.0)
+        cond = self.state_probs(Q1, x0)
+        marginal = sum(float(self.joint[tuple(x)]) * self.state_probs(Q1, tuple(x.tolist())) for x in self.clean)
+        prior = torch.stack([self.kernel.prior_probs()[self.states[:, i]] for i in range(self.L)]).prod(0)
+        keep = cond > 0
+        return -math.log(float(self.joint[x0])) - math.log(float((prior[keep] * cond[keep] / marginal[keep]).sum()))
 
     def state_probs(self, Q: torch.Tensor, x0: tuple) -> torch.Tensor:
         """(K^L,) ``prod_i Q[x0_i, z_i]`` over every state z."""
@@ -120,7 +129,8 @@ class Toy:
 def tanh_sinh(f, h: float = 0.1) -> float:
     """``int_0^1 f(t) dt`` by tanh-sinh quadrature, ``t = (1 + tanh(pi/2 sinh x)) / 2`` for x in [-3, 3]
     (within 1e-14 of both ends): exponentially accurate for integrands with endpoint singularities
-    (GIDD's ``sqrt(t (1 - t))``, the log of the uniform-noise mass near t = 0)."""
+    (GIDD's ``sqrt(t (1 - t))`` at gamma = 1, the log of the uniform-noise mass near t = 0). Not for
+    gamma < 1: its ``(1 - t)^(gamma/2 - 1)`` end needs ``1 - t`` below float64's resolution near 1."""
     total = 0.0
     for x in np.arange(-3.0, 3.0 + 1e-9, h):
         s = 0.5 * np.pi * np.sinh(x)
