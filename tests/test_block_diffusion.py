@@ -18,7 +18,7 @@ from tokendiff.models import Transformer
 from tokendiff.objectives import BlockDiffusionObjective, likelihood_objective
 from tokendiff.processes import AbsorbingKernel
 from tokendiff.samplers import DiffusionSampler, row_generators
-from tokendiff.schedules import LogLinearSchedule
+from tokendiff.schedules import LogLinearSchedule, make_schedule
 
 V, L, B = 2, 4, 2  # vocabulary, sequence, block
 
@@ -86,6 +86,29 @@ def test_block_objective_is_an_unbiased_estimate_of_its_enumerated_expectation(a
     stderr = per_seq.std().item() / math.sqrt(n)
     assert abs(per_seq.mean().item() - exact) < 4 * stderr
     assert likelihood_objective(objective).block_size == B  # evaluation scores the same NELBO
+
+
+@pytest.mark.parametrize("schedule", ["log_linear", "cosine"])
+def test_block_bound_terms_estimate_the_whole_bound(schedule):
+    # evaluation's draws (importance times on (0, 1] per block, the t = 0 term when alpha(0) < 1) with exact
+    # conditionals: -log p(x) for alpha(0) = 1 and alpha(1) = 0 (within 4 standard errors), and at least
+    # -log p(x) for the cosine schedule, which starts at alpha(0) = 1 - eps and is paid for by the t = 0 term
+    joint = random_joint(V, L, seed=7)
+    sched = LogLinearSchedule(eps=0.0) if schedule == "log_linear" else make_schedule("cosine")
+    kernel, model = AbsorbingKernel(V, sched), ExactBlockConditionals(joint)
+    x0 = (1, 0, 1, 1)
+    objective = likelihood_objective(BlockDiffusionObjective(kernel, B))
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    bound = objective.bound_terms(model, torch.tensor([x0]).repeat(n, 1), g)
+    per_seq = bound.total().sum(1)  # (n,)
+    stderr = per_seq.std().item() / math.sqrt(n)
+    if schedule == "log_linear":
+        assert abs(per_seq.mean().item() + math.log(joint[x0])) < 4 * stderr
+        assert float(bound.reconstruction.abs().sum()) == 0.0
+    else:
+        assert per_seq.mean().item() > -math.log(joint[x0]) - 4 * stderr
+        assert float(bound.reconstruction.sum()) > 0.0
 
 
 def tiny_block_model(seed=0, context=8, block=2, vocab=5):

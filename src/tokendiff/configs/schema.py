@@ -290,7 +290,7 @@ class SamplingConfig:
     remask_eta: float = 0.02  # remask=cap: the cap on the remasking probability per step
     cache: bool = True  # skip the model call when no token changed (identical output)
     kv_cache: str = "auto"  # block-wise: auto (exact for block diffusion) | none | prefix | dual (Fast-dLLM, approx.)
-    time_grid: str = "auto"  # where the steps fall: auto (the kernel's: linear; cosine for hybrid) | linear | alpha | cosine
+    time_grid: str = "auto"  # where the steps fall: auto (the kernel's: alpha) | linear | alpha | cosine
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
     live: bool = False  # text: watch sample 0 denoise in the terminal (rich, on stderr)

@@ -2,7 +2,9 @@
 
 For a diffusion model the per-token NELBO of a sequence ``x`` of ``L`` tokens is
 
-    nelbo(x) = (1/L) ( E_{z0} [-log p(x | z0)] + int_0^1 E_{x_t} [ sum_i term_i(x_t, t) ] dt + sum_i KL(q_1(. | x^i) || p(x_1)) )
+    nelbo(x) = (1/L) ( E_{z0} [-log p(x | z0)]
+                     + int_0^1 E_{x_t} [ sum_i term_i(x_t, t) ] dt
+                     + sum_i KL(q_1(. | x^i) || p(x_1)) )
 
 (nats per token): the reconstruction term at t = 0 (0 unless the schedule starts at ``alpha(0) < 1``), the
 kernel's NELBO integrand over *all* of [0, 1] (for masks ``w(t) * -log p_theta(x^i | x_t)`` at masked
