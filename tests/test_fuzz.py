@@ -272,6 +272,10 @@ BAD = {
     "block size of zero": (lambda c: _sample(c, "sampling.block_size=0"), "sampling.block_size=0"),
     "unknown KV cache": (lambda c: _sample(c, "sampling.kv_cache=full"), "'full'"),
     "unknown time grid": (lambda c: _sample(c, "sampling.time_grid=log"), "sampling.time_grid='log'"),
+    "bound estimator with block diffusion": (
+        lambda c: _train(c, "model.block_diffusion=true", "diffusion.block_size=8", "diffusion.estimator=bound"),
+        "diffusion.estimator=bound",
+    ),
     "dual KV cache without blocks": (lambda c: _sample(c, "sampling.kv_cache=dual"), "sampling.block_size"),
     "block diffusion without a block size": (lambda c: _train(c, "model.block_diffusion=true"), "diffusion.block_size"),
     "block diffusion block not dividing the context": (

@@ -99,7 +99,9 @@ class DiffusionConfig:
     p_uniform: float = 0.1  # hybrid: share of uniform noise at t = 1/2 (0 = masked diffusion)
     gamma: float = 1.0  # hybrid: shape of the uniform share over time, c_t ~ (t (1 - t))^(gamma/2)
     t_min: float = 1e-3  # training times t ~ U[t_min, 1] (see CleanObjective); eval has its own eval.t_min
-    estimator: str = "time"  # training loss: time (draw t, then masks) | count (masks only: k ~ U{1..L}, weight L/k)
+    # training loss: time (t ~ U[t_min, 1], then the noise) | count (masks only: k ~ U{1..L}, weight L/k) |
+    # bound (the whole NELBO as eval estimates it: importance times on (0, 1], t_min unused; the t = 0 term)
+    estimator: str = "time"
     antithetic: bool = True  # low-discrepancy times within a batch
     block_size: Optional[int] = None  # model.block_diffusion=true: tokens per block (divides model.block_size)
 
@@ -110,8 +112,8 @@ class DiffusionConfig:
         )
         _check(0.0 <= self.t_min < 1.0, f"diffusion.t_min={self.t_min} must lie in [0, 1)")
         _check(
-            self.estimator in ("time", "count"),
-            f"diffusion.estimator={self.estimator!r} is unknown; use time or count",
+            self.estimator in ("time", "count", "bound"),
+            f"diffusion.estimator={self.estimator!r} is unknown; use time, count or bound",
         )
         _check(
             self.objective in ("clean", "naive", "ambient"),

@@ -150,6 +150,8 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
         if r.nelbo_nats_per_token_stderr is None
         else r.nelbo_nats_per_token_stderr * D,
         "nelbo_nats_per_token": r.nelbo_nats_per_token,
+        "reconstruction_nats_per_image": r.reconstruction_nats_per_token * D,  # inside the NELBO: the t = 0 term
+        "below_t_min_nats_per_image": r.below_t_min_nats_per_token * D,  # inside the NELBO: its part at t < t_min
         "bits_per_token": r.bits_per_token,
         "bits_per_token_stderr": r.bits_per_token_stderr,
         "perplexity": r.perplexity,

@@ -34,8 +34,12 @@ class CleanObjective:
             against ``w(t)``: ``int C(L,k) t^(k-1) (1-t)^(L-k) dt = 1/k``), so this is an unbiased
             estimate of the same NELBO (with ``alpha(1) = 0``, no ``t_min``) without the binomial noise
             of the masked count, which at small ``t`` multiplies a few cross-entropies by ``1/t``
-            (``tests/test_absorbing.py`` checks it by enumeration). Training only: evaluation always
-            uses ``time`` (:func:`tokendiff.objectives.likelihood_objective`).
+            (``tests/test_absorbing.py`` checks it by enumeration). ``bound``: the whole NELBO as evaluation
+            estimates it (:meth:`bound_terms`: importance-weighted times on (0, 1] instead of uniform ones on
+            ``[t_min, 1]``, which is then unused, and the t = 0 term when ``alpha(0) < 1``), so that the
+            model is also trained at the small times where GIDD's hybrid noise holds a large part of its
+            bound. Training only: evaluation always uses :meth:`bound_terms`
+            (:func:`tokendiff.objectives.likelihood_objective`).
 
     With ``t ~ U[t_min, 1]``, ``terms.sum(1)`` is an unbiased estimate of ``(1 / (1 - t_min))`` times the
     NELBO integral over ``[t_min, 1]`` (MDLM's convention for training: the factor adds ~t_min relative, the
@@ -49,8 +53,8 @@ class CleanObjective:
     def __init__(self, kernel: Kernel, t_min: float = 1e-3, antithetic: bool = True, estimator: str = "time"):
         if not 0.0 <= t_min < 1.0:
             raise TokenDiffError(f"diffusion.t_min={t_min} must lie in [0, 1); MDLM uses 1e-3")
-        if estimator not in ("time", "count"):
-            raise TokenDiffError(f"diffusion.estimator={estimator!r} is unknown; use time or count")
+        if estimator not in ("time", "count", "bound"):
+            raise TokenDiffError(f"diffusion.estimator={estimator!r} is unknown; use time, count or bound")
         if estimator == "count" and (not kernel.reveals_are_final or kernel.time_conditioned):
             raise TokenDiffError(
                 f"diffusion.estimator=count needs masked diffusion (diffusion.process=absorbing), not {kernel.name}; "
@@ -69,6 +73,8 @@ class CleanObjective:
         """Per-token NELBO terms of a batch ``x0`` (B, L); ``model(xt, t) -> logits (B, L, V)``."""
         if self.estimator == "count":
             return self._count_terms(model, x0, generator)
+        if self.estimator == "bound":
+            return self.bound_terms(model, x0, generator).total().float()
         t = self.sample_t(x0.shape[0], generator, x0.device)  # (B,)
         xt = self.kernel.corrupt(x0, t, generator)  # (B, L)
         return self.kernel.nelbo_terms(model(xt, t), x0, xt, t)  # (B, L)
