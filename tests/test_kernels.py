@@ -8,11 +8,11 @@ computes it from a known joint by enumeration.
 import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import random_joint
+from toy import tanh_sinh as integral
 from tokendiff.processes import AbsorbingKernel, HybridKernel, UniformKernel
 from tokendiff.schedules import LogLinearSchedule
 
@@ -108,19 +108,6 @@ def expected_integrand(kernel, model, x0: tuple, t: float) -> float:
     tt = torch.full((len(zs),), t, dtype=torch.float64)
     terms = kernel.nelbo_terms(model(Z, tt), torch.tensor([x0] * len(zs)), Z, tt).double()  # (S, L)
     return float((probs * terms.sum(1)).sum())
-
-
-def integral(f, h: float = 0.1) -> float:
-    """int_0^1 f(t) dt by tanh-sinh quadrature, t = (1 + tanh(pi/2 sinh x)) / 2 for x in [-3, 3] (t within
-    1e-14 of both ends): exponentially accurate for integrands with endpoint singularities, here GIDD's
-    sqrt(t (1 - t)) and the log of the uniform-noise mass near t = 0. Measured on these cases, halving h
-    from 0.1 moves the result by < 2e-6."""
-    total = 0.0
-    for x in np.arange(-3.0, 3.0 + 1e-9, h):
-        s = 0.5 * np.pi * np.sinh(x)
-        t = 0.5 * (1.0 + np.tanh(s))
-        total += h * 0.25 * np.pi * np.cosh(x) / np.cosh(s) ** 2 * f(float(t))
-    return float(total)
 
 
 # ------------------------------------------------------------------------------------------ forward
