@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tokendiff.objectives import EVAL_T_MIN, likelihood_objective
+from tokendiff.objectives.times import IMPORTANCE_SHARE
 
 __all__ = ["LikelihoodResult", "evaluate_likelihood"]
 
@@ -78,12 +79,16 @@ def evaluate_likelihood(
     t_min: float = EVAL_T_MIN,
     shard: tuple[int, int] = (0, 1),
     gather=None,
+    importance_share: float = IMPORTANCE_SHARE,
 ) -> LikelihoodResult:
     """The clean NELBO of ``model`` on ``windows`` (N, L [+1 for autoregressive]), for a model trained
     with ``objective`` (its kernel's estimator: :func:`~tokendiff.objectives.likelihood_objective`).
 
     Deterministic for a given seed, batch size and device; times are drawn independently for every
     sequence and draw.
+
+    ``importance_share``: the share of times drawn from the power law packed toward t = 0
+    (:func:`~tokendiff.objectives.times.importance_times`); it moves the standard error, not the bound.
 
     Several processes: ``shard=(rank, world)`` scores windows ``rank::world`` with draws seeded by
     ``(seed, rank)``, and ``gather`` (a list of per-process tensors -> all of them, e.g. accelerate's
@@ -111,7 +116,7 @@ def evaluate_likelihood(
                 if exact:
                     terms = estimator.loss_terms(model, x, generator).double()  # (b, L')
                 else:
-                    bound = estimator.bound_terms(model, x, generator, split=t_min)
+                    bound = estimator.bound_terms(model, x, generator, split=t_min, share=importance_share)
                     terms = bound.total()  # (b, L)
                     below, recon = bound.below.mean(1).cpu(), bound.reconstruction.mean(1).cpu()
                     parts[rows] += torch.stack([below, recon], 1) / draws

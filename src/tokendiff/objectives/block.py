@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
-from tokendiff.objectives.times import importance_times, sample_times
+from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times
 from tokendiff.processes.base import Kernel
 
 __all__ = ["BlockDiffusionObjective"]
@@ -80,13 +80,20 @@ class BlockDiffusionObjective:
             t = t[torch.randperm(B * blocks, generator=generator, device=x0.device)]
         return self._terms(model, x0, t.view(B, blocks), generator)
 
-    def bound_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, split: float = 1e-3):
+    def bound_terms(
+        self,
+        model,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        split: float = 1e-3,
+        share: float = IMPORTANCE_SHARE,
+    ):
         """One draw of the whole bound's parts (:mod:`tokendiff.objectives.bound`): every block's time from the
         importance density on (0, 1], and the t = 0 term (one call with every block at t = 0) when
         ``alpha(0) < 1``."""
         B = x0.shape[0]
         blocks = self._blocks(x0)
-        t, weight = importance_times(B * blocks, self.kernel.small_time_order, generator, x0.device)
+        t, weight = importance_times(B * blocks, self.kernel.small_time_order, generator, x0.device, share)
         t, weight = t.view(B, blocks), weight.view(B, blocks)
         terms = self._terms(model, x0, t, generator) * weight.repeat_interleave(self.block_size, dim=1)  # (B, L)
         below = (t < split).repeat_interleave(self.block_size, dim=1)  # (B, L)

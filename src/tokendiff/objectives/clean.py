@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
-from tokendiff.objectives.times import importance_times, sample_times, stratified_uniform
+from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times, stratified_uniform
 from tokendiff.processes.base import Kernel
 
 __all__ = ["CleanObjective"]
@@ -79,10 +79,17 @@ class CleanObjective:
         xt = self.kernel.corrupt(x0, t, generator)  # (B, L)
         return self.kernel.nelbo_terms(model(xt, t), x0, xt, t)  # (B, L)
 
-    def bound_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, split: float = 1e-3):
+    def bound_terms(
+        self,
+        model,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        split: float = 1e-3,
+        share: float = IMPORTANCE_SHARE,
+    ):
         """One draw of the whole bound's parts (:class:`~tokendiff.objectives.bound.BoundTerms`), (B, L) each:
         times from the importance density on (0, 1] (not ``t_min``), the t = 0 term when ``alpha(0) < 1``."""
-        t, weight = importance_times(x0.shape[0], self.kernel.small_time_order, generator, x0.device)  # (B,)
+        t, weight = importance_times(x0.shape[0], self.kernel.small_time_order, generator, x0.device, share)  # (B,)
         xt = self.kernel.corrupt(x0, t, generator)  # (B, L)
         terms = self.kernel.nelbo_terms(model(xt, t.float()), x0, xt, t).double() * weight[:, None]  # (B, L)
         below = (t < split)[:, None]  # (B, 1)
