@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["mdlm", "udlm", "hybrid"])
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--steps", type=int, nargs="+", default=[8, 32, 128])
+    p.add_argument(
+        "--time-grids", nargs="+", default=["auto"], help="sampling.time_grid values, each a row (auto | linear | ...)"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "kernel_samples.json")
     args = p.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     ]
     for name in args.models:
         ckpt = load_checkpoint(args.runs / name)
-        for steps in args.steps:
+        for steps, grid in [(s, g) for g in args.time_grids for s in args.steps]:
             start = time.perf_counter()
             texts, stats = generate(
                 ckpt.model,
@@ -86,12 +89,14 @@ def main(argv=None) -> int:
                 num_samples=args.samples,
                 length=length,
                 steps=steps,
+                time_grid=grid,
                 seed=0,
                 batch_size=args.samples,
             )
             rows.append(
                 {
-                    "model": name,
+                    "model": name if grid == "auto" else f"{name} ({grid} grid)",
+                    "time_grid": grid,
                     "steps": steps,
                     "ar_bits_per_char": ar_bits_per_char(ar, texts),
                     "distinct_4grams": distinct_4grams(texts),

@@ -79,12 +79,6 @@ class InterpolatingKernel:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ forward
-    def marginal(self, probs_x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``q_t(. | p) = alpha_t p + m_t`` for clean-token distributions ``probs_x0`` (B, L, V): (B, L, K)."""
-        alpha = self.alpha(t.to(probs_x0.dtype))[:, None, None]  # (B, 1, 1)
-        m = self.noise(t.to(probs_x0.dtype))[:, None, :]  # (B, 1, K)
-        return alpha * F.pad(probs_x0, (0, 1)) + m  # (B, L, K)
-
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``x_t ~ q_t(. | x0)``: keep a token with probability ``alpha_t``, else draw it from ``pi_t``.
 
@@ -141,9 +135,10 @@ class InterpolatingKernel:
         t0 = torch.zeros(1, dtype=torch.float64, device=logits.device)
         a0, m0 = self.alpha(t0)[0], self.noise(t0)[0]  # (), (K,)
         log_x = torch.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, dim=-1)  # (B, L, V)
-        log_x = F.pad(log_x, (0, 1), value=float("-inf")).double()  # (B, L, K): the mask is never clean
-        log_x_x0 = log_x.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L) log x_theta(x0)
-        log_x_z = log_x.gather(-1, z0.unsqueeze(-1)).squeeze(-1)  # (B, L) log x_theta(z)
+        log_x_x0 = log_x.gather(-1, x0.unsqueeze(-1)).squeeze(-1).double()  # (B, L) log x_theta(x0)
+        real = z0 < self.vocab_size  # the mask is never a clean token: x_theta(mask) = 0
+        log_x_z = log_x.gather(-1, z0.clamp_max(self.vocab_size - 1).unsqueeze(-1)).squeeze(-1).double()
+        log_x_z = torch.where(real, log_x_z, torch.full_like(log_x_z, float("-inf")))  # (B, L) log x_theta(z)
         m_z = m0[z0]  # (B, L)
         log_num = torch.log(a0 * (z0 == x0) + m_z) + log_x_x0  # log q_0(z | x0) x_theta(x0)
         log_den = torch.logaddexp(torch.log(a0) + log_x_z, torch.log(m_z))  # log sum_v q_0(z | v) x_theta(v)
