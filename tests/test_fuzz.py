@@ -274,6 +274,10 @@ BAD = {
     "unknown time grid": (lambda c: _sample(c, "sampling.time_grid=log"), "sampling.time_grid='log'"),
     "bound estimator with block diffusion": (
         lambda c: _train(c, "model.block_diffusion=true", "diffusion.block_size=8", "diffusion.estimator=bound"),
+        "diffusion.estimator=time",
+    ),
+    "bound estimator with the naive objective": (
+        lambda c: _train(c, "diffusion.objective=naive", "diffusion.estimator=bound"),
         "diffusion.estimator=bound",
     ),
     "dual KV cache without blocks": (lambda c: _sample(c, "sampling.kv_cache=dual"), "sampling.block_size"),

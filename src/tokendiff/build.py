@@ -95,12 +95,6 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
     d = cfg.diffusion
     if kernel is None:
         return AutoregressiveObjective(vocab_size)
-    if d.estimator != "time" and (d.objective != "clean" or cfg.model.block_diffusion):
-        other = "model.block_diffusion=true" if d.objective == "clean" else f"diffusion.objective={d.objective}"
-        raise TokenDiffError(
-            f"diffusion.estimator={d.estimator} applies to the clean objective of a whole-sequence model, not "
-            f"{other}; drop diffusion.estimator"
-        )
     if d.objective == "naive":
         return NaiveObjective(kernel, t_min=d.t_min, antithetic=d.antithetic)
     if d.objective == "ambient":

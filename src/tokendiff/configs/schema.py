@@ -490,6 +490,12 @@ class Config:
                 f"(here model.causal={m.causal}, diffusion.process={d.process}, diffusion.objective={d.objective}, "
                 f"model.time_conditioning={m.time_conditioning}); use diffusion.estimator=time",
             )
+        if d.estimator == "bound":
+            _check(
+                not m.causal and d.objective == "clean",
+                "diffusion.estimator=bound trains on the NELBO of clean data (here model.causal="
+                f"{m.causal}, diffusion.objective={d.objective}); use diffusion.estimator=time",
+            )
         if m.causal:
             _check(
                 d.process == "absorbing" and d.objective == "clean",
