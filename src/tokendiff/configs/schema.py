@@ -258,8 +258,15 @@ class SystemConfig:
     # the measured 1.18x step speed repays the ~30-50 s of compilation (docs/benchmarks.md); true | false
     compile: Optional[bool] = None
     threads: Optional[int] = None  # CPU threads; default torch's choice
+    # train: start this many processes (data parallel: gloo on CPUs, one GPU each with CUDA) from one
+    # command; 1 trains in this process. torchrun / accelerate launch set their own count instead.
+    num_processes: int = 1
 
     def __post_init__(self):
+        _check(
+            1 <= self.num_processes <= 1024,
+            f"system.num_processes={self.num_processes} must lie in [1, 1024], e.g. system.num_processes=2",
+        )
         _check(
             self.threads is None or 1 <= self.threads <= 1024,
             f"system.threads={self.threads} must lie in [1, 1024] (or unset for torch's choice)",
