@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from test_training import TINY, assert_same_weights, weights
 from tokendiff.cli.main import main
 
@@ -87,7 +89,7 @@ def test_final_checkpoint_is_written_before_the_final_evaluation(tmp_path, capsy
 
     monkeypatch.setattr(Trainer, "evaluate", interrupted)
     run = tmp_path / "run"
-    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={run}"]) == 2
+    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={run}"]) == 130
     assert "interrupted during the final evaluation" in one_error_line(capsys)
     assert weights(run / "final" / "model.safetensors")
 
@@ -133,7 +135,7 @@ def test_ctrl_c_stops_between_steps_and_saves_that_step(tmp_path):
     wait_for(tmp_path / "run" / "checkpoints" / "step_000002", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "interrupted at step" in err.decode()
+    assert proc.returncode == 130 and "tokendiff train: interrupted at step" in err.decode()
     step = int(err.decode().split("interrupted at step ")[1].split(";")[0])
     saved = tmp_path / "run" / "checkpoints" / f"step_{step:06d}"
     assert (saved / "training_state" / "state.json").read_text().count(f'"step": {step}')
@@ -142,3 +144,92 @@ def test_ctrl_c_stops_between_steps_and_saves_that_step(tmp_path):
     assert tokendiff("train", *straight, f"output_dir={tmp_path / 'straight'}").wait() == 0
     for f in ("model.safetensors", "training_state/model.safetensors"):
         assert_same_weights(weights(tmp_path / "straight" / "final" / f), weights(tmp_path / "run" / "final" / f))
+
+
+# ---- never lose a log, never block a fix (issue 25)
+
+
+def test_a_start_that_fails_before_any_write_leaves_no_directory(tmp_path, capsys):
+    # every check (here: float16 needs a GPU, found when the trainer is built) passes before the
+    # run directory is made
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "training.max_iters=2", "system.dtype=float16", f"output_dir={run}"]) == 2
+    assert "float16" in one_error_line(capsys) and not run.exists()
+
+
+def test_a_start_that_saved_no_checkpoint_does_not_block_the_corrected_command(tmp_path, capsys, monkeypatch):
+    # a start that failed after writing its log (a NaN learning rate: the loss is NaN at the second step)
+    # holds no run: the corrected command trains there, and the failed start's log is kept beside the new one
+    from tokendiff.training import trainer
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "learning_rate", lambda *a: float("nan"))
+        assert main(["train", *TINY, "training.max_iters=3", f"output_dir={run}"]) == 2
+    assert "training loss became" in one_error_line(capsys)
+    failed_log = (run / "log.jsonl").read_text()
+    assert failed_log and not (run / "checkpoints").exists() and not (run / "final").exists()
+    assert "resume=" not in capsys.readouterr().err
+    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={run}"]) == 0
+    (kept,) = run.glob("log.*.jsonl")
+    assert kept.read_text() == failed_log and (run / "final").is_dir()
+    assert '"train/loss"' in (run / "log.jsonl").read_text()
+
+
+def test_init_from_the_run_itself_with_overwrite_starts_from_its_weights(tmp_path):
+    # the weights are read before the old run is moved aside, so the new run starts from them in place
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={run}"]) == 0
+    old = weights(run / "final" / "model.safetensors")
+    argv = ["train", *TINY, "training.max_iters=1", "training.learning_rate=1e-12", "training.min_lr=0", "training.ema=0"]
+    assert main([*argv, f"training.init_from={run}", "overwrite=true", f"output_dir={run}"]) == 0
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert_same_weights(weights(aside / "final" / "model.safetensors"), old)
+    new = weights(run / "final" / "model.safetensors")  # one step at a learning rate of 1e-12: the old weights
+    for name, value in old.items():
+        torch.testing.assert_close(new[name].float(), value.float(), atol=1e-6, rtol=0, msg=name)
+
+
+def test_an_output_never_replaces_a_file_of_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "training.max_iters=2", "training.checkpoint_interval=1", f"output_dir={run}"]) == 0
+    before = snapshot(run)
+    capsys.readouterr()
+    for key, target in (
+        ("sampling.output", run / "log.jsonl"),
+        ("sampling.output", run / "final" / "samples.jsonl"),
+        ("sampling.trajectory", run / "checkpoints" / "step_000001" / "t.txt"),
+        ("sampling.trajectory", run / "log.jsonl.html"),  # beside the run's files: allowed, below
+    ):
+        for extra in ([], ["overwrite=true"]):  # not even when asked
+            code = main(["sample", f"checkpoint={run}", "sampling.steps=2", "num_samples=1", f"{key}={target}", *extra])
+            if target.name == "log.jsonl.html":
+                assert code == 0
+                target.unlink()
+                capsys.readouterr()
+                continue
+            assert code == 2 and "is a file of the run" in one_error_line(capsys)
+    assert snapshot(run) == before
+
+
+def test_an_output_replaces_its_own_kind_only_unless_asked(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "training.max_iters=2", f"output_dir={run}"]) == 0
+    sample = ["sample", f"checkpoint={run}", "sampling.steps=2", "num_samples=1"]
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"my": "data"}\n')
+    capsys.readouterr()
+    assert main([*sample, f"sampling.output={notes}"]) == 2
+    assert "not a file tokendiff wrote" in one_error_line(capsys) and notes.read_text() == '{"my": "data"}\n'
+    assert main([*sample, f"sampling.output={notes}", "overwrite=true"]) == 0  # asked
+    assert '"text"' in notes.read_text()
+    assert main([*sample, f"sampling.output={notes}", "seed=1"]) == 0  # a samples file: replaced as before
+    for name in ("t.txt", "t.html", "t.gif"):
+        mine = tmp_path / name
+        assert main([*sample, f"sampling.trajectory={mine}"]) == 0
+        assert main([*sample, f"sampling.trajectory={mine}", "seed=1"]) == 0  # its own output: replaced
+        other = tmp_path / f"other{mine.suffix}"
+        other.write_bytes(b"GIF89a not ours" if name.endswith("gif") else b"my notes\n")
+        capsys.readouterr()
+        assert main([*sample, f"sampling.trajectory={other}"]) == 2
+        assert "not a file tokendiff wrote" in one_error_line(capsys)

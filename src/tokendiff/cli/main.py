@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tokendiff.errors import TokenDiffError
+from tokendiff.errors import Interrupted, TokenDiffError
 
 USAGE = """usage: tokendiff <command> [key=value ...]
 
@@ -87,11 +87,12 @@ def cmd_prepare(args):
 
 
 def cmd_train(args):
-    from tokendiff.build import build_training, default_device
+    from tokendiff.build import build_dataset, build_training, default_device
     from tokendiff.checkpoint import load_checkpoint
+    from tokendiff.cli.launch import check_process_count, is_launched_worker, launch_workers
     from tokendiff.configs import compose_resume_config, to_dict
     from tokendiff.training import Trainer
-    from tokendiff.training.run_directory import create_run_directory, run_directory_of
+    from tokendiff.training.run_directory import check_run_directory, create_run_directory, run_directory_of
 
     overrides, _ = split_args(args)
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
@@ -110,9 +111,22 @@ def cmd_train(args):
         cfg, _ = load_config(args)
     if any(o.startswith("training.max_iters=") for o in overrides):
         cfg.training.n_epochs = None  # an explicit step count wins over the preset's epochs
-    default_device(cfg.system.device)  # a clear error for a device this machine does not have
-    # one process, or one of several (accelerate launch / torchrun): the main one prepares data and the
-    # run directory, the others wait for it and then read what it made
+    device = default_device(cfg.system.device)  # a clear error for a device this machine does not have
+    # where the run writes, decided (not yet made) before any work: a resumed run continues in its own
+    # directory; the directory is created only once everything else has been checked, below
+    run = run_directory_of(resume_from) if resume_from else check_run_directory(cfg.output_dir, cfg.overwrite)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.system.num_processes > 1 and not is_launched_worker():
+        check_process_count(cfg.system.num_processes, device)
+        build_dataset(cfg)  # checked and prepared once, before any worker starts (they find it ready)
+        return launch_workers(cfg.system.num_processes, args)
+    if cfg.system.num_processes > 1 and cfg.system.num_processes != world:
+        raise TokenDiffError(
+            f"system.num_processes={cfg.system.num_processes}, but the launcher started {world} process(es); "
+            "drop system.num_processes= when launching with torchrun or accelerate launch"
+        )
+    # one process, or one of several (system.num_processes, torchrun, accelerate launch): the main one
+    # prepares data and the run directory, the others wait for it and then read what it made
     procs = process_state(cfg.system.device)
     say = print if procs.is_main_process else (lambda *a, **k: None)
     parts = leader_first(procs, lambda: build_training(cfg), local=True)  # each machine prepares its cache once
@@ -125,20 +139,14 @@ def cmd_train(args):
     say(
         f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
         f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
-        f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {cfg.output_dir}",
+        f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {run}",
         flush=True,
     )
-    # where the run writes, decided once: a resumed run continues in its own directory
-    if resume_from:
-        run = run_directory_of(resume_from)
-    else:
-        run = leader_first(
-            procs,
-            lambda: create_run_directory(cfg.output_dir, cfg.overwrite),
-            follower=lambda: Path(cfg.output_dir).expanduser().resolve(),
-        )
-    cfg.output_dir, cfg.overwrite = str(run), False
-    trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)
+    overwrite = cfg.overwrite
+    cfg.output_dir, cfg.overwrite = str(run), False  # what the checkpoints record
+    trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)  # all its checks
+    if not resume_from:  # every check has passed (init_from's weights are loaded): now the directory
+        leader_first(procs, lambda: create_run_directory(str(run), overwrite), follower=lambda: run)
     if resume_from is not None:
         say(f"resumed from {resume_from} at step {trainer.step}", flush=True)
     result = trainer.train()
@@ -170,7 +178,7 @@ def process_state(device: str):
 def leader_first(procs, work, follower=None, local: bool = False):
     """``work()`` on the leading process (the main one, or each machine's first with ``local``), then
     ``(follower or work)()`` on the others, which find what the leader made. A leader's TokenDiffError is
-    the run's one-line error: the leader raises it, the others exit with status 2 instead of waiting in a
+    the run's one-line error: every process raises it (the main one prints it) instead of waiting in a
     barrier for a leader that has stopped."""
     if procs.num_processes == 1:
         return work()
@@ -183,10 +191,9 @@ def leader_first(procs, work, follower=None, local: bool = False):
             result = work()
         except TokenDiffError as exc:
             error = exc
-    if any(gather_object([None if error is None else str(error)])):
-        if error is not None:
-            raise error
-        raise SystemExit(2)  # the leader prints the message
+    messages = [m for m in gather_object([None if error is None else str(error)]) if m]
+    if messages:
+        raise error if error is not None else TokenDiffError(messages[0])
     return result if leader else (follower or work)()
 
 
@@ -211,7 +218,11 @@ def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` beside ``path`` and rename it into place: never a half-written file."""
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    except OSError as exc:
+        raise TokenDiffError(f"cannot write {path} ({exc.strerror}); choose another path") from None
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
@@ -232,13 +243,13 @@ def cmd_sample(args):
     if s.output:  # checked before the work, so a bad path costs nothing
         from tokendiff.viz.files import check_output_file
 
-        check_output_file(s.output, "sampling.output", (".jsonl",))
+        check_output_file(s.output, "sampling.output", (".jsonl",), replace=cfg.overwrite)
     frames = []
     watchers = []
     if s.trajectory:
         from tokendiff.viz.text import check_trajectory_path
 
-        check_trajectory_path(s.trajectory)
+        check_trajectory_path(s.trajectory, replace=cfg.overwrite)
         watchers.append(lambda step, x: frames.append(x[0].cpu().clone()))
     live = contextlib.nullcontext()
     if s.live:
@@ -299,9 +310,9 @@ def _sample_images(cfg, ckpt, device) -> None:
     if cfg.prompt or cfg.template:
         raise TokenDiffError("an image model takes no prompt or template; use sampling.inpaint=true")
     output = s.output or ("inpainting.png" if s.inpaint else "samples.png")
-    check_output_file(output, "sampling.output", (".png", ".gif", ".jpg", ".jpeg", ".webp"))
+    check_output_file(output, "sampling.output", (".png", ".gif", ".jpg", ".jpeg", ".webp"), replace=cfg.overwrite)
     if s.trajectory:
-        check_output_file(s.trajectory, "sampling.trajectory", (".gif", ".png"))
+        check_output_file(s.trajectory, "sampling.trajectory", (".gif", ".png"), replace=cfg.overwrite)
     start = time.perf_counter()
     if s.inpaint:
         clean = shuffled_test_images(load_binarized_mnist("test", cfg.data.data_dir), cfg.num_samples)
@@ -485,7 +496,7 @@ COMMAND_KEYS = {
         ["model", "diffusion", "data", "training", "system", "logging", "sampling", "ambient"],
         ["output_dir", "overwrite", "resume"],
     ),
-    "sample": (["sampling", "system"], ["checkpoint", "prompt", "template", "num_samples", "seed"]),
+    "sample": (["sampling", "system"], ["checkpoint", "prompt", "template", "num_samples", "seed", "overwrite"]),
     "eval": (["eval", "system"], ["checkpoint", "seed"]),
     "score": (["system"], ["samples", "reference"]),
     "demo": (["sampling", "system"], ["checkpoint", "prompt", "seed"]),
@@ -521,13 +532,19 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in args):
         print(command_help(command))
         return 0
+    # in a run of several processes (system.num_processes, torchrun, accelerate launch) every process
+    # meets the same user error: the main one says it, the others only exit with its status
+    speaks = int(os.environ.get("RANK", "0")) == 0
     try:
-        COMMANDS[command](args)
+        return COMMANDS[command](args) or 0
     except TokenDiffError as exc:
-        print(f"tokendiff {command}: error: {exc}", file=sys.stderr)
-        return 2
+        if speaks:
+            kind = "" if isinstance(exc, Interrupted) else "error: "
+            print(f"tokendiff {command}: {kind}{exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
-        print(f"tokendiff {command}: interrupted", file=sys.stderr)
+        if speaks:
+            print(f"tokendiff {command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line for the user, the traceback in a file for the report
         log = write_crash_log(command, argv)
@@ -538,7 +555,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
 
 
 def write_crash_log(command: str, argv: list[str]) -> str:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["RunLogger"]
+__all__ = ["RunLogger", "check_logging"]
+
+
+def check_logging(logging_cfg) -> None:
+    """The logging settings' one-line errors, before a run directory is made (wandb not installed)."""
+    import importlib.util
+
+    if logging_cfg.wandb and importlib.util.find_spec("wandb") is None:
+        raise TokenDiffError("logging.wandb=true but wandb is not installed; pip install 'tokendiff[wandb]'")
 
 
 class RunLogger:

@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -48,11 +49,11 @@ from tokendiff.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from tokendiff.errors import TokenDiffError
+from tokendiff.errors import Interrupted, TokenDiffError
 from tokendiff.evaluation.likelihood import evaluate_likelihood
 from tokendiff.samplers.text import generate, sampling_options
 from tokendiff.training.ema import EMA
-from tokendiff.training.logger import RunLogger
+from tokendiff.training.logger import RunLogger, check_logging
 from tokendiff.training.optimizer import learning_rate, param_groups
 
 __all__ = ["Trainer", "TrainResult", "StepStats", "interrupts_between_steps"]
@@ -82,10 +83,14 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def interrupts_between_steps():
+def interrupts_between_steps(notice=None):
     """Ctrl-C (SIGINT) during the block sets a flag, read by calling the yielded function, instead of
     raising wherever the interpreter is: the loop stops between two steps, so the optimizer step and the
-    step counter always change together. A second Ctrl-C raises KeyboardInterrupt at once."""
+    step counter always change together. A second Ctrl-C raises KeyboardInterrupt at once.
+
+    ``notice()``, if given, is called at the first Ctrl-C: a line to print at once when the step in flight
+    will take long (the first step of a compiled model compiles it), so the user knows the key was heard.
+    """
     state = {"interrupted": False}
     if threading.current_thread() is not threading.main_thread():
         yield lambda: state["interrupted"]  # signal handlers can only be set in the main thread
@@ -95,6 +100,9 @@ def interrupts_between_steps():
         if state["interrupted"]:
             raise KeyboardInterrupt
         state["interrupted"] = True
+        line = notice() if notice else None
+        if line:
+            print(line, file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -151,6 +159,7 @@ class Trainer:
         device = config.system.device
         if config.system.dtype == "float16" and (device == "cpu" or not torch.cuda.is_available()):
             raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
+        check_logging(config.logging)
         if config.system.threads:
             torch.set_num_threads(config.system.threads)
         if device.startswith("cuda:"):
@@ -367,8 +376,10 @@ class Trainer:
         self.model.train()
         loss_avg = None
         stop = out_of_time = False
+        if not self._compile_checked:  # the first step compiles the model: tens of seconds without a tick
+            bar.set_postfix_str("compiling the model for the first step (Ctrl-C takes effect after it)")
         try:
-            with interrupts_between_steps() as interrupted:
+            with interrupts_between_steps(self._interrupt_notice) as interrupted:
                 while self.step < t.max_iters and not stop:
                     step_start = time.perf_counter()
                     stats = self.train_step()
@@ -409,9 +420,7 @@ class Trainer:
         if stop:
             path = self._save(ckpt_dir / f"step_{self.step:06d}")
             logger.finish()
-            raise TokenDiffError(
-                f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}"
-            )
+            raise Interrupted(f"interrupted at step {self.step}; saved {path}; continue with resume={self.output_dir}")
         # the final checkpoint first: nothing after the last step (evaluation, samples) can lose it
         path = self._save(self.output_dir / FINAL)
         try:
@@ -419,10 +428,18 @@ class Trainer:
             samples = self.sample()
         except KeyboardInterrupt:
             logger.finish()
-            raise TokenDiffError(f"interrupted during the final evaluation; the run is saved in {path}") from None
+            raise Interrupted(f"interrupted during the final evaluation; the run is saved in {path}") from None
         logger.log_samples(samples, self.step)
         logger.finish()
         return TrainResult(path, self.step, final_eval, samples)
+
+    def _interrupt_notice(self) -> str | None:
+        if self._compile_checked or not self.is_main:
+            return None
+        return (
+            "Ctrl-C: stopping after this step, the first, which torch.compile is still compiling (up to a "
+            "minute); a second Ctrl-C stops at once, without a checkpoint"
+        )
 
     def train_step(self) -> StepStats:
         """One optimizer step (every micro-batch of ``training.grad_accum``), then the EMA update and the

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tokendiff.viz.files import mark_options
+
 __all__ = ["image_grid", "save_grid", "save_trajectory"]
 
 # pixel value -> grey level; the mask (2) is drawn mid-grey so that unknown pixels are visible
@@ -31,7 +33,7 @@ def image_grid(x, side: int = 28, nrow: int | None = None, scale: int = 3, pad: 
 def save_grid(x, path, **kwargs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x, **kwargs).save(path)
+    image_grid(x, **kwargs).save(path, **mark_options(path.suffix))
     return path
 
 
@@ -41,12 +43,19 @@ def save_trajectory(frames: list, path, max_frames: int = 12, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     grids = [image_grid(f, **kwargs) for f in frames]
     if path.suffix.lower() == ".gif":
-        grids[0].save(path, save_all=True, append_images=grids[1:] + [grids[-1]] * 10, duration=100, loop=0)
+        grids[0].save(
+            path,
+            save_all=True,
+            append_images=grids[1:] + [grids[-1]] * 10,
+            duration=100,
+            loop=0,
+            **mark_options(".gif"),
+        )
         return path
     picks = np.unique(np.linspace(0, len(grids) - 1, min(max_frames, len(grids))).round().astype(int))
     w, h = grids[0].size
     strip = Image.new("L", (w * len(picks), h), 64)
     for k, i in enumerate(picks):
         strip.paste(grids[i], (k * w, 0))
-    strip.save(path)
+    strip.save(path, **mark_options(path.suffix))
     return path

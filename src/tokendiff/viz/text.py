@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from tokendiff.viz.files import check_output_file
+from tokendiff.viz.files import HTML_MARK, check_output_file, mark_options
 
 __all__ = ["check_trajectory_path", "write_trajectory", "render_frame"]
 
@@ -17,8 +17,8 @@ SUFFIXES = (".txt", ".html", ".gif")
 MASK_GLYPH = "\u2591"
 
 
-def check_trajectory_path(path: str) -> None:
-    check_output_file(path, "sampling.trajectory", SUFFIXES)
+def check_trajectory_path(path: str, replace: bool = False) -> None:
+    check_output_file(path, "sampling.trajectory", SUFFIXES, replace)
 
 
 def render_frame(ids, tokenizer, mask_id: int) -> list[str]:
@@ -46,7 +46,8 @@ def write_trajectory(path: str, frames: list, tokenizer, mask_id: int) -> Path:
             rows.append(f"<div><b>{i:4d}</b> {''.join(cells)}</div>")
             previous = p
         style = "body{font-family:monospace;white-space:pre} .new{background:#ffd54f}"
-        path.write_text(f"<html><head><style>{style}</style></head><body>{''.join(rows)}</body></html>")
+        head = f"{HTML_MARK}<style>{style}</style>"
+        path.write_text(f"<html><head>{head}</head><body>{''.join(rows)}</body></html>")
     else:
         _write_gif(path, pieces)
     return path
@@ -66,4 +67,4 @@ def _write_gif(path: Path, pieces: list[list[str]], width: int = 64) -> None:
         for row, line in enumerate(lines):
             draw.text((8, 18 + 14 * row), line.encode("latin-1", "replace").decode("latin-1"), fill="black", font=font)
         images.append(img)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0, **mark_options(".gif"))
