@@ -181,7 +181,14 @@ def test_init_from_the_run_itself_with_overwrite_starts_from_its_weights(tmp_pat
     run = tmp_path / "run"
     assert main(["train", *TINY, "training.max_iters=2", f"output_dir={run}"]) == 0
     old = weights(run / "final" / "model.safetensors")
-    argv = ["train", *TINY, "training.max_iters=1", "training.learning_rate=1e-12", "training.min_lr=0", "training.ema=0"]
+    argv = [
+        "train",
+        *TINY,
+        "training.max_iters=1",
+        "training.learning_rate=1e-12",
+        "training.min_lr=0",
+        "training.ema=0",
+    ]
     assert main([*argv, f"training.init_from={run}", "overwrite=true", f"output_dir={run}"]) == 0
     (aside,) = tmp_path.glob("run.replaced-*")
     assert_same_weights(weights(aside / "final" / "model.safetensors"), old)
