@@ -133,3 +133,76 @@ def test_an_error_of_the_main_process_stops_every_process_with_one_line(two_proc
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tokendiff train: error:")]
     assert len(errors) == 1 and "already holds a run" in errors[0], proc.stderr[-2000:]
     assert "internal error" not in proc.stderr
+
+
+# ---- tokendiff's own launcher: `tokendiff train ... system.num_processes=2` (issue 25)
+
+
+def tokendiff(args, tmp_path, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "tokendiff", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300, **kwargs
+    )
+
+
+def stderr_lines(stderr: str) -> list[str]:
+    """stderr without the progress bar's redrawn line."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not line.startswith("train:")]
+
+
+def test_num_processes_trains_as_torchrun_does(two_process_runs):
+    tmp, common, _ = two_process_runs
+    run = tmp / "launched"
+    proc = tokendiff(["train", *common, "training.max_iters=4", "system.num_processes=2", f"output_dir={run}"], tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("on 2 processes") == 1 and proc.stdout.count("saved ") == 1  # the main process speaks
+    assert stderr_lines(proc.stderr) == [], proc.stderr[-3000:]  # no warning per process, no traceback
+    launched, straight = raw_weights(run), raw_weights(tmp / "straight")
+    for name in straight:
+        torch.testing.assert_close(launched[name], straight[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_user_errors_of_a_num_processes_run_are_one_line_and_exit_2(two_process_runs):
+    tmp, common, _ = two_process_runs
+    args = ["train", *common, "training.max_iters=2", "system.num_processes=2"]
+    for extra, needle in (
+        (["sampling.remask_eta=5", f"output_dir={tmp / 'e1'}"], "remask_eta"),  # the config, before any worker
+        ([f"output_dir={tmp / 'straight'}"], "already holds a run"),  # the run directory, before any worker
+        ([f"training.init_from={tmp / 'nowhere'}", f"output_dir={tmp / 'e3'}"], "nowhere"),  # found by the workers
+    ):
+        proc = tokendiff([*args, *extra], tmp)
+        lines = stderr_lines(proc.stderr)
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+        assert lines[0].startswith("tokendiff train: error:") and needle in lines[0], lines
+    assert not (tmp / "e1").exists() and not (tmp / "e3").exists()  # nothing made for a run that did not start
+
+
+def test_torchrun_prints_a_user_error_once(two_process_runs):
+    tmp, common, _ = two_process_runs
+    proc = torchrun(["train", *common, "sampling.remask_eta=5", f"output_dir={tmp / 'e4'}"], tmp, ok=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tokendiff train: error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and "remask_eta" in errors[0], proc.stderr[-2000:]
+
+
+def test_ctrl_c_of_a_num_processes_run_saves_a_checkpoint_and_exits_130(two_process_runs):
+    import signal
+    import time
+
+    tmp, common, _ = two_process_runs
+    run = tmp / "interrupted"
+    cmd = [sys.executable, "-m", "tokendiff", "train", *common, "training.max_iters=100000", "system.num_processes=2"]
+    proc = subprocess.Popen([*cmd, f"output_dir={run}"], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    start = time.time()
+    while not (run / "checkpoints" / "step_000002").exists():
+        assert proc.poll() is None and time.time() - start < 120, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the launcher hands it to each worker once
+    _, err = proc.communicate(timeout=120)
+    lines = stderr_lines(err.decode())
+    assert proc.returncode == 130 and len(lines) == 1, err.decode()[-3000:]
+    assert lines[0].startswith("tokendiff train: interrupted at step "), lines
+    step = int(lines[0].split("interrupted at step ")[1].split(";")[0])
+    state = json.loads((run / "checkpoints" / f"step_{step:06d}" / "training_state" / "state.json").read_text())
+    assert state["step"] == step and state["world_size"] == 2
+    # resumed, the run keeps its two processes (system.num_processes is part of its config)
+    resumed = tokendiff(["train", f"resume={run}", f"training.max_iters={step + 1}"], tmp)
+    assert resumed.returncode == 0 and resumed.stdout.count("on 2 processes") == 1, resumed.stderr[-3000:]
