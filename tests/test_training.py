@@ -220,7 +220,23 @@ def test_auto_compile_only_for_long_cpu_runs(tmp_path):
         parts = build_training(cfg)
         trainer = Trainer(cfg, to_dict(cfg), parts.model, parts.objective, parts.tokenizer, parts.data)
         decided.append(trainer.compiled)
+        # Ctrl-C before the compiled first step has run: a line says the key was heard and when it applies
+        notice = trainer._interrupt_notice()
+        assert (notice is not None and "compil" in notice) == trainer.compiled
     assert decided == [False, True, False]
+
+
+def test_the_first_ctrl_c_prints_the_notice_and_sets_the_flag(capsys):
+    import os
+    import signal
+
+    from tokendiff.training.trainer import interrupts_between_steps
+
+    with interrupts_between_steps(lambda: "heard: stopping after this step") as interrupted:
+        assert not interrupted()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted()
+    assert capsys.readouterr().err.strip() == "heard: stopping after this step"
 
 
 def test_eval_of_raw_and_ema_weights(tmp_path, capsys):
