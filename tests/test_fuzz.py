@@ -146,6 +146,17 @@ def _train(c, *args):
     return ["train", *TINY, "training.max_iters=1", f"output_dir={c.tmp}/new-run", *args]
 
 
+def png() -> bytes:
+    """A PNG picture that tokendiff did not write."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (4, 4), 200).save(out, format="PNG")
+    return out.getvalue()
+
+
 def short_text(c) -> Path:
     return c.file("short.txt", "To be, or not to be.\n")
 
@@ -369,8 +380,10 @@ BAD = {
     "resume with a preset": (lambda c: ["train", kv("resume", c.copy()), "+experiment=small"], "keeps its preset"),
     "resume with a misspelt key": (lambda c: ["train", kv("resume", c.copy()), "training.max_iter=9"], "max_iter"),
     "resume with a wrong type": (lambda c: ["train", kv("resume", c.copy()), "training.max_iters=many"], "many"),
-    "run directory holding only a log": (
-        lambda c: _train(c, kv("output_dir", c.file("old/log.jsonl", "{}").parent)),
+    # (a directory holding only a log is a start that saved no checkpoint: the new run goes ahead there,
+    # keeping the old log; tests/test_run_safety.py)
+    "run directory holding only a periodic checkpoint": (
+        lambda c: _train(c, kv("output_dir", c.dir("old/checkpoints/step_000001").parent.parent)),
         "already holds a run",
     ),
     "run directory that cannot be created": (lambda c: _train(c, f"output_dir={NOWHERE}/run"), "not writable"),
@@ -685,6 +698,47 @@ BAD = {
     "resume with raw weights of another shape": (
         lambda c: ["train", kv("resume", c.weights_edit("training_state/model.safetensors", wider))],
         "does not fit",
+    ),
+    # ---- outputs never replace a run's file, nor a file tokendiff did not write (issue 25)
+    "samples over the run's log": (lambda c: _sample(c, f"sampling.output={c.text}/log.jsonl"), "is a file of the run"),
+    "samples over the run's log, asked": (
+        lambda c: _sample(c, f"sampling.output={c.text}/log.jsonl", "overwrite=true"),
+        "is a file of the run",
+    ),
+    "samples into the final checkpoint": (
+        lambda c: _sample(c, f"sampling.output={c.text}/final/s.jsonl"),
+        "is a file of the run",
+    ),
+    "trajectory into a periodic checkpoint": (
+        lambda c: _sample(c, f"sampling.trajectory={c.text}/checkpoints/step_000001/t.html"),
+        "is a file of the run",
+    ),
+    "samples into a checkpoint copied out of its run": (
+        lambda c: _sample(c, f"sampling.output={shutil.copytree(c.text / 'final', c.tmp / 'ckpt')}/s.jsonl"),
+        "is a file of the run",
+    ),
+    "samples over a JSON lines file of the user": (
+        lambda c: _sample(c, kv("sampling.output", c.file("notes.jsonl", '{"a": 1}\n'))),
+        "not a file tokendiff wrote",
+    ),
+    "trajectory over a text file of the user": (
+        lambda c: _sample(c, kv("sampling.trajectory", c.file("diary.txt", "dear diary\n"))),
+        "not a file tokendiff wrote",
+    ),
+    "image samples over a picture of the user": (
+        lambda c: ["sample", f"checkpoint={c.image}", kv("sampling.output", c.file("photo.png", png()))],
+        "not a file tokendiff wrote",
+    ),
+    "output_dir inside a run's checkpoint": (
+        lambda c: _train(c, f"output_dir={c.text}/final/more"),
+        "inside the files of the run",
+    ),
+    # ---- several processes from one command (issue 25)
+    "no processes": (lambda c: _train(c, "system.num_processes=0"), "system.num_processes=0"),
+    "processes as a word": (lambda c: _train(c, "system.num_processes=two"), "num_processes"),
+    "more processes than the launcher started": (
+        lambda c: (c.monkeypatch.setenv("WORLD_SIZE", "2"), _train(c, "system.num_processes=3"))[1],
+        "launcher started 2",
     ),
 }
 
