@@ -32,10 +32,11 @@ NOT_TOKENDIFF = {
     "python3 -m venv .venv",
     ".venv/bin/pip install -c constraints.txt -e .",
     "bash scripts/test.sh",
-    # several processes: tests/test_distributed.py launches tokendiff with torchrun on 2 CPU processes; the
-    # accelerate line is the same launch on GPUs, which CI does not have
+    # several processes: tests/test_distributed.py launches tokendiff with torchrun on 2 CPU processes (and
+    # this test runs the README's system.num_processes=2 line); the accelerate line is the same launch on
+    # GPUs, which CI does not have
     "torchrun --standalone --nproc_per_node 2 -m tokendiff train +experiment=quickstart system.device=cpu "
-    "output_dir=out/ddp",
+    "output_dir=out/ddp2",
     "accelerate launch --multi_gpu --num_processes 4 -m tokendiff train +experiment=small",
 }
 
