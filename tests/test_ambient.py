@@ -386,3 +386,35 @@ def test_consistency_max_masked_keeps_the_anchors_at_or_below_that_share_of_mask
         AmbientObjective(AbsorbingKernel(2, schedule), 0.1, consistency_max_masked=0.0)
     with pytest.raises(TokenDiffError, match="hard_loss=consistency"):
         AmbientObjective(AbsorbingKernel(2, schedule), 0.1, hard_loss="em", consistency_max_masked=0.5)
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["diffusion.objective=ambient"], "diffusion.objective=ambient learns from partly observed data, but text"),
+        (["diffusion.objective=ambient", "ambient.hard_loss=em"], "diffusion.objective=ambient (ambient.hard_loss=em)"),
+        (["diffusion.objective=naive", "data.dataset=hf", "data.hf_path=wikitext"], "(here data.dataset=hf;"),
+        (["+experiment=mnist_ambient", "data.observed_fraction=1.0"], "data.observed_fraction=1.0 observes every"),
+        (["+experiment=mnist_baseline", "data.observed_fraction=1.0"], "diffusion.objective=naive learns"),
+        (
+            ["+experiment=mnist_ambient", "model.arch=transformer", "model.time_conditioning=true"],
+            "diffusion.objective=ambient needs a time-agnostic model",
+        ),
+    ],
+)
+def test_the_corrupted_data_objectives_are_refused_where_the_data_is_observed_whole(overrides, needle):
+    # tokendiff corrupts images only (data.observed_fraction): on text, or on images observed whole, the
+    # naive and ambient losses would assume a corruption level that is not in the data
+    from tokendiff.configs import compose_config
+
+    with pytest.raises(TokenDiffError) as info:
+        compose_config(overrides)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("preset", ["mnist_ambient", "mnist_baseline"])
+def test_the_corrupted_image_presets_compose_with_a_time_agnostic_model(preset):
+    from tokendiff.configs import compose_config
+
+    cfg = compose_config([f"+experiment={preset}", "ambient.hard_loss=em"])
+    assert cfg.model.time_conditioning is False and cfg.data.observed_fraction == 0.1

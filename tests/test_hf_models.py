@@ -199,6 +199,13 @@ def test_hf_causal_backbone_is_the_autoregressive_yardstick(tmp_path):
         (["model.hf_config=x"], "apply to model.arch=hf"),
         (["model.arch=hf", "model.hf_name=some/bert"], "need their own tokenizer"),
         (["model.arch=hf", "model.hf_config=/nonexistent/bert_config"], "could not be loaded"),
+        # a backbone is never told t: a kernel that needs it names the backbone, not model.time_conditioning=true
+        (
+            ["model.arch=hf", "model.hf_config=x", "diffusion.process=uniform"],
+            "a Hugging Face backbone (model.arch=hf) is time-agnostic: it can only use diffusion.process=absorbing",
+        ),
+        (["model.arch=hf", "model.hf_config=x", "diffusion.process=hybrid"], "(or hybrid with diffusion.p_uniform=0)"),
+        (["model.arch=hf", "model.hf_config=x", "model.time_conditioning=true"], "set model.time_conditioning=false"),
     ],
 )
 def test_bad_hf_settings_are_one_line_errors(tmp_path, overrides, expected):

@@ -144,21 +144,122 @@ def test_our_constructor_arguments_are_diffusers_names():
     assert set(HybridKernel(3).to_config()) - {"_class_name"} == HYBRID_ARGS
 
 
-@pytest.mark.parametrize(
-    "config,needle",
-    [
-        ([1, 2], "not a JSON object"),
-        ({"forward_process": "gaussian"}, "forward_process='gaussian'"),
-        ({"forward_process": "absorbing", "vocab_size": 66, "mask_token_id": 3}, "mask as the last id"),
-        ({"forward_process": "uniform", "vocab_size": 66, "mask_token_id": 65, "alpha_schedule": "x"}, "'x'"),
-        ({"_class_name": "HybridTokenDiffusionScheduler", "vocab_size": 66, "mask_token_id": 65, "gamma": 0}, "gamma"),
-    ],
-)
-def test_a_damaged_scheduler_config_is_a_clear_error(config, needle):
+TOKEN = {"_class_name": "TokenDiffusionScheduler", "vocab_size": 66, "mask_token_id": 65}
+HYBRID = {"_class_name": "HybridTokenDiffusionScheduler", "vocab_size": 66, "mask_token_id": 65}
+DAMAGED = {
+    "not an object": ([1, 2], "is not a JSON object"),
+    "no class name": ({**TOKEN, "_class_name": None, "forward_process": "absorbing"}, "_class_name=None"),
+    "another class": ({**TOKEN, "_class_name": "DDPMScheduler", "forward_process": "absorbing"}, "'DDPMScheduler'"),
+    "unknown process": ({**TOKEN, "forward_process": "gaussian"}, "forward_process='gaussian'"),
+    "hybrid's process under the token class": ({**TOKEN, "forward_process": "hybrid"}, "forward_process='hybrid'"),
+    "mask not last": ({**TOKEN, "forward_process": "absorbing", "mask_token_id": 3}, "mask as the last id"),
+    "vocabulary as a boolean": ({**TOKEN, "forward_process": "absorbing", "vocab_size": True}, "vocab_size=True"),
+    "no real token": ({**TOKEN, "forward_process": "absorbing", "vocab_size": 1, "mask_token_id": 0}, "vocab_size=1"),
+    "uniform over one token": (
+        {**TOKEN, "forward_process": "uniform", "vocab_size": 2, "mask_token_id": 1},
+        "vocab_size=2",
+    ),
+    "unknown schedule": ({**TOKEN, "forward_process": "uniform", "alpha_schedule": "x"}, "alpha_schedule='x'"),
+    "format 1 schedule name": ({**TOKEN, "forward_process": "absorbing", "alpha_schedule": "loglinear"}, "'loglinear'"),
+    "eps above one": ({**TOKEN, "forward_process": "absorbing", "eps": 2.0}, "eps=2.0"),
+    "eps as a word": ({**TOKEN, "forward_process": "absorbing", "eps": "small"}, "eps='small'"),
+    "eps not a number": ({**TOKEN, "forward_process": "absorbing", "eps": float("nan")}, "eps=nan"),
+    "sigma_min of 0": ({**TOKEN, "forward_process": "absorbing", "sigma_min": 0}, "sigma_min=0"),
+    "sigma_max below sigma_min": ({**TOKEN, "forward_process": "absorbing", "sigma_max": 1e-5}, "sigma_max=1e-05"),
+    "exclude as a word": (
+        {**TOKEN, "forward_process": "uniform", "exclude_mask_from_uniform": "false"},
+        "exclude_mask_from_uniform='false'",
+    ),
+    "gamma of 0": ({**HYBRID, "gamma": 0}, "gamma=0"),
+    "gamma infinite": ({**HYBRID, "gamma": float("inf")}, "gamma=inf"),
+    "p_uniform of 1": ({**HYBRID, "p_uniform": 1.0}, "p_uniform=1.0"),
+    "t_eps of 0.7": ({**HYBRID, "t_eps": 0.7}, "t_eps=0.7"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_scheduler_config_is_one_line_naming_the_file_and_its_field(case):
+    # the value is reported as the file spells it, never as the diffusion.* key a config would have used
     from tokendiff.errors import TokenDiffError
 
-    with pytest.raises(TokenDiffError, match=needle):
-        kernel_from_config(config)
+    config, needle = DAMAGED[case]
+    with pytest.raises(TokenDiffError) as info:
+        kernel_from_config(config, "run/final/scheduler_config.json")
+    message = str(info.value)
+    assert message.startswith("run/final/scheduler_config.json") and needle in message, message
+    assert "diffusion." not in message and "\n" not in message
+    assert "put back" in message
+
+
+def test_the_class_name_error_lists_the_classes_tokendiff_reads():
+    from tokendiff.errors import TokenDiffError
+
+    with pytest.raises(TokenDiffError, match="TokenDiffusionScheduler: absorbing or uniform.*Hybrid"):
+        kernel_from_config({**TOKEN, "_class_name": "TokenDiffusionSchedular", "forward_process": "absorbing"})
+
+
+def write_scheduler(tmp_path, kernel):
+    import json
+
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({**kernel.to_config(), "tokendiff_version": "x"}))
+
+
+NEEDS_TIME = {
+    "uniform": (lambda: UniformKernel(65, make_schedule("log_linear")), "says forward_process=uniform"),
+    "hybrid": (
+        lambda: HybridKernel(65, p_uniform=0.1),
+        "says _class_name=HybridTokenDiffusionScheduler with p_uniform=0.1",
+    ),
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(NEEDS_TIME))
+def test_a_kernel_that_needs_t_on_a_time_agnostic_model_is_refused_naming_both_files(kernel, tmp_path):
+    # training refuses this pair, so loading does too: the sampler would feed t to a model that ignores it
+    from tokendiff.checkpoint import read_kernel
+    from tokendiff.configs import Config
+    from tokendiff.errors import TokenDiffError
+
+    make, says = NEEDS_TIME[kernel]
+    write_scheduler(tmp_path, make())
+    with pytest.raises(TokenDiffError) as info:
+        read_kernel(tmp_path, Config(), 65)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'scheduler_config.json'} {says}, which needs a time-conditioned model")
+    assert f"but {tmp_path / 'config.json'} has model.time_conditioning=false" in message
+    assert message.endswith("put back the scheduler_config.json saved with the checkpoint")
+
+
+def test_time_agnostic_kernels_load_on_either_model(tmp_path):
+    # masks (and hybrid without its uniform share) need no t; a time-conditioned model may still be told it
+    from tokendiff.checkpoint import read_kernel
+    from tokendiff.configs.schema import Config, ModelConfig
+
+    for kernel in (AbsorbingKernel(65, make_schedule("cosine")), HybridKernel(65, p_uniform=0.0)):
+        write_scheduler(tmp_path, kernel)
+        for model in (ModelConfig(time_conditioning=False), ModelConfig(time_conditioning=True)):
+            cfg = Config(model=model)
+            assert read_kernel(tmp_path, cfg, 65).name == kernel.name == cfg.diffusion.process
+
+
+@pytest.mark.parametrize(
+    "sections,setting",
+    [
+        ({"diffusion": {"objective": "ambient"}, "data": {"dataset": "mnist"}}, "diffusion.objective=ambient"),
+        ({"diffusion": {"objective": "naive"}, "data": {"dataset": "mnist"}}, "diffusion.objective=naive"),
+        ({"model": {"block_diffusion": True}, "diffusion": {"block_size": 16}}, "model.block_diffusion=true"),
+        ({"diffusion": {"estimator": "count"}}, "diffusion.estimator=count"),
+    ],
+)
+def test_a_kernel_other_than_masks_for_a_masks_only_model_is_refused(sections, setting, tmp_path):
+    from tokendiff.checkpoint import read_kernel
+    from tokendiff.configs import config_from_dict
+    from tokendiff.errors import TokenDiffError
+
+    cfg = config_from_dict(sections)
+    write_scheduler(tmp_path, HybridKernel(65, p_uniform=0.0))
+    with pytest.raises(TokenDiffError, match=f"{setting}, which needs forward_process=absorbing"):
+        read_kernel(tmp_path, cfg, 65)
 
 
 def test_a_format_1_file_is_read_when_its_schedule_means_the_same(tmp_path):

@@ -292,6 +292,7 @@ def read_kernel(ckpt: Path, cfg: Config, vocab_size: int):
             f"{path} describes {kernel.vocab_size} tokens but the model has {vocab_size}; "
             "put back the scheduler_config.json saved with this checkpoint"
         )
+    _check_kernel_fits(kernel, path, ckpt / CONFIG, cfg)
     d = cfg.diffusion
     d.process = kernel.name
     if kernel.name == "hybrid":
@@ -304,6 +305,36 @@ def read_kernel(ckpt: Path, cfg: Config, vocab_size: int):
     return kernel
 
 
+def _check_kernel_fits(kernel, path: Path, config_path: Path, cfg: Config) -> None:
+    """Refuse a kernel that the model and objective of ``config.json`` cannot use (training refuses the same
+    pairs, so only an edited or swapped ``scheduler_config.json`` gets here), naming both files."""
+    m, d = cfg.model, cfg.diffusion
+    if kernel.name == "hybrid":
+        says = f"_class_name=HybridTokenDiffusionScheduler with p_uniform={kernel.p_uniform}"
+    else:
+        says = f"forward_process={kernel.name}"
+    put_back = "put back the scheduler_config.json saved with the checkpoint"
+    if kernel.time_conditioned and not m.time_conditioning:
+        raise TokenDiffError(
+            f"{path} says {says}, which needs a time-conditioned model, but {config_path} has "
+            f"model.time_conditioning=false; {put_back}"
+        )
+    masks_only = [
+        setting
+        for setting, on in (
+            (f"diffusion.objective={d.objective}", d.objective != "clean"),
+            ("model.block_diffusion=true", m.block_diffusion),
+            ("diffusion.estimator=count", d.estimator == "count"),
+        )
+        if on
+    ]
+    if kernel.name != "absorbing" and masks_only:
+        raise TokenDiffError(
+            f"{path} says {says}, but {config_path} has {masks_only[0]}, which needs forward_process=absorbing; "
+            f"{put_back}"
+        )
+
+
 def _from_format_1(record: dict, path: Path) -> dict:
     """A scheduler_config.json of tokendiff 0.1 (absorbing only) in today's fields."""
     schedule = record.get("alpha_schedule")
@@ -313,6 +344,7 @@ def _from_format_1(record: dict, path: Path) -> dict:
             "today's of that name; retrain the model"
         )
     return {
+        "_class_name": "TokenDiffusionScheduler",  # format 1 had no class name; absorbing is this class's
         **record,
         "vocab_size": record["mask_token_id"] + 1,
         "alpha_schedule": "log_linear" if schedule == "loglinear" else schedule,

@@ -113,8 +113,13 @@ def describe_keys(sections: list[str], top_level: list[str]) -> str:
 
     def lines_of(obj, prefix: str, names=None) -> list[str]:
         comments = dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.*)$", inspect.getsource(type(obj)), re.M))
+
+        def default(f):  # the declared default: Config() has resolved auto values (time_conditioning) already
+            value = f.default if f.default is not dataclasses.MISSING else getattr(obj, f.name)
+            return "auto" if value is None and "auto" in comments.get(f.name, "") else value
+
         return [
-            f"  {prefix + f.name + '=' + str(getattr(obj, f.name)):<40} {comments.get(f.name, '')}".rstrip()
+            f"  {prefix + f.name + '=' + str(default(f)):<40} {comments.get(f.name, '')}".rstrip()
             for f in dataclasses.fields(obj)
             if (names is None or f.name in names) and not dataclasses.is_dataclass(getattr(obj, f.name))
         ]

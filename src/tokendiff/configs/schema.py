@@ -8,7 +8,7 @@ into these dataclasses, so every check below runs on the final values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from tokendiff.errors import TokenDiffError
 
@@ -45,7 +45,9 @@ class ModelConfig:
     block_size: int = 256  # sequence length the model is trained on
     dropout: float = 0.0
     causal: bool = False  # true: the autoregressive baseline (next-token loss, causal mask)
-    time_conditioning: bool = False  # false: time-agnostic denoiser (exact for masked diffusion)
+    # Any, not Optional[bool]: OmegaConf would refuse the word `auto` before __post_init__ sees it. Config
+    # resolves null / auto to a bool, so a checkpoint's config.json always holds true or false.
+    time_conditioning: Any = None  # null = auto (default): true iff the kernel needs t (uniform; hybrid, p_uniform>0)
     block_diffusion: bool = False  # true: BD3-LM, block-causal attention over blocks of diffusion.block_size
 
     def __post_init__(self):
@@ -53,16 +55,19 @@ class ModelConfig:
             self.arch in ("transformer", "hf", "image_conv", "image_patch"),
             f"model.arch={self.arch!r} is unknown; use transformer, hf, image_conv or image_patch",
         )
+        if isinstance(self.time_conditioning, str) and self.time_conditioning.lower() == "auto":  # as Hydra's bools
+            self.time_conditioning = None
+        _check(
+            self.time_conditioning is None or isinstance(self.time_conditioning, bool),
+            f"model.time_conditioning={self.time_conditioning!r} is unknown; use true, false or auto (null: what "
+            "the kernel needs)",
+        )
         if self.arch == "hf":
             _check(
                 (self.hf_name is None) != (self.hf_config is None),
                 "model.arch=hf needs exactly one of model.hf_name=<hub id or folder> (pretrained weights) or "
                 f"model.hf_config=<hub id, folder or config.json> (fresh weights); got hf_name={self.hf_name!r}, "
                 f"hf_config={self.hf_config!r}",
-            )
-            _check(
-                not self.time_conditioning,
-                "model.arch=hf is a time-agnostic denoiser; set model.time_conditioning=false",
             )
         else:
             _check(
@@ -258,9 +263,8 @@ class SystemConfig:
     # the measured 1.18x step speed repays the ~30-50 s of compilation (docs/benchmarks.md); true | false
     compile: Optional[bool] = None
     threads: Optional[int] = None  # CPU threads; default torch's choice
-    # train: start this many processes (data parallel: gloo on CPUs, one GPU each with CUDA) from one
-    # command; 1 trains in this process. torchrun / accelerate launch set their own count instead.
-    num_processes: int = 1
+    # gloo on CPUs, one GPU each with CUDA; torchrun / accelerate launch set their own count instead
+    num_processes: int = 1  # train: start this many data-parallel processes from one command (1: this one)
 
     def __post_init__(self):
         _check(
@@ -453,7 +457,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ambient: AmbientConfig = field(default_factory=AmbientConfig)
     output_dir: str = "out"  # the run directory (made absolute when the run is created)
-    overwrite: bool = False  # train into an output_dir that holds a run: move the old run aside first
+    overwrite: bool = False  # train: move the old run in output_dir aside; sample: replace a file not tokendiff's
     resume: Optional[str] = None  # a run or checkpoint directory to continue from
     checkpoint: Optional[str] = None  # for sample / eval: a run or checkpoint directory
     samples: Optional[str] = None  # for score: a .jsonl file written by `tokendiff sample sampling.output=...`
@@ -467,6 +471,20 @@ class Config:
         _check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must lie in [1, 1000000]")
         _check(0 <= self.seed < 2**63, f"seed={self.seed} must lie in [0, 2^63), e.g. 0")
         d, m = self.diffusion, self.model
+        _check(
+            m.causal or d.objective == "clean" or d.process == "absorbing",
+            f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
+        )
+        if m.arch != "transformer":  # transformers backbones and the image networks take no time
+            self._check_time_agnostic_backbone()
+        if m.time_conditioning is None:  # auto: what the kernel needs, where the model may be told t at all
+            m.time_conditioning = (
+                _kernel_needs_time(d)
+                and m.arch == "transformer"
+                and not (m.causal or m.block_diffusion)
+                and d.objective == "clean"
+                and d.estimator != "count"
+            )  # elsewhere a kernel that needs t is refused below, by the rule that names the real conflict
         if m.block_diffusion:
             _check(
                 m.arch == "transformer" and not m.causal and not m.time_conditioning,
@@ -510,15 +528,14 @@ class Config:
                 f"diffusion.process={d.process} / diffusion.objective={d.objective}",
             )
             return
-        needs_time = d.process == "uniform" or (d.process == "hybrid" and d.p_uniform > 0)
         _check(
-            m.time_conditioning or not needs_time,
-            f"diffusion.process={d.process} replaces tokens by other real tokens, so the denoiser must know t; "
-            "set model.time_conditioning=true",
+            d.objective != "ambient" or not m.time_conditioning,
+            "diffusion.objective=ambient needs a time-agnostic model; set model.time_conditioning=false",
         )
         _check(
-            d.objective == "clean" or d.process == "absorbing",
-            f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
+            m.time_conditioning or not _kernel_needs_time(d),
+            f"{_kernel_words(d)} replaces tokens by other real tokens, so the denoiser must know t; set "
+            "model.time_conditioning=true (or auto)",
         )
         _check(
             self.data.clean_fraction == 0 or d.objective == "naive",
@@ -526,3 +543,55 @@ class Config:
             f"diffusion.objective=naive only (here {d.objective}: the ambient losses assume every image observed "
             "at data.observed_fraction); set data.clean_fraction=0",
         )
+        if d.objective != "clean":
+            self._check_corrupted_data()
+
+    def _check_time_agnostic_backbone(self) -> None:
+        """A transformers backbone or an image network is never told t: refuse a kernel that needs it by
+        naming the backbone (not model.time_conditioning=true, which the backbone would then refuse)."""
+        d, m = self.diffusion, self.model
+        backbone = "a Hugging Face backbone (model.arch=hf)" if m.arch == "hf" else f"model.arch={m.arch}"
+        _check(
+            m.causal or not _kernel_needs_time(d),
+            f"{_kernel_words(d)} replaces tokens by other real tokens, so the denoiser must know t, but {backbone} "
+            "is time-agnostic: it can only use diffusion.process=absorbing (or hybrid with diffusion.p_uniform=0)"
+            + ("; or use model.arch=transformer" if m.arch == "hf" else ""),
+        )
+        _check(
+            not m.time_conditioning,
+            f"model.arch={m.arch} is a time-agnostic denoiser; set model.time_conditioning=false",
+        )
+
+    def _check_corrupted_data(self) -> None:
+        """The naive and ambient objectives learn from partly observed data: tokendiff corrupts only images
+        (``data.observed_fraction``, :mod:`tokendiff.data.corruption`), so text, or images observed whole,
+        would train with a corruption level that is not in the data."""
+        from tokendiff.data.images import IMAGE_DATASETS  # here: the data package imports torch
+
+        d, data = self.diffusion, self.data
+        what = f"diffusion.objective={d.objective}"
+        if d.objective == "ambient" and self.ambient.hard_loss != "consistency":
+            what += f" (ambient.hard_loss={self.ambient.hard_loss})"
+        _check(
+            data.dataset in IMAGE_DATASETS,
+            f"{what} learns from partly observed data, but text corpora are used whole, never corrupted (here "
+            f"data.dataset={data.dataset}; data.observed_fraction applies to images: data.dataset=mnist); use "
+            "diffusion.objective=clean",
+        )
+        _check(
+            data.observed_fraction < 1,
+            f"{what} learns from partly observed data, but data.observed_fraction={data.observed_fraction} observes "
+            "every pixel; set data.observed_fraction below 1, e.g. 0.1, or use diffusion.objective=clean",
+        )
+
+
+def _kernel_words(d: DiffusionConfig) -> str:
+    """``diffusion.process=...`` for a message, with the uniform share of a hybrid kernel."""
+    share = f" with diffusion.p_uniform={d.p_uniform}" if d.process == "hybrid" else ""
+    return f"diffusion.process={d.process}{share}"
+
+
+def _kernel_needs_time(d: DiffusionConfig) -> bool:
+    """Whether the kernel of ``diffusion.*`` makes noise that looks like data, so that the denoiser must be told
+    t (its ``time_conditioned``): uniform noise, and hybrid noise with a uniform share."""
+    return d.process == "uniform" or (d.process == "hybrid" and d.p_uniform > 0)

@@ -139,5 +139,5 @@ class AbsorbingKernel(InterpolatingKernel):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "AbsorbingKernel":
-        return cls(check_vocab(config, "scheduler_config.json"), schedule_from_dict(config))
+    def from_config(cls, config: dict, source: str = "scheduler_config.json") -> "AbsorbingKernel":
+        return cls(check_vocab(config, source), schedule_from_dict(config))

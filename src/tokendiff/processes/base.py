@@ -31,10 +31,11 @@ def diffusers_vocab(kernel) -> dict:
 def check_vocab(config: dict, source: str) -> int:
     """Our ``V`` from a scheduler config, checking that its mask is the last id (tokendiff's convention)."""
     vocab_size, mask = config.get("vocab_size"), config.get("mask_token_id")
-    if not isinstance(vocab_size, int) or not isinstance(mask, int) or mask != vocab_size - 1:
+    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in (vocab_size, mask))
+    if not integers or vocab_size < 2 or mask != vocab_size - 1:
         raise TokenDiffError(
             f"{source}: vocab_size={vocab_size!r} and mask_token_id={mask!r} must be integers with the mask as "
-            "the last id (mask_token_id = vocab_size - 1); put back the file saved with the checkpoint"
+            "the last id (mask_token_id = vocab_size - 1 >= 1); put back the file saved with the checkpoint"
         )
     return vocab_size - 1
 
@@ -84,5 +85,6 @@ class Kernel(Protocol):
         """``scheduler_config.json``: the fields of the matching diffusers scheduler (``_class_name``)."""
 
     @classmethod
-    def from_config(cls, config: dict) -> "Kernel":
-        """The kernel a :meth:`to_config` dict describes (see :func:`tokendiff.processes.kernel_from_config`)."""
+    def from_config(cls, config: dict, source: str = "scheduler_config.json") -> "Kernel":
+        """The kernel a :meth:`to_config` dict describes (see :func:`tokendiff.processes.kernel_from_config`,
+        which checks the values first); ``source`` names the file in errors."""

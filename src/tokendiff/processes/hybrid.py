@@ -99,9 +99,9 @@ class HybridKernel(InterpolatingKernel):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "HybridKernel":
+    def from_config(cls, config: dict, source: str = "scheduler_config.json") -> "HybridKernel":
         return cls(
-            check_vocab(config, "scheduler_config.json"),
+            check_vocab(config, source),
             p_uniform=config.get("p_uniform", 0.0),
             gamma=config.get("gamma", 1.0),
             t_eps=config.get("t_eps", 1e-4),

@@ -70,6 +70,6 @@ class UniformKernel(InterpolatingKernel):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "UniformKernel":
+    def from_config(cls, config: dict, source: str = "scheduler_config.json") -> "UniformKernel":
         exclude = config.get("exclude_mask_from_uniform", True)
-        return cls(check_vocab(config, "scheduler_config.json"), schedule_from_dict(config), bool(exclude))
+        return cls(check_vocab(config, source), schedule_from_dict(config), bool(exclude))
