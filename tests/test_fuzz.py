@@ -146,6 +146,10 @@ def _train(c, *args):
     return ["train", *TINY, "training.max_iters=1", f"output_dir={c.tmp}/new-run", *args]
 
 
+MNIST_TINY = ["model.block_size=784", "data.limit=8"]
+HYBRID = {"_class_name": "HybridTokenDiffusionScheduler", "gamma": 1.0}
+
+
 def png() -> bytes:
     """A PNG picture that tokendiff did not write."""
     import io
@@ -733,6 +737,107 @@ BAD = {
         lambda c: _train(c, f"output_dir={c.text}/final/more"),
         "inside the files of the run",
     ),
+    # ---- settings that cannot apply to the data or the model (issue 25)
+    "ambient objective on a text corpus": (
+        lambda c: _train(c, "diffusion.objective=ambient"),
+        "diffusion.objective=ambient learns from partly observed data, but text corpora are used whole",
+    ),
+    "ambient EM on a text corpus": (
+        lambda c: _train(c, "diffusion.objective=ambient", "ambient.hard_loss=em"),
+        "diffusion.objective=ambient (ambient.hard_loss=em) learns from partly observed data",
+    ),
+    "naive objective on a text corpus": (
+        lambda c: _train(c, "diffusion.objective=naive"),
+        "diffusion.objective=naive learns from partly observed data, but text corpora",
+    ),
+    "ambient objective on images observed whole": (
+        lambda c: _train(c, "+experiment=mnist_ambient", *MNIST_TINY, "data.observed_fraction=1.0"),
+        "data.observed_fraction=1.0 observes every pixel",
+    ),
+    "naive objective on images observed whole": (
+        lambda c: _train(c, "+experiment=mnist_baseline", *MNIST_TINY, "data.observed_fraction=1"),
+        "diffusion.objective=naive learns from partly observed data, but data.observed_fraction=1.0",
+    ),
+    "uniform noise with a Hugging Face backbone": (
+        lambda c: _train(c, "model.arch=hf", "model.hf_config=x", "diffusion.process=uniform"),
+        "a Hugging Face backbone (model.arch=hf) is time-agnostic: it can only use diffusion.process=absorbing",
+    ),
+    "hybrid noise with a Hugging Face backbone told the time": (
+        lambda c: _train(
+            c, "model.arch=hf", "model.hf_config=x", "diffusion.process=hybrid", "model.time_conditioning=true"
+        ),
+        "must know t, but a Hugging Face backbone",
+    ),
+    "uniform noise with the image network": (
+        lambda c: _train(c, "+experiment=mnist", *MNIST_TINY, "diffusion.process=uniform"),
+        "but model.arch=image_conv is time-agnostic",
+    ),
+    "the image network told the time": (
+        lambda c: _train(c, "+experiment=mnist", *MNIST_TINY, "model.time_conditioning=true"),
+        "model.arch=image_conv is a time-agnostic denoiser",
+    ),
+    "time conditioning neither a bool nor auto": (
+        lambda c: _train(c, "model.time_conditioning=sometimes"),
+        "model.time_conditioning='sometimes' is unknown",
+    ),
+    "uniform noise with time conditioning off": (
+        lambda c: _train(c, "diffusion.process=uniform", "model.time_conditioning=false"),
+        "set model.time_conditioning=true (or auto)",
+    ),
+    "scheduler file: uniform on a time-agnostic model": (
+        lambda c: _sample(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, "forward_process": "uniform"}))
+        ),
+        "scheduler_config.json says forward_process=uniform, which needs a time-conditioned model",
+    ),
+    "scheduler file: hybrid on a time-agnostic model": (
+        lambda c: _eval(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, **HYBRID, "p_uniform": 0.1}))
+        ),
+        "p_uniform=0.1, which needs a time-conditioned model",
+    ),
+    "scheduler file: another class": (
+        lambda c: _sample(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, "_class_name": "DDPMScheduler"}))
+        ),
+        "_class_name='DDPMScheduler' is not a scheduler tokendiff reads",
+    ),
+    "scheduler file: no class name": (
+        lambda c: _sample(c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: without(d, "_class_name")))),
+        "_class_name=None",
+    ),
+    "scheduler file: unknown schedule": (
+        lambda c: _eval(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, "alpha_schedule": "quadratic"}))
+        ),
+        "scheduler_config.json: alpha_schedule='quadratic'",
+    ),
+    "scheduler file: sigmas the wrong way round": (
+        lambda c: _sample(
+            c,
+            kv(
+                "checkpoint",
+                c.edited("scheduler_config.json", lambda d: {**d, "alpha_schedule": "geometric", "sigma_min": 30.0}),
+            ),
+        ),
+        "sigma_max=20.0 must be above sigma_min=30.0",
+    ),
+    "scheduler file: exclude flag as a word": (
+        lambda c: _sample(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, "exclude_mask_from_uniform": "no"}))
+        ),
+        "exclude_mask_from_uniform='no'",
+    ),
+    "scheduler file: eps not a number": (
+        lambda c: _sample(c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, "eps": float("nan")}))),
+        "eps=nan is not a finite number",
+    ),
+    "scheduler file: p_uniform of one": (
+        lambda c: _sample(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, **HYBRID, "p_uniform": 1.0}))
+        ),
+        "p_uniform=1.0 must lie in [0, 1)",
+    ),
     # ---- several processes from one command (issue 25)
     "no processes": (lambda c: _train(c, "system.num_processes=0"), "system.num_processes=0"),
     "processes as a word": (lambda c: _train(c, "system.num_processes=two"), "num_processes"),
@@ -754,6 +859,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_no_file(case, runs, tmp_path, 
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("tokendiff") and ": error: " in lines[0] and needle in lines[0], lines[0]
     assert "Traceback" not in out and "Traceback" not in err
+    if case.startswith("scheduler file:"):
+        assert "diffusion." not in lines[0], lines[0]  # the file's own field names, not config keys
     after = snapshot(tmp_path, runs)
     assert [p for p in before if after.get(p) != before[p]] == []  # every file that was there is there, unchanged
 
