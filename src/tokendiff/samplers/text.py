@@ -8,9 +8,11 @@ gaps: ``[MASK]`` is one token to fill, ``[MASK:N]`` is ``N`` tokens, e.g.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
@@ -82,16 +84,25 @@ def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = No
         if len(ids) > length:
             raise TokenDiffError(
                 f"template is {len(ids)} tokens, longer than the sequence length {length}; "
-                "shorten it or raise sampling.length (at most model.block_size)"
+                "shorten it or raise sampling.length (past model.block_size with sampling.block_size)"
             )
         return torch.tensor(ids, dtype=torch.long)
     ids = tokenizer.encode(unescape(prompt)) if prompt else []
     if len(ids) >= length:
         raise TokenDiffError(
             f"prompt is {len(ids)} tokens, not shorter than the sequence length {length}; "
-            "shorten the prompt or raise sampling.length (at most model.block_size)"
+            "shorten the prompt or raise sampling.length (past model.block_size with sampling.block_size)"
         )
     return torch.tensor(ids + [mask_id] * (length - len(ids)), dtype=torch.long)
+
+
+def block_bar(progress: bool | None, total: int) -> tqdm:
+    """A progress bar with an ETA over ``total`` blocks (on stderr, cleared when done); it draws only for more
+    than one block, and with ``progress=None`` only on a terminal that is the process's own stderr: ``rich``'s
+    live view (``sampling.live=true``) swaps ``sys.stderr`` for a proxy, and two displays garble each other."""
+    own_terminal = sys.stderr is not None and sys.stderr is sys.__stderr__ and sys.stderr.isatty()
+    draw = own_terminal if progress is None else progress
+    return tqdm(total=total, desc="sampling", unit="block", file=sys.stderr, leave=False, disable=not draw or total < 2)
 
 
 def generate(
@@ -120,12 +131,14 @@ def generate(
     batch_size: int = 16,
     device="cpu",
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    progress: bool | None = None,
 ) -> tuple[list[str], dict]:
     """Generate ``num_samples`` texts; sample ``i`` depends only on ``(seed, i)``, not on ``batch_size``.
 
     ``kernel``: the model's forward kernel, or None for an autoregressive model. Returns the texts and
     stats ``{"model_calls", "tokens"}``. ``callback(step, x)`` sees each step of the first batch (for
-    trajectory visuals).
+    trajectory visuals). ``progress``: a bar with an ETA over the blocks of block-wise sampling, on stderr,
+    when there is more than one block to write; None draws it only on a terminal (see :func:`block_bar`).
     """
     block = model.block_size
     causal = kernel is None
@@ -134,7 +147,7 @@ def generate(
     if length < 1 or (length > block and not longer):
         raise TokenDiffError(
             f"sampling.length={length} must lie in [1, model.block_size={block}]; longer texts need block-wise "
-            "sampling (sampling.block_size=32)"
+            f"sampling (sampling.block_size={min(32, block)})"
         )
     if causal and template:
         raise TokenDiffError("templates with [MASK] gaps need a diffusion model; this one is autoregressive")
@@ -151,20 +164,25 @@ def generate(
         )  # fmt: skip
     eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
     generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
+    # the blocks of every batch, counted (and a block wider than the context refused) before any work
+    blocks = len(sampler.blocks(x0.unsqueeze(0) == mask_id)) if not causal and sampler.blockwise else 1
+    batches = -(-num_samples // batch_size)
     texts = []
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        gens = row_generators(seed, n, start)
-        cb = callback if start == 0 else None
-        if not causal:
-            out = sampler.sample(x0.unsqueeze(0).repeat(n, 1).to(device), gens, cb, stop_id=eos)  # (n, L)
-        else:
-            if len(prefix):
-                first = prefix.unsqueeze(0).repeat(n, 1)  # (n, P)
-            else:  # no prompt: a first token drawn uniformly, from each row's own generator
-                first = torch.stack([torch.randint(0, model.vocab_size, (1,), generator=g) for g in gens])
-            out = sampler.sample(first.to(device), length, gens, cb)  # (n, L)
-        for row in out.cpu().tolist():
-            ends = [j for j, (i, g) in enumerate(zip(row, generated)) if g and i == eos] if eos is not None else []
-            texts.append(tokenizer.decode(row[: ends[0]] if ends else row))
+    with block_bar(progress, batches * blocks) as bar:  # closed (cleared) on an error or Ctrl-C too
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            gens = row_generators(seed, n, start)
+            cb = callback if start == 0 else None
+            if not causal:
+                x_init = x0.unsqueeze(0).repeat(n, 1).to(device)
+                out = sampler.sample(x_init, gens, cb, stop_id=eos, progress=bar.update)  # (n, L)
+            else:
+                if len(prefix):
+                    first = prefix.unsqueeze(0).repeat(n, 1)  # (n, P)
+                else:  # no prompt: a first token drawn uniformly, from each row's own generator
+                    first = torch.stack([torch.randint(0, model.vocab_size, (1,), generator=g) for g in gens])
+                out = sampler.sample(first.to(device), length, gens, cb)  # (n, L)
+            for row in out.cpu().tolist():
+                ends = [j for j, (i, g) in enumerate(zip(row, generated)) if g and i == eos] if eos is not None else []
+                texts.append(tokenizer.decode(row[: ends[0]] if ends else row))
     return texts, {"model_calls": sampler.model_calls, "tokens": num_samples * length}

@@ -223,7 +223,7 @@ def stream_denoising(
             kwargs = dict(options, steps=steps, temperature=temperature, strategy=strategy, batch_size=1)
             texts, stats = generate(
                 ckpt.model, ckpt.kernel, ckpt.tokenizer, **kwargs, num_samples=1, length=length,
-                prompt=prompt or None, seed=seed, device=device, callback=callback,
+                prompt=prompt or None, seed=seed, device=device, callback=callback, progress=False,
             )  # fmt: skip
             frames.put(("done", texts[0], stats))
         except _Stopped:
