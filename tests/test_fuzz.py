@@ -838,6 +838,15 @@ BAD = {
         ),
         "p_uniform=1.0 must lie in [0, 1)",
     ),
+    # ---- block-wise sampling against the context (issue 25)
+    "block wider than the context": (
+        lambda c: _sample(c, "sampling.block_size=64", "sampling.length=128"),
+        "larger than the model's context of 32 tokens",
+    ),
+    "block wider than the context with a prompt": (
+        lambda c: _sample(c, "sampling.block_size=40", "sampling.length=100", "prompt=ROMEO:"),
+        "use sampling.block_size<=32",
+    ),
     # ---- several processes from one command (issue 25)
     "no processes": (lambda c: _train(c, "system.num_processes=0"), "system.num_processes=0"),
     "processes as a word": (lambda c: _train(c, "system.num_processes=two"), "num_processes"),
