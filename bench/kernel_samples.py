@@ -4,8 +4,12 @@ For every diffusion checkpoint of ``bench/quality.py`` (masked, uniform, hybrid)
 unprompted samples at each of ``--steps`` reverse steps (ancestral, temperature 1, seed 0), and score
 them with the autoregressive checkpoint of the same run: its exact negative log-likelihood per character
 ("generative perplexity", in bits per char; lower = more like the text the AR model learned). The AR
-model's own samples and real validation text are scored the same way as references. Also reported:
-the share of distinct character 4-grams (low values = repetition).
+model's own samples and real validation text are scored the same way as references. Both numbers come
+from :mod:`tokendiff.evaluation.samples` (the code of ``tokendiff score``): ``ar_bits_per_char`` is
+``log2`` of its generative perplexity (bits per token, which is bits per char for the character
+tokenizer of these runs), and every row also carries its text statistics (unigram entropy, distinct-2/3,
+4-gram repetition), of which ``distinct_4grams`` (the share of distinct character 4-grams; low values =
+repetition) is the table's column.
 
 This measures where a kernel wins when sampling is cheap (few steps) versus expensive, which the
 NELBO alone does not show: uniform and hybrid noise let the sampler revise tokens it already wrote.
@@ -25,23 +29,19 @@ import torch
 
 from tokendiff import generate, load_checkpoint
 from tokendiff.build import build_dataset
-from tokendiff.evaluation import evaluate_likelihood
+from tokendiff.evaluation.samples import generative_perplexity, text_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "bench" / "results" / "quality_runs"
 
 
-def ar_bits_per_char(ar, texts: list[str]) -> float:
-    """Mean exact NLL of ``texts`` under the AR checkpoint, bits per character (every text's own length)."""
-    windows = [torch.tensor(ar.tokenizer.encode(t)[: ar.config.model.block_size + 1]) for t in texts]
-    n = min(len(w) for w in windows)
-    result = evaluate_likelihood(ar.model, ar.objective, torch.stack([w[:n] for w in windows]), batch_size=64)
-    return result.nelbo_nats_per_token / math.log(2.0)
-
-
-def distinct_4grams(texts: list[str]) -> float:
-    grams = [t[i : i + 4] for t in texts for i in range(len(t) - 3)]
-    return len(set(grams)) / max(1, len(grams))
+def scores(ar, ids: list[list[int]]) -> dict:
+    """The AR model's bits per char of token sequences ``ids`` (its tokenizer) and their text statistics."""
+    perplexity = generative_perplexity(ar.model, ids, batch_size=64)["generative_perplexity"]
+    stats = text_statistics(ids)
+    # distinct 4-grams: text_statistics counts n = 2, 3 only; a 3-gram of adjacent pairs is one 4-gram
+    distinct_4grams = text_statistics([list(zip(s, s[1:])) for s in ids])["distinct_3"]
+    return {"ar_bits_per_char": math.log2(perplexity), "distinct_4grams": distinct_4grams, **stats}
 
 
 def main(argv=None) -> int:
@@ -61,22 +61,11 @@ def main(argv=None) -> int:
 
     ar = load_checkpoint(args.runs / "ar")
     length = ar.config.model.block_size
-    val = build_dataset(ar.config).split("val").windows(length, args.samples)
-    real = [ar.tokenizer.decode(row.tolist()) for row in val]
+    real = build_dataset(ar.config).split("val").windows(length, args.samples).tolist()
     ar_texts, _ = generate(ar.model, None, ar.tokenizer, num_samples=args.samples, length=length, seed=0)
     rows = [
-        {
-            "model": "real validation text",
-            "steps": None,
-            "ar_bits_per_char": ar_bits_per_char(ar, real),
-            "distinct_4grams": distinct_4grams(real),
-        },
-        {
-            "model": "ar",
-            "steps": length,
-            "ar_bits_per_char": ar_bits_per_char(ar, ar_texts),
-            "distinct_4grams": distinct_4grams(ar_texts),
-        },
+        {"model": "real validation text", "steps": None, **scores(ar, real)},
+        {"model": "ar", "steps": length, **scores(ar, [ar.tokenizer.encode(t) for t in ar_texts])},
     ]
     for name in args.models:
         ckpt = load_checkpoint(args.runs / name)
@@ -98,10 +87,9 @@ def main(argv=None) -> int:
                     "model": name if grid == "auto" else f"{name} ({grid} grid)",
                     "time_grid": grid,
                     "steps": steps,
-                    "ar_bits_per_char": ar_bits_per_char(ar, texts),
-                    "distinct_4grams": distinct_4grams(texts),
                     "seconds": time.perf_counter() - start,
                     "model_calls": stats["model_calls"],
+                    **scores(ar, [ar.tokenizer.encode(t) for t in texts]),
                     "example": texts[0][:200],
                 }
             )

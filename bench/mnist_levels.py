@@ -30,7 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @torch.no_grad()
 def integrand(model, kernel, x: torch.Tensor, t: float, generator, batch: int = 250) -> tuple[float, float]:
-    """``I(t)`` in nats per image over images ``x`` (N, 784): mean and standard error (one draw each)."""
+    """``I(t)`` in nats per image over images ``x`` (N, 784): mean and standard error (one draw each).
+
+    The kernel's own terms (``Kernel.corrupt``, ``Kernel.nelbo_terms``) at a fixed ``t``: what
+    ``CleanObjective.loss_terms`` computes after drawing its times."""
     vals = []
     for s in range(0, x.shape[0], batch):
         xb = x[s : s + batch]
@@ -62,7 +65,7 @@ def main() -> None:
     for path in args.checkpoints:
         ckpt = load_checkpoint(path)
         kernel = ckpt.kernel  # the clean kernel, whatever the objective the model was trained with
-        t_n = level_of_alpha(kernel.schedule, args.observed_fraction)
+        t_n = level_of_alpha(kernel, args.observed_fraction)
         parts = {}
         for side, (a, b, n) in {
             "below_t_n": (0.0, t_n, args.low_nodes),

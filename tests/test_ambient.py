@@ -34,7 +34,7 @@ def expected_easy(process, model, x, t):
     """E over y (observed w.p. q) and z (observed re-masked w.p. 1 - alpha/q) of the easy terms, by
     enumerating each token's three fates: visible in z (prob alpha), observed-then-masked (q - alpha),
     never observed (1 - q)."""
-    a = float(process.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+    a = float(process.kernel.alpha(torch.tensor(t, dtype=torch.float64)))
     M = V
     total = 0.0
     for fates in itertools.product(range(3), repeat=L):
@@ -85,7 +85,7 @@ def test_remask_has_the_law_of_x_t():
     t = torch.full((200,), 0.7)
     z = process.remask(y, t, g)
     kept = (z != V).double().mean().item()
-    alpha = float(process.schedule.alpha(torch.tensor(0.7)))
+    alpha = float(process.kernel.alpha(torch.tensor(0.7)))
     assert abs(kept - alpha) < 5 * math.sqrt(alpha * (1 - alpha) / x.numel())
     assert torch.equal(z[z != V], x[z != V])
 
@@ -143,7 +143,7 @@ def test_imputation_loss_with_exact_imputations_is_an_unbiased_estimate_of_the_c
     model = ExactConditionals(other, V, L)
     process = make()
     for t in (0.05, 0.3, process.t_n - 0.01):
-        a = float(process.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+        a = float(process.kernel.alpha(torch.tensor(t, dtype=torch.float64)))
         tt = torch.tensor([t], dtype=torch.float64)
         imputed_loss = 0.0
         for x, px in joint.items():
@@ -189,7 +189,7 @@ def test_descend_reveals_down_to_the_level_and_keeps_observed_tokens():
     y = torch.where(torch.rand(x.shape, generator=g) < 0.1, x, torch.full_like(x, 2))
     t = torch.tensor([0.1, 0.3, 0.5, 0.85])
     z = process.descend(lambda a, b: model(a), y, t, g)
-    target = torch.round(784 * (1 - process.schedule.alpha(t.double()))).long()
+    target = torch.round(784 * (1 - process.kernel.alpha(t.double()))).long()
     assert torch.equal((z == 2).sum(1), torch.minimum(target, (y == 2).sum(1)))
     observed = y != 2
     assert torch.equal(z[observed], y[observed])
@@ -241,7 +241,7 @@ def test_consistency_terms_are_scaled_by_the_masked_count_of_the_anchor(monkeypa
     y[:, :10] = 1
     t = torch.tensor([0.2, 0.5, 0.8])
     terms = process.consistency_terms(lambda a, _t: torch.zeros(*a.shape, 2), y, t, g)
-    m = torch.round(100 * (1 - process.schedule.alpha(t.double()))).long()  # masks left by the descent
+    m = torch.round(100 * (1 - process.kernel.alpha(t.double()))).long()  # masks left by the descent
     assert torch.equal(terms[:, 0].long(), m)
 
 
@@ -255,7 +255,7 @@ def test_em_m_step_with_exact_posterior_imputations_is_the_clean_nelbo(imputed_w
     model = ExactConditionals(other, V, L)  # not the truth: the identity holds for any model
     process = make(imputed_weight=imputed_weight)
     for t in (0.05, 0.4, process.t_n - 0.01):
-        a = float(process.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+        a = float(process.kernel.alpha(torch.tensor(t, dtype=torch.float64)))
         tt = torch.tensor([t], dtype=torch.float64)
         em = 0.0
         for x, px in joint.items():

@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tokendiff.objectives.base import Objective
+
 __all__ = ["AutoregressiveObjective"]
 
 
-class AutoregressiveObjective:
+class AutoregressiveObjective(Objective):
     """``-log p(x_{i+1} | x_{<=i})`` for each position of a causal model."""
 
     name = "autoregressive"

@@ -16,17 +16,18 @@ known joint, its expectation is ``-log p(x)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.objectives.base import Objective
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
 from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times
+from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
 
 __all__ = ["BlockDiffusionObjective"]
 
 
-class BlockDiffusionObjective:
+class BlockDiffusionObjective(Objective):
     """Per-token NELBO terms of block diffusion; ``model.forward_block_diffusion(xt, x0) -> logits (B, L, V)``.
 
     Args:
@@ -38,9 +39,12 @@ class BlockDiffusionObjective:
 
     name = "block"
     extra_tokens = 0
+    # its training sequences are clean, but block runs have never reported the training split's NELBO;
+    # True would add eval/train_loss to their logs
+    reports_train_nelbo = False
 
     def __init__(self, kernel: Kernel, block_size: int, t_min: float = 1e-3, antithetic: bool = True):
-        if kernel.name != "absorbing":
+        if not kernel.reveals_are_final or kernel.time_conditioned:  # masks only, and the model sees no t
             raise TokenDiffError(
                 f"block diffusion masks tokens within blocks: it needs diffusion.process=absorbing, not {kernel.name}"
             )
@@ -60,16 +64,14 @@ class BlockDiffusionObjective:
     def _terms(self, model, x0: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
         """``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked positions, 0 elsewhere; ``t`` (B, blocks)."""
         t = t.repeat_interleave(self.block_size, dim=1)  # (B, L) each token its block's time
-        schedule = self.kernel.schedule
         u = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=t.dtype)  # (B, L)
-        masked = u >= schedule.alpha(t)  # (B, L) masked with probability 1 - alpha(t_b)
+        masked = u >= self.kernel.alpha(t)  # (B, L) masked with probability 1 - alpha(t_b)
         xt = torch.where(masked, torch.full_like(x0, self.kernel.mask_token_id), x0)
         logits = model.forward_block_diffusion(xt, x0)  # (B, L, V)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
-        weight = schedule.weight(t.double())  # (B, L); float64: 1 - alpha loses small t in float32
-        if t.dtype == torch.float64:  # evaluation: times down to ~1e-60, weights beyond float32's range
-            return torch.where(masked, weight * nll.double(), torch.zeros_like(weight))
-        return torch.where(masked, weight.float() * nll, torch.zeros_like(nll))
+        weight = self.kernel.nelbo_weight(t.double())  # (B, L); float64: 1 - alpha loses small t in float32
+        # evaluation: times down to ~1e-60, weights beyond float32's range
+        weight = weight if t.dtype == torch.float64 else weight.float()
+        return scored_nll(logits, x0, masked, weight)
 
     def loss_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
         """Per-token terms (B, L): ``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked positions, 0 elsewhere."""

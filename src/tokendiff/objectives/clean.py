@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.objectives.base import Objective
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
 from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times, stratified_uniform
+from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
+from tokendiff.processes.draws import random_subset
 
 __all__ = ["CleanObjective"]
 
 
-class CleanObjective:
+class CleanObjective(Objective):
     """Draw ``t`` and ``x_t ~ q_t(. | x0)``, score with the kernel's NELBO terms.
 
     Args:
@@ -109,10 +111,8 @@ class CleanObjective:
             else torch.rand(B, generator=generator, device=x0.device)
         )
         k = (u * L).long().clamp_max(L - 1) + 1  # (B,) uniform over 1..L
-        scores = torch.rand(B, L, generator=generator, device=x0.device)  # (B, L)
-        ranks = scores.argsort(dim=1).argsort(dim=1)  # (B, L): a uniformly random permutation per row
-        masked = ranks < k[:, None]  # (B, L): a uniformly drawn set of exactly k positions
+        u = torch.rand(B, L, generator=generator, device=x0.device)  # (B, L)
+        masked = random_subset(u, None, k[:, None])  # (B, L): a uniformly drawn set of exactly k positions
         xt = torch.where(masked, torch.full_like(x0, self.kernel.mask_token_id), x0)
         t = k.to(torch.float32) / L  # (B,) the masked share; a time-agnostic model ignores it
-        nll = F.cross_entropy(model(xt, t).float().transpose(1, 2), x0, reduction="none")  # (B, L)
-        return torch.where(masked, nll * (L / k.to(nll.dtype))[:, None], torch.zeros_like(nll))
+        return scored_nll(model(xt, t), x0, masked, (L / k.to(torch.float32))[:, None])

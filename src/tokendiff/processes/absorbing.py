@@ -29,7 +29,27 @@ from tokendiff.processes.base import NUM_TRAIN_TIMESTEPS, check_vocab, diffusers
 from tokendiff.processes.interpolating import InterpolatingKernel
 from tokendiff.schedules import Schedule, schedule_from_dict
 
-__all__ = ["AbsorbingKernel"]
+__all__ = ["AbsorbingKernel", "scored_nll"]
+
+
+def scored_nll(
+    logits: torch.Tensor, target: torch.Tensor, scored: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``weight * -log p_theta(target)`` where ``scored``, 0 elsewhere: (B, L, V) logits -> (B, L).
+
+    The masked NELBO's integrand (``weight = w(t)``, ``scored`` = the masked tokens), and every loss on
+    corrupted data built from it with its own weight and scored set (:mod:`tokendiff.objectives`).
+    ``target`` (B, L) may hold the mask id where nothing is scored. ``weight`` broadcasts to (B, L); its dtype
+    joins the cross-entropy's in the result's (float64 weights for evaluation's times, whose ``w(t) ~ 1/t``
+    leaves float32's range). The cross-entropy is float32 whatever the autocast dtype (bf16 log-softmax loses
+    ~2 digits); float64 logits (exact test models) stay float64.
+    """
+    V = logits.shape[-1]
+    work = logits if logits.dtype == torch.float64 else logits.float()
+    nll = F.cross_entropy(work.transpose(1, 2), target.clamp(max=V - 1), reduction="none")  # (B, L)
+    weighted = nll if weight is None else weight * nll
+    # where, not a product with the mask: an unscored term stays 0 where the weight is infinite (t = 0)
+    return torch.where(scored, weighted, torch.zeros_like(weighted))
 
 
 class AbsorbingKernel(InterpolatingKernel):
@@ -85,14 +105,10 @@ class AbsorbingKernel(InterpolatingKernel):
         float32's range), else float32. With ``t ~ U[0, 1]``, ``terms.sum(1)`` is an unbiased estimate of the
         NELBO without its prior term (and without the t = 0 term when ``alpha(0) < 1``).
         """
-        # Cross-entropy in float32 whatever the autocast dtype: bf16 log-softmax loses ~2 digits.
-        work = logits if logits.dtype == torch.float64 else logits.float()  # float64 logits (tests) stay float64
-        nll = F.cross_entropy(work.transpose(1, 2), x0, reduction="none")  # (B, L)
         masked = xt == self.mask_token_id  # (B, L)
-        weight = self.schedule.weight(t.double())[:, None]  # (B, 1); float64: 1 - alpha loses t < 6e-8 in float32
-        if t.dtype == torch.float64:
-            return torch.where(masked, weight * nll.double(), torch.zeros_like(weight))
-        return torch.where(masked, weight.float() * nll, torch.zeros_like(nll))
+        weight = self.nelbo_weight(t.double())[:, None]  # (B, 1); float64: 1 - alpha loses t < 6e-8 in float32
+        weight = weight if t.dtype == torch.float64 else weight.float()  # float64 terms for float64 times only
+        return scored_nll(logits, x0, masked, weight)
 
     # ------------------------------------------------------------------ reverse
     def subs_log_probs(self, logits: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,14 @@ class Kernel(Protocol):
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """Probability that a token is still clean at ``t``, same shape as ``t``."""
 
+    def alpha_prime(self, t: torch.Tensor) -> torch.Tensor:
+        """``d alpha / dt`` (<= 0), same shape and dtype as ``t``."""
+
+    def nelbo_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """``w(t) = -alpha'(t) / (1 - alpha(t))``, same shape and dtype as ``t``: for a masking kernel
+        (``reveals_are_final``) the NELBO integrand is ``w(t)`` times the cross-entropy of the masked tokens
+        (:func:`tokendiff.processes.absorbing.scored_nll`), which the objectives on corrupted data reweight."""
+
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``x_t ~ q_t(. | x0)``: ``x0`` (B, L), ``t`` (B,) -> ``x_t`` (B, L)."""
 

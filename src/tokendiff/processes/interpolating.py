@@ -78,6 +78,11 @@ class InterpolatingKernel:
     def noise_prime(self, t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def nelbo_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """``-alpha'(t) / (1 - alpha(t))``, same shape and dtype as ``t`` (infinite only where ``alpha = 1``): the
+        weight of a masked token's cross-entropy in the NELBO of a masking kernel."""
+        return -self.alpha_prime(t) / (1.0 - self.alpha(t))
+
     # ------------------------------------------------------------------ forward
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``x_t ~ q_t(. | x0)``: keep a token with probability ``alpha_t``, else draw it from ``pi_t``.

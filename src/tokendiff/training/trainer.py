@@ -192,8 +192,8 @@ class Trainer:
             init_weights_from(model, self.tcfg.init_from, tokenizer)
         self.raw_model = model.to(self.device)
         self.ema = EMA(self.raw_model, self.tcfg.ema) if self.tcfg.ema > 0 else None
-        if hasattr(objective, "bind_imputer"):  # EM's imputations come from the EMA weights
-            objective.bind_imputer(self.ema.module if self.ema is not None else self.raw_model)
+        # the objective's imputations, if it draws any (EM), come from the EMA weights
+        objective.bind_imputer(self.ema.module if self.ema is not None else self.raw_model)
         fused = self.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
             param_groups(self.raw_model, self.tcfg.weight_decay),
@@ -265,7 +265,7 @@ class Trainer:
                 "model": self.raw_model.state_dict(),
                 "optimizer": optimizer_tensors(self.optimizer.state_dict()),
                 "state": state,
-                "objective": self.objective.state_tensors() if hasattr(self.objective, "state_tensors") else {},
+                "objective": self.objective.state_tensors(),  # e.g. EM's imputation buffer
             },
             export=export,
         )
@@ -304,8 +304,7 @@ class Trainer:
             and len(cuda_states) == torch.cuda.device_count()
         ):
             torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
-        if hasattr(self.objective, "load_state_tensors"):  # e.g. EM's imputation buffer
-            self.objective.load_state_tensors(saved.objective)
+        self.objective.load_state_tensors(saved.objective)  # e.g. EM's imputation buffer
         self.step = int(state["step"])
         self.last_eval = state.get("last_eval")
 
@@ -524,7 +523,7 @@ class Trainer:
     def _log_eval(self, logger, bar) -> dict:
         val = self.evaluate()
         # on corrupted data the clean NELBO of the training split is undefined: report val only
-        train = self.evaluate(split="train") if self.objective.name in ("clean", "autoregressive") else None
+        train = self.evaluate(split="train") if self.objective.reports_train_nelbo else None
         self.last_eval = {
             "step": self.step,
             "val_loss": val["nelbo_nats_per_token"],
