@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tokendiff.models.base import Backbone
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENDIFF_DATA", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -28,7 +30,7 @@ def random_joint(V: int, L: int, seed: int = 0) -> dict:
     return dict(zip(seqs, probs.tolist()))
 
 
-class ExactConditionals(torch.nn.Module):
+class ExactConditionals(Backbone):
     """A "model" whose logits are the true log p(x_i | visible tokens) of a known joint distribution."""
 
     time_conditioning = False

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tokendiff.data import paths
-from tokendiff.data.text import prepare_text, read_corpus, resolve_dataset
+from tokendiff.data.corpora import resolve_dataset
+from tokendiff.data.text import prepare_text, read_corpus
 from tokendiff.data.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
 from tokendiff.errors import TokenDiffError
 

@@ -13,7 +13,8 @@ import pytest
 from test_cli import run
 from tokendiff.data import paths
 from tokendiff.data.sources import Documents, LocalFiles, split_documents, val_start
-from tokendiff.data.text import PreparedText, resolve_dataset, write_tokens
+from tokendiff.data.corpora import resolve_dataset
+from tokendiff.data.text import PreparedText, write_tokens
 from tokendiff.errors import TokenDiffError
 
 import datasets  # noqa: E402  (the [hf] extra: CI installs it, so these tests always run there)

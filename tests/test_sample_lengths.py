@@ -6,7 +6,7 @@ import torch
 
 from tokendiff.data.tokenizers import CharTokenizer
 from tokendiff.errors import TokenDiffError
-from tokendiff.models import Transformer
+from tokendiff.models import Backbone, Transformer
 from tokendiff.processes import AbsorbingKernel, UniformKernel
 from tokendiff.samplers import DiffusionSampler, diffusion, row_generators
 from tokendiff.samplers.text import generate
@@ -118,7 +118,7 @@ def test_the_advice_for_lengths_past_the_context_fits_the_context():
         sample_texts(model(8), 20)
 
 
-class Ends(torch.nn.Module):
+class Ends(Backbone):
     """A "model" sure that every position is token 2 (the end token below), whatever its input."""
 
     time_conditioning = False

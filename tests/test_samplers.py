@@ -7,16 +7,17 @@ import torch
 
 from conftest import ExactConditionals
 from tokendiff.errors import TokenDiffError
-from tokendiff.models import Transformer
+from tokendiff.models import Backbone, Transformer
 from tokendiff.processes import AbsorbingKernel
 from tokendiff.samplers import DiffusionSampler, row_generators
-from tokendiff.samplers.diffusion import process_log_probs
+from tokendiff.samplers.noise import process_log_probs
+from tokendiff.samplers.threshold import confidence_measure
 from tokendiff.schedules import LogLinearSchedule
 
 V = 11
 
 
-class FixedLogits(torch.nn.Module):
+class FixedLogits(Backbone):
     """A factorized "model": the same per-position logits whatever the input."""
 
     time_conditioning = False
@@ -141,7 +142,7 @@ def test_each_step_reveals_a_masked_token_with_the_reverse_probability():
     assert abs(revealed - 0.25) < 5 * math.sqrt(0.25 * 0.75 / (n * L))
 
 
-class FixedLookup(torch.nn.Module):
+class FixedLookup(Backbone):
     time_conditioning = False
     block_size = 2
 
@@ -187,7 +188,7 @@ def test_bad_sampler_arguments_name_the_value(kwargs, message):
 
 def test_gumbel_noise_is_float64():
     # float32 uniforms cap the Gumbel tail at -log(-log(1 - 2^-24)) ~ 16.6; float64 reaches ~36.7.
-    from tokendiff.samplers.diffusion import row_uniform
+    from tokendiff.samplers.noise import row_uniform
 
     u = row_uniform(row_generators(0, 2), (1000,), "cpu")
     assert u.dtype == torch.float64 and u.shape == (2, 1000)
@@ -232,13 +233,12 @@ def test_threshold_zero_reveals_everything_at_once_and_one_is_the_schedule():
 
 @pytest.mark.parametrize("kind", ["prob", "margin", "entropy"])
 def test_confidence_measures_lie_in_zero_one_with_known_ends(kind):
-    sampler = DiffusionSampler(tiny_model(), process(), strategy="threshold", confidence=kind)
     uniform = torch.full((1, 1, V), -math.log(V), dtype=torch.float64)
     sure = torch.full((1, 1, V), -1e9, dtype=torch.float64)
     sure[..., 2] = 0.0
     log_ps = torch.cat([uniform, sure], dim=1)  # (1, 2, V)
     candidate = log_ps[..., 2]  # the log-probability of token 2 at each position
-    c = sampler._confidence(log_ps, candidate)
+    c = confidence_measure(kind, log_ps, candidate)
     assert c.shape == (1, 2) and torch.allclose(c[0, 1], torch.tensor(1.0, dtype=torch.float64))
     expected_uniform = {"prob": 1 / V, "margin": 0.0, "entropy": 0.0}[kind]
     assert abs(c[0, 0].item() - expected_uniform) < 1e-9
@@ -337,7 +337,7 @@ def test_remasking_needs_masks_and_the_ancestral_step():
         DiffusionSampler(tiny_model(), process(), remask="loop")
 
 
-class Recording(torch.nn.Module):
+class Recording(Backbone):
     """Wraps a model and records the lengths of the sequences it was given."""
 
     time_conditioning = False
@@ -416,7 +416,7 @@ def test_visible_limit_shows_the_model_at_most_that_many_known_tokens_and_stays_
     model = Transformer(vocab_size=2, n_layer=1, n_head=2, n_embd=16, block_size=20).eval()
     seen = []
 
-    class Spy(torch.nn.Module):
+    class Spy(Backbone):
         time_conditioning = False
         block_size = 20
 

@@ -32,6 +32,7 @@ __all__ = [
     "build_model",
     "build_kernel",
     "build_objective",
+    "sequence_length",
     "default_device",
     "resolve_dtype",
 ]
@@ -46,7 +47,7 @@ def build_dataset(cfg: Config):
     """
     from tokendiff.data.images import IMAGE_DATASETS, MnistData
     from tokendiff.data.names import safe_name
-    from tokendiff.data.text import resolve_dataset
+    from tokendiff.data.corpora import resolve_dataset
 
     d = cfg.data
     if d.dataset in IMAGE_DATASETS:
@@ -120,6 +121,12 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
     if cfg.model.block_diffusion:
         return BlockDiffusionObjective(kernel, d.block_size, t_min=d.t_min, antithetic=d.antithetic)
     return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic, estimator=d.estimator)
+
+
+def sequence_length(cfg: Config, objective) -> int:
+    """Tokens in one training or evaluation window: ``model.block_size``, plus the tokens the objective
+    reads beyond it (the autoregressive objective: one more than it predicts)."""
+    return cfg.model.block_size + objective.extra_tokens
 
 
 def build_model(cfg: Config, vocab_size: int, tokenizer=None, saved: Path | None = None):

@@ -22,9 +22,6 @@ mid-write leaves the previous checkpoints untouched and never a half-written one
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tokendiff._version import __version__
+from tokendiff.atomic import staged_directory
 from tokendiff.configs import Config, config_from_dict
 from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
@@ -161,9 +159,7 @@ def save_checkpoint(
     the checkpoint's ``model/`` folder (before the rename) to write the backbone in another format.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-tmp-"))
-    try:
+    with staged_directory(target) as tmp:  # renamed into place (replacing an older one) once complete
         _write_json(tmp / CONFIG, config)
         save_file(_tensors(weights), str(tmp / WEIGHTS))
         if kernel is not None:
@@ -178,16 +174,6 @@ def save_checkpoint(
             _write_json(tmp / TRAINING_STATE / "state.json", training_state["state"])
             if training_state.get("objective"):  # the objective's own state, e.g. EM's imputation buffer
                 save_file(training_state["objective"], str(tmp / TRAINING_STATE / OBJECTIVE_STATE))
-        if target.exists():  # swap: the old one is removed only after the new one is in place
-            old = target.with_name(f".{target.name}-old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

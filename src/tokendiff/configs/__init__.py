@@ -15,6 +15,9 @@ __all__ = [
     "Config",
     "compose_config",
     "compose_resume_config",
+    "resume_target",
+    "prefer_given_steps",
+    "inherit_sampling",
     "config_from_dict",
     "to_dict",
     "describe_keys",
@@ -74,18 +77,59 @@ def compose_config(overrides: list[str]) -> Config:
         raise TokenDiffError(f"bad configuration: {message}") from None
 
 
-def compose_resume_config(saved: Config, overrides: list[str]) -> Config:
-    """A resumed run's config: the saved one with the command line's ``key=value`` overrides on top.
+def resume_target(overrides: list[str]) -> str | None:
+    """The run or checkpoint that ``resume=`` names (None: a new run).
+
+    A resumed run continues in its own run directory with its own model, so ``output_dir=`` and
+    ``model.*=`` beside ``resume=`` are refused rather than ignored.
+    """
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    if resume:
+        if any(o.startswith("output_dir=") for o in overrides):
+            raise TokenDiffError("a resumed run continues in its own run directory; drop output_dir=")
+        changed = [o.split("=", 1)[0] for o in overrides if o.startswith("model.")]
+        if changed:
+            raise TokenDiffError(f"a resumed run keeps its model; drop {changed[0]}= (or start a new run)")
+    return resume
+
+
+def compose_resume_config(saved: Config, overrides: list[str], checkpoint=None) -> Config:
+    """A resumed run's config: the saved one with the command line's ``key=value`` overrides on top
+    (``resume=`` aside); ``resume`` records ``checkpoint``, the checkpoint directory resumed from.
 
     A preset (``+experiment=...``) cannot be re-applied to a run that already has one.
     """
+    overrides = [o for o in overrides if not o.startswith("resume=")]
     if any(o.startswith("+") for o in overrides):
         raise TokenDiffError("a resumed run keeps its preset; drop +experiment=... when passing resume=")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(saved), OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise TokenDiffError(f"bad override with resume=: {_first_line(exc)}") from None
-    return config_from_dict(OmegaConf.to_container(merged))
+    cfg = config_from_dict(OmegaConf.to_container(merged))
+    if checkpoint is not None:
+        cfg.resume = str(checkpoint)
+    return cfg
+
+
+def prefer_given_steps(cfg: Config, overrides: list[str]) -> Config:
+    """An explicit ``training.max_iters=`` wins over a preset's (or a resumed run's) ``training.n_epochs``,
+    which would otherwise derive the step count from the corpus size."""
+    if any(o.startswith("training.max_iters=") for o in overrides):
+        cfg.training.n_epochs = None
+    return cfg
+
+
+def inherit_sampling(cfg: Config, overrides: list[str], saved: Config) -> None:
+    """Sampling settings the user did not give on the command line come from the checkpoint's config
+    (a preset's ``sampling.steps: 40`` stays 40). What to make and where to write it (``sampling.inpaint``,
+    ``sampling.output``, ``sampling.trajectory``) is always this command's own."""
+    from dataclasses import fields
+
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    for f in fields(saved.sampling):
+        if f"sampling.{f.name}" not in given and f.name not in ("trajectory", "output", "inpaint"):
+            setattr(cfg.sampling, f.name, getattr(saved.sampling, f.name))
 
 
 def to_dict(cfg: Config) -> dict:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.samplers.settings import SETTING_KEYS, SamplingSettings
 
 __all__ = [
     "Config",
@@ -293,7 +294,7 @@ class LoggingConfig:
 class SamplingConfig:
     steps: int = 128  # reverse steps
     temperature: float = 1.0  # 0 = greedy
-    strategy: str = "ancestral"  # ancestral | confidence | threshold (parallel decoding)
+    strategy: str = "ancestral"  # samplers.settings.STRATEGIES: ancestral | confidence | threshold (parallel)
     threshold: float = 0.9  # strategy=threshold: also reveal every mask whose confidence exceeds this
     confidence: str = "prob"  # strategy=threshold: prob | margin | entropy (1 - H / log V), each in [0, 1]
     block_size: Optional[int] = None  # block-wise (semi-autoregressive): blocks of this many tokens, left to right
@@ -314,46 +315,19 @@ class SamplingConfig:
     def __post_init__(self):
         if self.strategy == "stochastic":  # the name the minimal-MDLM seed uses
             self.strategy = "ancestral"
-        _check(
-            1 <= self.steps <= 100_000,
-            f"sampling.steps={self.steps} must lie in [1, 100000], e.g. sampling.steps=128",
-        )
+        self.settings()  # the sampler's values are checked where they live (SamplingSettings), once
         _check(
             self.length is None or 1 <= self.length <= 1_000_000,
             f"sampling.length={self.length} must lie in [1, 1000000] (or unset for model.block_size)",
         )
-        _check(
-            0 <= self.temperature < float("inf"),
-            f"sampling.temperature={self.temperature} must be a finite number >= 0; use 0 (greedy) or a positive "
-            "value such as 0.8",
-        )
-        _check(
-            self.strategy in ("ancestral", "confidence", "threshold"),
-            f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic), confidence or "
-            "threshold",
-        )
-        _check(
-            self.block_size is None or self.block_size >= 1,
-            f"sampling.block_size={self.block_size} must be >= 1 (or unset for the whole sequence at once)",
-        )
-        _check(0.0 <= self.threshold <= 1.0, f"sampling.threshold={self.threshold} must lie in [0, 1], e.g. 0.9")
-        _check(
-            self.confidence in ("prob", "margin", "entropy"),
-            f"sampling.confidence={self.confidence!r} is unknown; use prob, margin or entropy",
-        )
-        _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
-        _check(self.remask in ("none", "cap"), f"sampling.remask={self.remask!r} is unknown; use none or cap")
-        _check(0.0 <= self.remask_eta <= 1.0, f"sampling.remask_eta={self.remask_eta} must lie in [0, 1], e.g. 0.02")
-        _check(
-            self.kv_cache in ("auto", "none", "prefix", "dual"),
-            f"sampling.kv_cache={self.kv_cache!r} is unknown; use auto, none, prefix or dual",
-        )
-        _check(self.top_k >= 0, f"sampling.top_k={self.top_k} must be >= 0 (0 turns it off)")
-        _check(
-            self.time_grid in ("auto", "linear", "alpha", "cosine"),
-            f"sampling.time_grid={self.time_grid!r} is unknown; use auto, linear, alpha or cosine",
-        )
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
+
+    def settings(self) -> SamplingSettings:
+        """The sampler's settings of this section (:class:`tokendiff.samplers.settings.SamplingSettings`)."""
+        return SamplingSettings(**{key: getattr(self, key) for key in SETTING_KEYS if key in SAMPLING_FIELDS})
+
+
+SAMPLING_FIELDS = frozenset(SamplingConfig.__dataclass_fields__)  # the settings it sets (not visible_limit)
 
 
 @dataclass

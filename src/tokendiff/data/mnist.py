@@ -22,14 +22,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
-import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from tokendiff.atomic import staged_file
 from tokendiff.data.paths import KNOWN_FILES, data_dir, fetch
 from tokendiff.errors import TokenDiffError
 
@@ -247,19 +246,13 @@ def download_binarized_mnist(root: str | Path | None = None, expected: dict | No
         _check_binarized(x, split, url, expected)
         packed[split] = np.packbits(x, axis=1)  # (N, 98) uint8
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-", suffix=".npz")
+        staged = staged_file(target)
     except OSError as exc:
         raise TokenDiffError(
             f"cannot write {target} ({exc}); point TOKENDIFF_DATA (or data.data_dir) at a writable directory"
         ) from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez_compressed(out, **packed)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with staged as tmp, open(tmp, "wb") as out:  # a file object: given a path, numpy would append ".npz"
+        np.savez_compressed(out, **packed)
     return target
 
 

@@ -14,12 +14,11 @@ A name is a pointer: preparing other data under the same name moves it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokendiff.atomic import write_text
 from tokendiff.data.paths import prepared_dir
 from tokendiff.errors import TokenDiffError
 
@@ -83,11 +82,7 @@ def record_name(name: str, root: Path, settings: dict) -> None:
     path = _index(name)
     entry = {"name": name, "prepared": Path(root).name, "data": settings}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}-")
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(entry, indent=2))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(entry, indent=2))
     except OSError as exc:
         raise TokenDiffError(
             f"cannot record the name {name!r} in {path.parent} ({exc.strerror}); set TOKENDIFF_CACHE to a "

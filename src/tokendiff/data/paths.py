@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
+from tokendiff.atomic import staged_file
 from tokendiff.errors import TokenDiffError
 
 __all__ = ["data_dir", "prepared_dir", "RemoteFile", "fetch", "sha256_of", "KNOWN_FILES"]
@@ -107,18 +107,17 @@ def fetch(remote: RemoteFile, root: Path) -> Path:
     if target.exists():
         return target
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
+        with staged_file(target) as tmp:  # renamed into place only once its checksum is right
+            with open(tmp, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+                shutil.copyfileobj(response, out)
+            digest = sha256_of(tmp)
+            if digest != remote.sha256:
+                raise TokenDiffError(
+                    f"download of {remote.url} has sha256 {digest}, expected {remote.sha256}; try again later"
+                )
     except OSError as exc:
         raise TokenDiffError(
             f"{target} is missing and downloading {remote.url} failed ({exc}); put the file there "
             "by hand or point TOKENDIFF_DATA (or data.data_dir) at a directory that has it"
         ) from None
-    digest = sha256_of(Path(tmp))
-    if digest != remote.sha256:
-        os.unlink(tmp)
-        raise TokenDiffError(f"download of {remote.url} has sha256 {digest}, expected {remote.sha256}; try again later")
-    os.replace(tmp, target)
     return target

@@ -6,8 +6,7 @@ stream per split. A tokenizer trained here (``char``, ``bpe``) encodes the docum
 a pretrained one (``hf``) encodes each document alone and puts its EOS token between documents (the
 tokens of ``"\\n"`` if it has none), so that a model sees where one document ends.
 
-Prepared directories are cached by content under :func:`cache_name`; names given with ``data.dataset``
-are recorded in :mod:`tokendiff.data.names`.
+Which prepared directory a config means, and its cache key, is :mod:`tokendiff.data.corpora`'s.
 
 Batches are drawn by position from a generator seeded by ``(seed, step)``, so a resumed run sees
 exactly the batches it would have seen without the interruption.
@@ -25,25 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokendiff.data.names import NamedCorpus, check_name, find_name, prepared_names, record_name, safe_name
-from tokendiff.data.paths import KNOWN_FILES, data_dir, fetch, prepared_dir
-from tokendiff.data.sources import Documents, HubDataset, LocalFiles, PlainText, split_documents
+from tokendiff.atomic import staged_directory
+from tokendiff.data.sources import Documents, LocalFiles, PlainText, split_documents
 from tokendiff.data.tokenizers import load_tokenizer, train_tokenizer
 from tokendiff.errors import TokenDiffError
 
-__all__ = [
-    "read_corpus",
-    "prepare_text",
-    "prepare_corpus",
-    "TokenSplit",
-    "resolve_dataset",
-    "resolve_eval_corpus",
-    "cache_name",
-    "PreparedText",
-]
+__all__ = ["read_corpus", "prepare_text", "prepare_corpus", "TokenSplit", "PreparedText"]
 
-DATASETS = {"shakespeare_char": ("tinyshakespeare", "char"), "shakespeare": ("tinyshakespeare", "bpe")}
-RESERVED = {*DATASETS, "hf"}  # data.dataset values that never name a prepared corpus
 MIN_DOCS_PER_PROCESS = 20_000  # documents per tokenizing process (tokenizing_processes)
 
 
@@ -112,14 +99,13 @@ def prepare_corpus(
         raise TokenDiffError(f"data.val_fraction={val_fraction} must lie in (0, 1), e.g. 0.1")
     out_dir = Path(out_dir)
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+        staged = staged_directory(out_dir)  # renamed into place (replacing an older one) once complete
     except OSError as exc:
         raise TokenDiffError(
             f"cannot write prepared data to {out_dir.parent} ({exc.strerror}); set TOKENDIFF_CACHE to a writable folder"
         ) from None
-    work = tmp / ".work"  # Arrow files of datasets (read rows, token ids); removed before the rename
-    try:
+    with staged as tmp:
+        work = tmp / ".work"  # Arrow files of datasets (read rows, token ids); removed before the rename
         train, val = split_documents(source.load(work), val_fraction)
         tok = tokenizer
         if isinstance(tokenizer, str):
@@ -141,12 +127,6 @@ def prepare_corpus(
         meta = {"tokenizer": tok.kind, "vocab_size": tok.vocab_size, "dtype": np.dtype(dtype).name, "splits": splits}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(work, ignore_errors=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return PreparedText(out_dir)
 
 
@@ -250,177 +230,3 @@ class TokenSplit:
         if max_windows:
             n = min(n, max_windows)
         return torch.from_numpy(np.asarray(self.tokens[: n * seq_len], dtype=np.int64).reshape(n, seq_len))
-
-
-def cache_name(name: str, tokenizer, vocab_size: int, val_fraction: float, digest: str) -> str:
-    """The prepared directory's name: ``{name}-{tokenizer}[-val{fraction}]-{digest}``.
-
-    ``tokenizer``: ``char``, ``bpe-{vocab_size}`` (trained on the corpus, so the corpus digest fixes them),
-    or ``{kind}-{fingerprint}`` for a given tokenizer object (pretrained, or a checkpoint's), so that two
-    tokenizers never share a prepared corpus. ``digest``: the source's content (sources.py).
-    """
-    if isinstance(tokenizer, str):
-        tok = f"{tokenizer}-{vocab_size}" if tokenizer == "bpe" else tokenizer
-    else:
-        tok = f"{tokenizer.kind}-{tokenizer.fingerprint()[:12]}"
-    split = "" if val_fraction == 0.1 else f"-val{val_fraction:g}"  # the default keeps existing cache names
-    return f"{name}-{tok}{split}-{digest}"
-
-
-def _known_text(dataset: str, configured_data_dir: str | None) -> PlainText:
-    path = fetch(KNOWN_FILES[DATASETS[dataset][0]], data_dir(configured_data_dir))
-    return PlainText(path.read_text(encoding="utf-8"))
-
-
-def _unknown(dataset: str) -> TokenDiffError:
-    prepared = ", ".join(prepared_names()) or "none yet"
-    return TokenDiffError(
-        f"data.dataset={dataset!r} is unknown; use one of {sorted(DATASETS)}, a corpus prepared by name ({prepared}; "
-        "tokendiff prepare data.input=<file or folder> data.dataset=<name>), or give data.input=<file or folder>"
-    )
-
-
-def _cached(root: Path, prepare) -> PreparedText:
-    return PreparedText(root) if (root / "meta.json").exists() else prepare()
-
-
-def resolve_dataset(
-    dataset: str,
-    inputs: list[str] | None,
-    tokenizer: str,
-    vocab_size: int,
-    configured_data_dir: str | None,
-    min_tokens: int,
-    val_fraction: float = 0.1,
-    *,
-    text_column: str = "text",
-    hf_path: str | None = None,
-    hf_name: str | None = None,
-    tokenizer_name: str | None = None,
-    num_proc: int | None = None,
-) -> PreparedText:
-    """Find (or build, once) the prepared corpus for a config.
-
-    ``dataset``: a known name (``shakespeare_char``, ``shakespeare``: their text and tokenizer, unless
-    ``tokenizer="hf"`` overrides the tokenizer), ``hf`` (``hf_path``: a Hugging Face dataset), a name an
-    earlier preparation recorded, or any name together with ``inputs`` (then recorded under it).
-    ``tokenizer``: ``char`` | ``bpe`` (trained on the corpus) | ``hf`` (pretrained: ``tokenizer_name``).
-    The cache key (:func:`cache_name`) holds the name, the tokenizer (kind and vocabulary size, or a
-    pretrained tokenizer's fingerprint), the validation share and the source's content digest.
-    """
-    if inputs:
-        source, name = LocalFiles(inputs, text_column), dataset
-    elif dataset == "hf":
-        source = HubDataset(hf_path, hf_name, text_column)
-        name = "hf-" + safe_name(Path(hf_path).name + (f"-{hf_name}" if hf_name else ""))
-    elif dataset in DATASETS:
-        source, name = _known_text(dataset, configured_data_dir), dataset
-        tokenizer = tokenizer if tokenizer == "hf" else DATASETS[dataset][1]  # a known dataset fixes its own
-    else:
-        named = find_name(dataset)
-        if named is None:
-            raise _unknown(dataset)
-        prepared = _named_corpus(named, tokenizer, tokenizer_name, vocab_size, configured_data_dir, min_tokens)
-        for split in ("train", "val"):
-            prepared.split(split).check_length(min_tokens)
-        return prepared
-    record = bool(inputs) and dataset not in RESERVED
-    if record:
-        check_name(dataset)  # before the work of preparing
-    tok = tokenizer
-    if tokenizer == "hf":
-        from tokendiff.data.hf_tokenizer import HFTokenizer
-
-        tok = HFTokenizer.from_name(tokenizer_name, data_dir(configured_data_dir))
-    root = prepared_dir() / cache_name(name, tok, vocab_size, val_fraction, source.digest())
-    prepared = _cached(root, lambda: prepare_corpus(source, root, tok, vocab_size, val_fraction, min_tokens, num_proc))
-    for split in ("train", "val"):
-        prepared.split(split).check_length(min_tokens)
-    if record:
-        settings = {
-            "input": [str(Path(i).expanduser().resolve()) for i in inputs],
-            "text_column": text_column,
-            "tokenizer": tokenizer,
-            "tokenizer_name": _absolute_if_path(tokenizer_name),
-            "vocab_size": vocab_size,
-            "val_fraction": val_fraction,
-        }
-        record_name(dataset, root, settings)
-    return prepared
-
-
-def _absolute_if_path(name: str | None) -> str | None:
-    """A tokenizer name as recorded: a file or folder by its absolute path, a hub id (or gpt2) as given."""
-    return str(Path(name).expanduser().resolve()) if name and Path(name).expanduser().exists() else name
-
-
-def _named_corpus(
-    named: NamedCorpus, tokenizer: str, tokenizer_name, vocab_size: int, configured_data_dir, min_tokens: int
-) -> PreparedText:
-    """The corpus recorded under a name; prepared again from its recorded settings if the cache lost it."""
-    s = named.settings
-    asked = (tokenizer, _absolute_if_path(tokenizer_name), vocab_size if tokenizer == "bpe" else None)
-    recorded = (s["tokenizer"], s["tokenizer_name"], s["vocab_size"] if s["tokenizer"] == "bpe" else None)
-    if tokenizer != "char" and asked != recorded:  # char is the default: only bpe and hf are asked for on purpose
-        raise TokenDiffError(
-            f"data.dataset={named.name!r} was prepared with data.tokenizer={s['tokenizer']}"
-            + (f" data.tokenizer_name={s['tokenizer_name']}" if s["tokenizer_name"] else "")
-            + (f" data.vocab_size={s['vocab_size']}" if s["tokenizer"] == "bpe" else "")
-            + f"; drop the data.tokenizer settings, or prepare it again with them (tokendiff prepare "
-            f"data.input=<file or folder> data.dataset={named.name} data.tokenizer=...)"
-        )
-    if named.exists:
-        return PreparedText(named.root)
-    missing = [i for i in s["input"] if not Path(i).exists()]
-    if missing:
-        raise TokenDiffError(
-            f"data.dataset={named.name!r}: its prepared files ({named.root}) are gone and so is {missing[0]}, "
-            "which it was prepared from; prepare it again (tokendiff prepare data.input=<file or folder> "
-            f"data.dataset={named.name})"
-        )
-    return resolve_dataset(
-        named.name,
-        s["input"],
-        s["tokenizer"],
-        s["vocab_size"],
-        configured_data_dir,
-        min_tokens,
-        s["val_fraction"],
-        text_column=s["text_column"],
-        tokenizer_name=s["tokenizer_name"],
-    )
-
-
-def resolve_eval_corpus(
-    spec: str,
-    tokenizer,
-    configured_data_dir: str | None,
-    text_column: str = "text",
-    val_fraction: float = 0.1,
-    num_proc: int | None = None,
-) -> PreparedText:
-    """``eval.data``: the corpus ``spec`` names, tokenized with ``tokenizer`` (a checkpoint's), for zero-shot
-    evaluation. ``spec``: a prepared corpus's name, a known dataset, or a file or folder (read as
-    ``data.input`` is, with ``text_column`` and ``val_fraction``).
-
-    A named corpus prepared with this very tokenizer is used as it is; otherwise the documents are
-    tokenized with ``tokenizer`` (never a tokenizer trained on them) into a directory cached under the
-    tokenizer's fingerprint (:func:`cache_name`).
-    """
-    named = find_name(spec)
-    if named is not None:
-        if named.exists and PreparedText(named.root).tokenizer().fingerprint() == tokenizer.fingerprint():
-            return PreparedText(named.root)
-        s = named.settings
-        source, name, val_fraction = LocalFiles(s["input"], s["text_column"]), spec, s["val_fraction"]
-    elif spec in DATASETS:
-        source, name = _known_text(spec, configured_data_dir), spec
-    elif Path(spec).expanduser().exists():
-        source, name = LocalFiles([spec], text_column), safe_name(Path(spec).expanduser().resolve().stem)
-    else:
-        raise TokenDiffError(
-            f"eval.data={spec!r} is neither a corpus prepared by name ({', '.join(prepared_names()) or 'none yet'}), "
-            f"a known dataset ({', '.join(sorted(DATASETS))}) nor a file or folder that exists"
-        )
-    root = prepared_dir() / cache_name(name, tokenizer, 0, val_fraction, source.digest())
-    return _cached(root, lambda: prepare_corpus(source, root, tokenizer, 0, val_fraction, 1, num_proc))

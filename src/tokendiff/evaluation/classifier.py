@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from tokendiff.atomic import staged_file, write_text
 from tokendiff.data.mnist import binarize_dynamic, load_mnist
 from tokendiff.data.paths import prepared_dir
 
@@ -85,11 +86,9 @@ def load_classifier() -> tuple[DigitClassifier, dict]:
         model.load_state_dict(load_file(str(root / "model.safetensors")))
         return model.eval(), json.loads((root / "meta.json").read_text())
     model, meta = _train()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / "model.safetensors.tmp"
-    save_file(model.state_dict(), str(tmp))
-    tmp.replace(root / "model.safetensors")
-    (root / "meta.json").write_text(json.dumps(meta, indent=2))
+    with staged_file(root / "model.safetensors") as tmp:
+        save_file(model.state_dict(), str(tmp))
+    write_text(root / "meta.json", json.dumps(meta, indent=2))  # last: its presence says the cache is complete
     return model, meta
 
 

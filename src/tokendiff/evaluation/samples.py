@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["text_statistics", "generative_perplexity"]
+__all__ = ["text_statistics", "generative_perplexity", "text_quality", "real_text_windows"]
 
 
 def text_statistics(samples: list[list[int]]) -> dict:
@@ -76,3 +76,16 @@ def generative_perplexity(model, samples: list[list[int]], device="cpu", batch_s
         nll += terms[valid].double().sum().item()
         count += int(valid.sum())
     return {"generative_perplexity": math.exp(nll / count), "scored_tokens": count}
+
+
+def text_quality(model, samples: list[list[int]], device="cpu", batch_size: int = 16) -> dict:
+    """Generative perplexity under the autoregressive ``model`` and the text statistics of ``samples``."""
+    return generative_perplexity(model, samples, device, batch_size) | text_statistics(samples)
+
+
+def real_text_windows(split, samples: list[list[int]]) -> list[list[int]]:
+    """The yardstick for ``samples``: as many windows of real text (a split of the reference's corpus,
+    :class:`~tokendiff.data.text.TokenSplit`) as there are samples, each of the samples' mean length in
+    tokens (at least 2, the shortest text that has a perplexity; at most the whole split)."""
+    length = max(2, round(sum(map(len, samples)) / len(samples)))
+    return split.windows(min(length, len(split)), len(samples)).tolist()

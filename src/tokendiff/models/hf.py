@@ -16,15 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.extras import require
+from tokendiff.models.base import Backbone
 
 __all__ = ["HFMaskedLM", "load_hf_backbone"]
 
 
-class HFMaskedLM(nn.Module):
+class HFMaskedLM(Backbone):
     """tokens (B, L) in tokendiff ids -> logits (B, L, V) over real tokens, through a transformers model.
 
     Args:
@@ -36,6 +36,7 @@ class HFMaskedLM(nn.Module):
     """
 
     time_conditioning = False
+    exports_pretrained = True  # export(): the backbone as save_pretrained writes it (transformers can load it)
 
     def __init__(self, backbone, vocab_size: int, mask_id: int, block_size: int, causal: bool = False):
         super().__init__()

@@ -20,12 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.models.base import Backbone
 from tokendiff.models.transformer import Block, rope_tables
 
 __all__ = ["ImagePatchTransformer", "ImageConvNet"]
 
 
-class ImageConvNet(nn.Module):
+class ImageConvNet(Backbone):
     """``forward(x, t=None) -> logits``, x: (B, H*W) ids in {0, 1, 2}; logits: (B, H*W, 2).
 
     One-hot states -> 3x3 conv -> ``n_layer`` residual blocks (GroupNorm, SiLU, dilated 3x3 conv,
@@ -85,7 +86,7 @@ class ImageConvNet(nn.Module):
         return self.out(h).permute(0, 2, 3, 1).reshape(B, L, self.vocab_size)  # (B, H*W, V)
 
 
-class ImagePatchTransformer(nn.Module):
+class ImagePatchTransformer(Backbone):
     """``forward(x, t=None) -> logits`` with ``x``: (B, H*W) ids in {0, 1, 2}; logits: (B, H*W, 2).
 
     >>> m = ImagePatchTransformer(n_layer=1, n_head=2, n_embd=32)

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.models.base import Backbone
 
 __all__ = ["Transformer", "KVCache"]
 
@@ -128,7 +129,7 @@ class TimeEmbedding(nn.Module):
         return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))  # (B, D)
 
 
-class Transformer(nn.Module):
+class Transformer(Backbone):
     """``forward(x, t=None) -> logits`` with ``x``: (B, L) ids in [0, V]; logits: (B, L, V).
 
     ``block_diffusion=B`` makes it a block diffusion model (BD3-LM, Arriola et al. 2025): attention is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tokendiff.samplers.diffusion import gumbel_argmax, process_log_probs
+from tokendiff.samplers.noise import gumbel_argmax, process_log_probs
 
 __all__ = ["AutoregressiveSampler"]
 

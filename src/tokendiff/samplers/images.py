@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import DiffusionSampler
+from tokendiff.samplers.noise import row_generators
 
 __all__ = ["draw_images"]
 

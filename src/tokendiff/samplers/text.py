@@ -16,7 +16,9 @@ from tqdm import tqdm
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
-from tokendiff.samplers.diffusion import DiffusionSampler, row_generators
+from tokendiff.samplers.diffusion import DiffusionSampler
+from tokendiff.samplers.noise import row_generators
+from tokendiff.samplers.settings import SamplingSettings
 
 __all__ = ["initial_tokens", "generate", "parse_template", "unescape", "sampling_options"]
 
@@ -142,7 +144,7 @@ def generate(
     """
     block = model.block_size
     causal = kernel is None
-    block_model = bool(getattr(model, "block_diffusion", None))
+    block_model = bool(model.block_diffusion)
     longer = causal or block_size is not None or block_model  # these samplers slide the model's context along the text
     if length < 1 or (length > block and not longer):
         raise TokenDiffError(
@@ -157,11 +159,12 @@ def generate(
         sampler = AutoregressiveSampler(model, temperature, top_p, top_k)
         prefix = x0[x0 != mask_id]  # (P,) the prompt; the model writes the rest left to right
     else:
-        sampler = DiffusionSampler(
-            model, kernel, steps, temperature, strategy, top_p, cache, threshold=threshold, confidence=confidence,
-            block_size=block_size, top_k=top_k, remask=remask, remask_eta=remask_eta, kv_cache=kv_cache,
-            time_grid=time_grid,
+        settings = SamplingSettings(
+            steps=steps, temperature=temperature, strategy=strategy, top_p=top_p, top_k=top_k, cache=cache,
+            threshold=threshold, confidence=confidence, block_size=block_size, remask=remask, remask_eta=remask_eta,
+            kv_cache=kv_cache, time_grid=time_grid,
         )  # fmt: skip
+        sampler = DiffusionSampler(model, kernel, settings)
     eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
     generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
     # the blocks of every batch, counted (and a block wider than the context refused) before any work

@@ -20,7 +20,6 @@ import math
 
 import torch
 
-from tokendiff.errors import TokenDiffError
 from tokendiff.processes.base import Kernel
 
 __all__ = ["TIME_GRIDS", "time_grid"]
@@ -41,10 +40,9 @@ def _inverse_alpha(kernel: Kernel, targets: torch.Tensor) -> torch.Tensor:
 
 def time_grid(kernel: Kernel, steps: int, kind: str = "auto") -> torch.Tensor:
     """The ``steps + 1`` times from 1 to 0 (float64) of grid ``kind`` (module docstring)."""
-    if kind not in TIME_GRIDS:
-        raise TokenDiffError(f"sampling.time_grid={kind!r} is unknown; use one of {list(TIME_GRIDS)}")
+    assert kind in TIME_GRIDS, kind  # users' values are checked in SamplingSettings
     if kind == "auto":
-        kind = getattr(kernel, "default_time_grid", "alpha")
+        kind = kernel.default_time_grid
     k = torch.arange(steps + 1, dtype=torch.float64)
     if kind == "linear":
         times = 1.0 - k / steps

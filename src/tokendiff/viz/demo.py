@@ -46,6 +46,7 @@ import time
 import traceback
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.samplers.settings import STRATEGIES
 from tokendiff.viz.text import MASK_GLYPH, render_frame
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
 ]  # fmt: skip
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
-STRATEGIES = ("ancestral", "confidence", "threshold")
 # the sample box: a monospace grid that wraps at any character, spaces included, so that no cell moves
 CSS = (
     "#sample textarea {font-family: ui-monospace, 'DejaVu Sans Mono', monospace; white-space: break-spaces; "

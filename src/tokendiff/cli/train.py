@@ -1,0 +1,100 @@
+"""``tokendiff prepare`` and ``tokendiff train``: the data, then a model, in one process or several."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tokendiff.cli.arguments import load_config, split_args
+from tokendiff.cli.output import strict_json
+from tokendiff.cli.ranks import leader_first, process_state
+from tokendiff.errors import TokenDiffError
+
+__all__ = ["cmd_prepare", "cmd_train"]
+
+
+def cmd_prepare(args):
+    from tokendiff.build import build_dataset
+
+    cfg, _ = load_config(args)
+    prepared = build_dataset(cfg)
+    if not hasattr(prepared, "meta"):  # images: nothing to tokenize; load (and check) the splits
+        splits = {name: len(prepared.split(name)) for name in ("train", "val", "test")}
+        print(strict_json({"dataset": cfg.data.dataset, "images": splits}, indent=2))
+        return
+    print(strict_json({"prepared_dir": str(prepared.root), **prepared.meta}, indent=2))
+
+
+def cmd_train(args):
+    from tokendiff.build import build_dataset, build_training, default_device
+    from tokendiff.checkpoint import load_checkpoint
+    from tokendiff.cli.launch import check_process_count, is_launched_worker, launch_workers
+    from tokendiff.configs import compose_resume_config, prefer_given_steps, resume_target, to_dict
+    from tokendiff.training import Trainer
+    from tokendiff.training.run_directory import check_run_directory, create_run_directory, run_directory_of
+
+    overrides, _ = split_args(args)
+    resume = resume_target(overrides)
+    resume_from = None
+    if resume:
+        loaded = load_checkpoint(resume, what="resume")
+        resume_from = loaded.path
+        cfg = compose_resume_config(loaded.config, overrides, resume_from)
+    else:
+        cfg, _ = load_config(args)
+    prefer_given_steps(cfg, overrides)
+    device = default_device(cfg.system.device)  # a clear error for a device this machine does not have
+    # where the run writes, decided (not yet made) before any work: a resumed run continues in its own
+    # directory; the directory is created only once everything else has been checked, below
+    run = run_directory_of(resume_from) if resume_from else check_run_directory(cfg.output_dir, cfg.overwrite)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.system.num_processes > 1 and not is_launched_worker():
+        check_process_count(cfg.system.num_processes, device)
+        build_dataset(cfg)  # checked and prepared once, before any worker starts (they find it ready)
+        return launch_workers(cfg.system.num_processes, args)
+    if cfg.system.num_processes > 1 and cfg.system.num_processes != world:
+        raise TokenDiffError(
+            f"system.num_processes={cfg.system.num_processes}, but the launcher started {world} process(es); "
+            "drop system.num_processes= when launching with torchrun or accelerate launch"
+        )
+    # one process, or one of several (system.num_processes, torchrun, accelerate launch): the main one
+    # prepares data and the run directory, the others wait for it and then read what it made
+    procs = process_state(cfg.system.device)
+    say = print if procs.is_main_process else (lambda *a, **k: None)
+    parts = leader_first(procs, lambda: build_training(cfg), local=True)  # each machine prepares its cache once
+    if parts.derived:
+        say(parts.derived, flush=True)
+    data, tokenizer, model, kernel, objective = parts.data, parts.tokenizer, parts.model, parts.kernel, parts.objective
+    kind = "autoregressive" if kernel is None else f"{kernel.name} diffusion ({cfg.diffusion.objective})"
+    if procs.num_processes > 1:
+        kind += f" on {procs.num_processes} processes ({procs.distributed_type.value}; batch_size per process)"
+    say(
+        f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
+        f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "
+        f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {run}",
+        flush=True,
+    )
+    overwrite = cfg.overwrite
+    cfg.output_dir, cfg.overwrite = str(run), False  # what the checkpoints record
+    trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)  # all its checks
+    if not resume_from:  # every check has passed (init_from's weights are loaded): now the directory
+        leader_first(procs, lambda: create_run_directory(str(run), overwrite), follower=lambda: run)
+    if resume_from is not None:
+        say(f"resumed from {resume_from} at step {trainer.step}", flush=True)
+    result = trainer.train()
+    if procs.is_main_process:
+        print(f"\nsaved {result.checkpoint} (step {result.step})")
+        for i, text in enumerate(result.samples):
+            print(f"\n----- sample {i} -----\n{text}")
+        if result.eval:
+            print("\n" + strict_json(result.eval))
+    if procs.num_processes > 1:
+        procs.wait_for_everyone()
+        procs.destroy_process_group()
+        # Everything is written (checkpoints atomically, by the main process, before the barrier) and
+        # printed. Leave without running interpreter teardown: gloo's background threads, destroyed
+        # with the interpreter, abort the process now and then ("terminate called without an active
+        # exception", SIGABRT), which turned a finished run into a failed exit status under load.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -1,0 +1,124 @@
+"""The sampler's settings: one validated record of every knob of the reverse loop.
+
+The config's ``sampling`` section builds it once (:meth:`tokendiff.configs.schema.SamplingConfig.settings`),
+and the samplers receive it whole. Each value is checked here, once, with the message the CLI prints
+(``sampling.<key>=...``); what depends on the model or the kernel (a block size the model refuses, a
+strategy the kernel cannot follow) is checked by :class:`tokendiff.samplers.diffusion.DiffusionSampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal, Optional, get_args
+
+from tokendiff.errors import TokenDiffError
+from tokendiff.samplers.time_grid import TIME_GRIDS
+
+__all__ = ["SamplingSettings", "STRATEGIES", "CONFIDENCES", "KV_CACHES", "REMASKS", "SETTING_KEYS"]
+
+# the one list of step rules (tokendiff.samplers.rules maps each name to its class); the schema and the demo
+# read it from here
+Strategy = Literal["ancestral", "confidence", "threshold"]
+Confidence = Literal["prob", "margin", "entropy"]
+KVCacheMode = Literal["auto", "none", "prefix", "dual"]
+Remask = Literal["none", "cap"]
+TimeGrid = Literal["auto", "linear", "alpha", "cosine"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+CONFIDENCES: tuple[str, ...] = get_args(Confidence)
+KV_CACHES: tuple[str, ...] = get_args(KVCacheMode)
+REMASKS: tuple[str, ...] = get_args(Remask)
+assert get_args(TimeGrid) == TIME_GRIDS  # the time grids are defined with their math
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TokenDiffError(message)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How :class:`~tokendiff.samplers.diffusion.DiffusionSampler` runs its reverse loop.
+
+    Attributes:
+        steps: reverse steps ``N``; times ``1 = t_0 > ... > t_N = 0`` on ``time_grid``.
+        temperature: divides the logits (0 = greedy).
+        strategy: the step rule (:mod:`tokendiff.samplers.rules`): ``ancestral`` (the kernel's reverse step),
+            ``confidence`` (reveal the most confident masks, as many as the schedule says) or ``threshold``
+            (also every mask whose confidence exceeds ``threshold``, as Fast-dLLM).
+        top_p: nucleus filtering of the clean-token distribution (1.0 = off).
+        top_k: keep the k most likely tokens, before ``top_p`` (0 = off).
+        cache: reuse the logits when ``x`` did not change (time-agnostic models only; identical output).
+        threshold: ``threshold`` strategy: reveal where the confidence exceeds this value, in [0, 1].
+        confidence: its measure: ``prob``, ``margin`` (top-1 minus top-2) or ``entropy`` (1 - H / log V).
+        block_size: block-wise (semi-autoregressive) sampling in blocks of this many positions; None: the
+            whole sequence at once (a block diffusion model always samples its own blocks).
+        remask: ``cap`` lets revealed tokens be masked again (ReMDM's "cap" schedule); ``none``: MDLM's step.
+        remask_eta: ``remask=cap``: the cap on the remasking probability per step, in [0, 1].
+        kv_cache: block-wise only: ``auto`` | ``none`` | ``prefix`` | ``dual`` (:mod:`tokendiff.samplers.kv_cache`).
+        visible_limit: show the model at most this share of the known tokens of a row (averaged over
+            ``visible_subsets`` random subsets); None: every known token (:mod:`tokendiff.samplers.visible`).
+        time_grid: where the steps fall (:mod:`tokendiff.samplers.time_grid`).
+    """
+
+    steps: int = 128
+    temperature: float = 1.0
+    strategy: Strategy = "ancestral"
+    top_p: float = 1.0
+    top_k: int = 0
+    cache: bool = True
+    threshold: float = 0.9
+    confidence: Confidence = "prob"
+    block_size: Optional[int] = None
+    remask: Remask = "none"
+    remask_eta: float = 0.02
+    kv_cache: KVCacheMode = "auto"
+    visible_limit: Optional[float] = None
+    visible_subsets: int = 1
+    time_grid: TimeGrid = "auto"
+
+    def __post_init__(self):
+        _check(
+            isinstance(self.steps, int) and 1 <= self.steps <= 100_000,
+            f"sampling.steps={self.steps} must lie in [1, 100000], e.g. sampling.steps=128",
+        )
+        _check(
+            0 <= self.temperature < float("inf"),
+            f"sampling.temperature={self.temperature} must be a finite number >= 0; use 0 (greedy) or a positive "
+            "value such as 0.8",
+        )
+        _check(
+            self.strategy in STRATEGIES,
+            f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic), confidence or "
+            "threshold",
+        )
+        _check(
+            self.block_size is None or self.block_size >= 1,
+            f"sampling.block_size={self.block_size} must be >= 1 (or unset for the whole sequence at once)",
+        )
+        _check(0.0 <= self.threshold <= 1.0, f"sampling.threshold={self.threshold} must lie in [0, 1], e.g. 0.9")
+        _check(
+            self.confidence in CONFIDENCES,
+            f"sampling.confidence={self.confidence!r} is unknown; use prob, margin or entropy",
+        )
+        _check(0.0 < self.top_p <= 1.0, f"sampling.top_p={self.top_p} must lie in (0, 1]")
+        _check(self.remask in REMASKS, f"sampling.remask={self.remask!r} is unknown; use none or cap")
+        _check(0.0 <= self.remask_eta <= 1.0, f"sampling.remask_eta={self.remask_eta} must lie in [0, 1], e.g. 0.02")
+        _check(
+            self.kv_cache in KV_CACHES,
+            f"sampling.kv_cache={self.kv_cache!r} is unknown; use auto, none, prefix or dual",
+        )
+        _check(
+            isinstance(self.top_k, int) and self.top_k >= 0,
+            f"sampling.top_k={self.top_k} must be >= 0 (0 turns it off)",
+        )
+        _check(
+            self.time_grid in TIME_GRIDS,
+            f"sampling.time_grid={self.time_grid!r} is unknown; use auto, linear, alpha or cosine",
+        )
+        _check(
+            self.visible_limit is None or (0.0 < self.visible_limit <= 1.0 and self.visible_subsets >= 1),
+            f"visible_limit={self.visible_limit} must lie in (0, 1] and visible_subsets={self.visible_subsets} be >= 1",
+        )
+
+
+SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in fields(SamplingSettings))
