@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from tokendiff.build import build_training
-from tokendiff.configs import compose_config, to_dict
+from tokendiff.cli.train import trainer_from_config
+from tokendiff.configs import compose_config
 from tokendiff.evaluation import evaluate_likelihood
 from tokendiff.training import Trainer
 
@@ -57,7 +58,7 @@ def make_trainer(model: list[str], steps: int, batch: int, output_dir: str) -> T
     )
     cfg.output_dir = output_dir  # nothing is written there: only train_step is called
     parts = build_training(cfg)
-    return Trainer(cfg, to_dict(cfg), parts.model, parts.objective, parts.tokenizer, parts.data)
+    return trainer_from_config(cfg, parts.model, parts.objective, parts.tokenizer, parts.data)
 
 
 def run(model, minutes, batch, eval_images):

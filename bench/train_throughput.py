@@ -69,7 +69,8 @@ from torch import nn
 
 import tokendiff
 from tokendiff.build import build_training
-from tokendiff.configs import compose_config, to_dict
+from tokendiff.cli.train import trainer_from_config
+from tokendiff.configs import compose_config
 from tokendiff.models import Transformer
 from tokendiff.training import Trainer
 
@@ -234,7 +235,7 @@ def make_trainer(overrides: list[str]) -> tuple[Trainer, Transformer]:
     cfg.output_dir = tempfile.mkdtemp(prefix="train_throughput-")
     parts = build_training(cfg)
     initial = copy.deepcopy(parts.model)
-    return Trainer(cfg, to_dict(cfg), parts.model, parts.objective, parts.tokenizer, parts.data), initial
+    return trainer_from_config(cfg, parts.model, parts.objective, parts.tokenizer, parts.data), initial
 
 
 def profile_top(cfg: Config, steps: int, rows: int) -> list[dict]:
@@ -348,9 +349,9 @@ def main(argv=None) -> int:
 
     def batch(k):
         """Step ``k``'s batch and draws, as the Trainer makes them."""
-        from tokendiff.training.trainer import step_generator
+        from tokendiff.training.step_rng import step_generator
 
-        seed = trainer.tcfg.seed
+        seed = trainer.training.seed
         x = trainer.train_split.batch(B, L, step_generator(seed, k, 0, 0, "cpu"))
         return x, step_generator(seed, k, 0, 1, "cpu")
 
@@ -369,7 +370,7 @@ def main(argv=None) -> int:
         f"{n_td:,} parameters ({n_nonembed:,} non-embedding); reference matches (max |logit diff| {diff:.1e})"
     )
     print(f"step: batch {B} x seq {L} = {tokens_per_step:,} tokens; {fpt / 1e6:.2f} MFLOP per token", flush=True)
-    print(f"Trainer: system.dtype={trainer.cfg.system.dtype} -> {trainer.dtype}; compiled: {trainer.compiled}")
+    print(f"Trainer: system.dtype={trainer.system.dtype} -> {trainer.dtype}; compiled: {trainer.compiled}")
 
     peaks_before = {
         "float32": matmul_peak(args.matmul_size, torch.float32, args.matmul_reps),

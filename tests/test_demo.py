@@ -173,7 +173,8 @@ def test_generate_is_off_from_the_click_until_the_run_ends_however_it_ends(serve
     assert generate["trigger_after"] == begin["id"] and end["trigger_after"] == generate["id"]
     assert not end["trigger_only_on_success"]  # after an error or a Stop too (errors are status lines anyway)
     ckpt = load_checkpoint(run_dir)
-    app = build_app(ckpt, ckpt.config)
+    c = ckpt.config
+    app = build_app(ckpt, c.sampling, length=c.model.block_size, prompt=c.prompt, seed=c.seed)
     blocks = {fn.api_name: fn for fn in app.fns.values()}
     assert [blocks[name].concurrency_limit for name in ("begin", "end", "stop")] == [None] * 3  # never queued behind
     fns = {name: block.fn for name, block in blocks.items()}
@@ -198,7 +199,7 @@ def test_generate_is_off_from_the_click_until_the_run_ends_however_it_ends(serve
 
 def test_frames_keep_their_rows_whichever_masks_are_newlines():
     from tokendiff.data.tokenizers import CharTokenizer
-    from tokendiff.viz.demo import layout_frame, row_width
+    from tokendiff.viz.demo_stream import layout_frame, row_width
     from tokendiff.viz.text import render_frame
 
     tok = CharTokenizer(list("\nab"))
@@ -226,7 +227,7 @@ def test_newlines_show_as_a_glyph_while_denoising_and_as_line_breaks_when_done(s
 def test_closing_the_stream_stops_the_sampler(run_dir):
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.samplers.text import sampling_options
-    from tokendiff.viz.demo import stream_denoising
+    from tokendiff.viz.demo_stream import stream_denoising
 
     ckpt = load_checkpoint(run_dir)
     calls, forward = [], ckpt.model.forward

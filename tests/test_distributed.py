@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tokendiff.build import build_training
 from tokendiff.configs import compose_config
 from tokendiff.training.optimizer import learning_rate, param_groups
-from tokendiff.training.trainer import step_generator
+from tokendiff.training.step_rng import step_generator
 
 TEXT = "".join(f"{i} little lambs went to the meadow; {i * 7 % 13} came back.\n" for i in range(400))
 TINY = [

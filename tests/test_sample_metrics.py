@@ -9,6 +9,7 @@ import torch
 from tokendiff.cli.main import main
 from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.samples import generative_perplexity, text_statistics
+from tokendiff.models.base import Backbone
 
 
 def test_text_statistics_of_an_alternating_sequence():
@@ -22,7 +23,7 @@ def test_text_statistics_of_an_alternating_sequence():
     assert fresh["unigram_entropy_bits"] == pytest.approx(math.log2(7))
 
 
-class Bigram(torch.nn.Module):
+class Bigram(Backbone):
     """A causal "model" whose next-token distribution is ``table[previous token]``."""
 
     causal = True

@@ -233,13 +233,15 @@ def test_a_kernel_that_needs_t_on_a_time_agnostic_model_is_refused_naming_both_f
 def test_time_agnostic_kernels_load_on_either_model(tmp_path):
     # masks (and hybrid without its uniform share) need no t; a time-conditioned model may still be told it
     from tokendiff.checkpoint import read_kernel
+    from tokendiff.configs import record_kernel
     from tokendiff.configs.schema import Config, ModelConfig
 
     for kernel in (AbsorbingKernel(65, make_schedule("cosine")), HybridKernel(65, p_uniform=0.0)):
         write_scheduler(tmp_path, kernel)
         for model in (ModelConfig(time_conditioning=False), ModelConfig(time_conditioning=True)):
             cfg = Config(model=model)
-            assert read_kernel(tmp_path, cfg, 65).name == kernel.name == cfg.diffusion.process
+            loaded = read_kernel(tmp_path, cfg, 65)
+            assert loaded.name == kernel.name == record_kernel(cfg, loaded).diffusion.process
 
 
 @pytest.mark.parametrize(
@@ -268,7 +270,7 @@ def test_a_format_1_file_is_read_when_its_schedule_means_the_same(tmp_path):
     import json
 
     from tokendiff.checkpoint import read_kernel
-    from tokendiff.configs import Config
+    from tokendiff.configs import Config, record_kernel
     from tokendiff.errors import TokenDiffError
 
     old = {
@@ -281,7 +283,73 @@ def test_a_format_1_file_is_read_when_its_schedule_means_the_same(tmp_path):
     (tmp_path / "scheduler_config.json").write_text(json.dumps(old))
     cfg = Config()
     kernel = read_kernel(tmp_path, cfg, 65)
-    assert kernel.vocab_size == 65 and kernel.schedule.name == "log_linear" and cfg.diffusion.schedule == "log_linear"
+    recorded = record_kernel(cfg, kernel)
+    assert cfg == Config()  # read_kernel leaves the config as it is; record_kernel makes the one that says the kernel
+    assert (
+        kernel.vocab_size == 65 and kernel.schedule.name == "log_linear" and recorded.diffusion.schedule == "log_linear"
+    )
     (tmp_path / "scheduler_config.json").write_text(json.dumps({**old, "alpha_schedule": "cosine"}))
     with pytest.raises(TokenDiffError, match="retrain"):
         read_kernel(tmp_path, Config(), 65)
+
+
+# each kernel's diffusion.* settings, the translation between scheduler_config.json and the config it was built from
+SETTINGS = [
+    (
+        AbsorbingKernel(65, make_schedule("cosine", eps=0.01)),
+        {"process": "absorbing", "schedule": "cosine", "eps": 0.01, "sigma_min": 1e-4, "sigma_max": 20.0},
+    ),
+    (
+        AbsorbingKernel(65, make_schedule("geometric", sigma_min=1e-3, sigma_max=10.0)),
+        {"process": "absorbing", "schedule": "geometric", "eps": 1e-3, "sigma_min": 1e-3, "sigma_max": 10.0},
+    ),
+    (
+        UniformKernel(65, make_schedule("linear", eps=0.05), exclude_mask_from_uniform=False),
+        {
+            "process": "uniform",
+            "schedule": "linear",
+            "eps": 0.05,
+            "sigma_min": 1e-4,
+            "sigma_max": 20.0,
+            "exclude_mask_from_uniform": False,
+        },
+    ),
+    (
+        HybridKernel(65, p_uniform=0.2, gamma=2.0),
+        {"process": "hybrid", "schedule": None, "p_uniform": 0.2, "gamma": 2.0},
+    ),
+]
+
+
+@pytest.mark.parametrize("index", range(len(SETTINGS)))
+def test_a_config_that_records_a_kernel_builds_that_kernel_and_is_a_copy(index):
+    from tokendiff.build import build_kernel
+    from tokendiff.configs import record_kernel
+    from tokendiff.configs.schema import Config, DiffusionConfig, ModelConfig
+
+    kernel, settings = SETTINGS[index]
+    assert kernel.diffusion_settings() == settings
+    # a config of another kernel (and another schedule) on a time-conditioned model: every kernel fits it
+    cfg = Config(model=ModelConfig(time_conditioning=True), diffusion=DiffusionConfig(schedule="log_linear", eps=0.3))
+    before = Config(
+        model=ModelConfig(time_conditioning=True), diffusion=DiffusionConfig(schedule="log_linear", eps=0.3)
+    )
+    recorded = record_kernel(cfg, kernel)
+    assert cfg == before and recorded is not cfg and recorded.diffusion is not cfg.diffusion
+    assert {key: getattr(recorded.diffusion, key) for key in settings} == settings
+    assert recorded.model == cfg.model and recorded.diffusion.t_min == cfg.diffusion.t_min
+    assert build_kernel(recorded, 65).to_config() == kernel.to_config()
+
+
+def test_each_kernel_says_what_its_file_names_it_and_only_absorbing_is_masked_diffusion():
+    uniform = UniformKernel(65, make_schedule("log_linear"))
+    cases = [
+        (AbsorbingKernel(65, make_schedule("log_linear")), "forward_process=absorbing", True),
+        (uniform, "forward_process=uniform", False),
+        (HybridKernel(65, p_uniform=0.1), "_class_name=HybridTokenDiffusionScheduler with p_uniform=0.1", False),
+        # masks only, yet not MDLM's kernel: the masks-only settings are refused for it, as training refuses them
+        (HybridKernel(65, p_uniform=0.0), "_class_name=HybridTokenDiffusionScheduler with p_uniform=0.0", False),
+    ]
+    for kernel, says, masked in cases:
+        assert kernel.describe() == says and kernel.masked_diffusion is masked
+        assert kernel_from_config(kernel.to_config()).describe() == says

@@ -209,8 +209,8 @@ def test_auto_dtype_is_bfloat16_only_where_bf16_matmul_is_native(monkeypatch):
 def test_auto_compile_only_for_long_cpu_runs(tmp_path):
     # torch.compile is lazy: building the Trainer decides, nothing is compiled here
     from tokendiff.build import build_training
-    from tokendiff.configs import compose_config, to_dict
-    from tokendiff.training import Trainer
+    from tokendiff.cli.train import trainer_from_config
+    from tokendiff.configs import compose_config
     from tokendiff.training.trainer import AUTO_COMPILE_MIN_STEPS
 
     decided = []
@@ -218,7 +218,7 @@ def test_auto_compile_only_for_long_cpu_runs(tmp_path):
         cfg = compose_config([*TINY, f"training.max_iters={steps}", f"system.compile={setting}"])
         cfg.output_dir = str(tmp_path / f"{steps}-{setting}")
         parts = build_training(cfg)
-        trainer = Trainer(cfg, to_dict(cfg), parts.model, parts.objective, parts.tokenizer, parts.data)
+        trainer = trainer_from_config(cfg, parts.model, parts.objective, parts.tokenizer, parts.data)
         decided.append(trainer.compiled)
         # Ctrl-C before the compiled first step has run: a line says the key was heard and when it applies
         notice = trainer._interrupt_notice()
@@ -230,7 +230,7 @@ def test_the_first_ctrl_c_prints_the_notice_and_sets_the_flag(capsys):
     import os
     import signal
 
-    from tokendiff.training.trainer import interrupts_between_steps
+    from tokendiff.training.interrupts import interrupts_between_steps
 
     with interrupts_between_steps(lambda: "heard: stopping after this step") as interrupted:
         assert not interrupted()

@@ -13,7 +13,7 @@ Layout of one checkpoint (``<output_dir>/checkpoints/step_000500`` or ``<output_
     model/                   model.arch=hf only: the backbone (and tokenizer) in save_pretrained's format,
                              so that AutoModelForMaskedLM.from_pretrained("<checkpoint>/model") loads it
     training_state/          what resume needs: raw weights, optimizer moments, step, RNG
-        model.safetensors  optimizer.safetensors  state.json
+        model.safetensors  optimizer.safetensors  state.json   (tokendiff.checkpoint_state: their contents)
 
 A checkpoint is built in a hidden sibling directory and renamed into place in one step, so a crash
 mid-write leaves the previous checkpoints untouched and never a half-written one.
@@ -31,7 +31,15 @@ from safetensors.torch import load_file, save_file
 
 from tokendiff._version import __version__
 from tokendiff.atomic import staged_directory
-from tokendiff.configs import Config, config_from_dict
+from tokendiff.checkpoint_state import (
+    OPTIMIZER,
+    STATE_KEYS,
+    TrainingState,
+    optimizer_tensors,
+    restore_optimizer,
+    valid_state,
+)
+from tokendiff.configs import Config, config_from_dict, record_kernel
 from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
 from tokendiff.processes import kernel_from_config
@@ -60,7 +68,6 @@ OBJECTIVE_STATE = "objective.safetensors"  # in training_state/: an objective's 
 SCHEDULER_CONFIG = "scheduler_config.json"
 TRAINING_STATE = "training_state"
 EXPORT_DIR = "model"  # model.arch=hf: the backbone as save_pretrained writes it (transformers can load it)
-OPTIMIZER = "optimizer.safetensors"  # in TRAINING_STATE/, beside the raw weights (WEIGHTS)
 
 
 def _write_json(path: Path, data) -> None:
@@ -95,38 +102,6 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise TokenDiffError(f"{path} is missing: not a complete tokendiff checkpoint") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise TokenDiffError(f"{path} is corrupted ({exc}); use another checkpoint") from None
-
-
-def optimizer_tensors(state_dict: dict) -> dict[str, torch.Tensor]:
-    """Flatten ``optimizer.state_dict()['state']`` into ``state.<param index>.<name>`` tensors."""
-    flat = {}
-    for index, state in state_dict["state"].items():
-        for name, value in state.items():
-            flat[f"state.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return flat
-
-
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], path: Path | str = OPTIMIZER
-) -> None:
-    """Load moments saved by :func:`optimizer_tensors`; hyper-parameters come from the current config.
-
-    A name or shape that does not fit the optimizer's parameters is a clear error naming ``path``."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    state: dict[int, dict] = {}
-    for key, value in flat.items():
-        parts = key.split(".", 2)
-        index = int(parts[1]) if len(parts) == 3 and parts[0] == "state" and parts[1].isdigit() else -1
-        if not 0 <= index < len(params) or (value.dim() > 0 and value.shape != params[index].shape):
-            detail = (
-                f"unexpected {key!r}" if index < 0 or index >= len(params) else f"shape of {key} {tuple(value.shape)}"
-            )
-            raise TokenDiffError(
-                f"{path} does not fit the model ({detail}); the checkpoint is damaged, resume from another one"
-            )
-        state.setdefault(index, {})[parts[2]] = value
-    current = optimizer.state_dict()
-    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 
 
 def checkpoint_record(config_dict: dict, *, step: int, tokenizer, num_parameters: int) -> dict:
@@ -251,6 +226,8 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
             "put back the tokenizer file that was saved with this checkpoint"
         )
     kernel = None if cfg.model.causal else read_kernel(ckpt, cfg, vocab_size)
+    if kernel is not None:  # the config says what the kernel is: scheduler_config.json is its record
+        cfg = record_kernel(cfg, kernel)
     exported = ckpt / EXPORT_DIR if cfg.model.arch == "hf" else None
     if exported is not None and not (exported / "config.json").exists():
         raise TokenDiffError(f"{exported / 'config.json'} is missing: not a complete tokendiff checkpoint")
@@ -262,9 +239,10 @@ def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="check
 
 
 def read_kernel(ckpt: Path, cfg: Config, vocab_size: int):
-    """The kernel of a checkpoint, from its ``scheduler_config.json`` (the one record of the kernel).
+    """The kernel of a checkpoint, from its ``scheduler_config.json`` (the one record of the kernel), checked
+    against the model and objective of ``cfg``, which it leaves as it is (:func:`tokendiff.configs.record_kernel`
+    makes a config say what the kernel is).
 
-    ``cfg.diffusion`` is set from it, so that the config a run resumes with says what the kernel is.
     Files written before tokendiff took diffusers' names (no ``tokendiff_version``; the mask id equal to
     ``vocab_size``) are read when their schedule means the same function under both names.
     """
@@ -279,26 +257,13 @@ def read_kernel(ckpt: Path, cfg: Config, vocab_size: int):
             "put back the scheduler_config.json saved with this checkpoint"
         )
     _check_kernel_fits(kernel, path, ckpt / CONFIG, cfg)
-    d = cfg.diffusion
-    d.process = kernel.name
-    if kernel.name == "hybrid":
-        d.schedule, d.p_uniform, d.gamma = None, kernel.p_uniform, kernel.gamma
-    else:
-        sched = kernel.schedule
-        d.schedule, d.eps, d.sigma_min, d.sigma_max = sched.name, sched.eps, sched.sigma_min, sched.sigma_max
-    if kernel.name == "uniform":
-        d.exclude_mask_from_uniform = kernel.exclude_mask_from_uniform
     return kernel
 
 
 def _check_kernel_fits(kernel, path: Path, config_path: Path, cfg: Config) -> None:
     """Refuse a kernel that the model and objective of ``config.json`` cannot use (training refuses the same
     pairs, so only an edited or swapped ``scheduler_config.json`` gets here), naming both files."""
-    m, d = cfg.model, cfg.diffusion
-    if kernel.name == "hybrid":
-        says = f"_class_name=HybridTokenDiffusionScheduler with p_uniform={kernel.p_uniform}"
-    else:
-        says = f"forward_process={kernel.name}"
+    m, d, says = cfg.model, cfg.diffusion, kernel.describe()
     put_back = "put back the scheduler_config.json saved with the checkpoint"
     if kernel.time_conditioned and not m.time_conditioning:
         raise TokenDiffError(
@@ -314,7 +279,7 @@ def _check_kernel_fits(kernel, path: Path, config_path: Path, cfg: Config) -> No
         )
         if on
     ]
-    if kernel.name != "absorbing" and masks_only:
+    if not kernel.masked_diffusion and masks_only:
         raise TokenDiffError(
             f"{path} says {says}, but {config_path} has {masks_only[0]}, which needs forward_process=absorbing; "
             f"{put_back}"
@@ -382,62 +347,13 @@ def init_weights_from(model: torch.nn.Module, path, tokenizer) -> Path:
     return ckpt
 
 
-STATE_KEYS = ("step", "torch_rng_state")
-
-
-def _is_rng_state(value) -> bool:
-    """Whether ``value`` is a saved ``torch.get_rng_state()``: a list of that many bytes."""
-    return (
-        isinstance(value, list)
-        and len(value) == torch.get_rng_state().numel()
-        and all(isinstance(b, int) and 0 <= b < 256 for b in value)
-    )
-
-
-def _valid_ranks(state: dict) -> bool:
-    """The multi-process fields (absent in a one-process run): the world size and one CPU RNG state per
-    process (CUDA ones are byte lists too, of their own length)."""
-    world = state.get("world_size", 1)
-    if not isinstance(world, int) or world < 1:
-        return False
-    ranks = state.get("rank_torch_rng_states")
-    if ranks is not None and (not isinstance(ranks, list) or len(ranks) != world or not all(map(_is_rng_state, ranks))):
-        return False
-    cuda = state.get("rank_cuda_rng_states")
-    return cuda is None or (
-        isinstance(cuda, list)
-        and len(cuda) == world
-        and all(
-            c is None or (isinstance(c, list) and all(isinstance(b, int) and 0 <= b < 256 for b in c)) for c in cuda
-        )
-    )
-
-
-@dataclass
-class TrainingState:
-    """What ``training_state/`` holds besides the weights: the step, RNG states, EMA count, last eval."""
-
-    raw_weights: dict  # the trained weights
-    ema_weights: dict  # model.safetensors: the EMA weights when EMA is on (else the raw ones)
-    optimizer: dict  # flat moments, see optimizer_tensors
-    state: dict
-    objective: dict  # the objective's own tensors (EM's imputation buffer); empty for most
-
-
 def load_training_state(ckpt: Path) -> TrainingState:
     """Read ``training_state/`` of a checkpoint (for resume)."""
     root = Path(ckpt) / TRAINING_STATE
     if not root.is_dir():
         raise TokenDiffError(f"{ckpt} has no {TRAINING_STATE}/; it can be sampled but not resumed")
     state = read_json(root / "state.json")
-    if (
-        not isinstance(state, dict)
-        or any(k not in state for k in STATE_KEYS)
-        or not isinstance(state["step"], int)
-        or not _is_rng_state(state["torch_rng_state"])
-        or not isinstance(state.get("ema_updates", 0), int)
-        or not _valid_ranks(state)
-    ):
+    if not valid_state(state):
         raise TokenDiffError(
             f"{root / 'state.json'} lacks {', '.join(STATE_KEYS)} or has the wrong types; resume from another "
             "checkpoint of the run"

@@ -43,7 +43,12 @@ def cmd_eval(args):
     if ckpt.tokenizer.kind == "binary_image":
         from tokendiff.evaluation.images import evaluate_images
 
-        print(strict_json(evaluate_images(ckpt, data, cfg.eval, cfg.seed, device), indent=2))
+        trained = ckpt.config  # the corruption the model was trained for (data.observed_fraction: 0.1 by default)
+        out = evaluate_images(
+            ckpt, data, cfg.eval, cfg.seed, device,
+            training_objective=trained.diffusion.objective, observed_fraction=trained.data.observed_fraction,
+        )  # fmt: skip
+        print(strict_json(out, indent=2))
         return
     if data.tokenizer().fingerprint() != ckpt.tokenizer.fingerprint():
         raise TokenDiffError(

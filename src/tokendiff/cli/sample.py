@@ -136,7 +136,8 @@ def cmd_demo(args):
     from tokendiff.build import default_device
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import inherit_sampling
-    from tokendiff.viz.demo import check_gradio, serve, split_server_args
+    from tokendiff.viz.demo import serve
+    from tokendiff.viz.demo_checks import check_gradio, split_server_args
 
     host, port, rest = split_server_args(args)  # demo.host= / demo.port= are not config keys
     cfg, overrides = load_config(rest)
@@ -146,4 +147,5 @@ def cmd_demo(args):
     if ckpt.kernel is None or ckpt.tokenizer.kind == "binary_image":
         raise TokenDiffError("tokendiff demo shows the denoising of text; give a text diffusion checkpoint")
     inherit_sampling(cfg, overrides, ckpt.config)
-    serve(ckpt, cfg, host, port, device)
+    length = cfg.sampling.length or ckpt.config.model.block_size
+    serve(ckpt, cfg.sampling, length=length, prompt=cfg.prompt, seed=cfg.seed, host=host, port=port, device=device)

@@ -10,7 +10,7 @@ from tokendiff.cli.output import strict_json
 from tokendiff.cli.ranks import leader_first, process_state
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["cmd_prepare", "cmd_train"]
+__all__ = ["cmd_prepare", "cmd_train", "trainer_from_config"]
 
 
 def cmd_prepare(args):
@@ -25,12 +25,34 @@ def cmd_prepare(args):
     print(strict_json({"prepared_dir": str(prepared.root), **prepared.meta}, indent=2))
 
 
+def trainer_from_config(cfg, model, objective, tokenizer, data, resume_from=None):
+    """The :class:`~tokendiff.training.Trainer` of a resolved config: the one place that hands the trainer
+    the config sections and values it reads (``tokendiff train``, the benchmarks and the tests build it here)."""
+    from tokendiff.configs import to_dict
+    from tokendiff.training import Trainer
+
+    return Trainer(
+        model,
+        objective,
+        tokenizer,
+        data,
+        training=cfg.training,
+        system=cfg.system,
+        logging=cfg.logging,
+        sampling=cfg.sampling,
+        block_size=cfg.model.block_size,
+        eval_t_min=cfg.eval.t_min,
+        output_dir=cfg.output_dir,
+        config_dict=to_dict(cfg),  # recorded in the checkpoints as it is
+        resume_from=resume_from,
+    )
+
+
 def cmd_train(args):
     from tokendiff.build import build_dataset, build_training, default_device
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.cli.launch import check_process_count, is_launched_worker, launch_workers
-    from tokendiff.configs import compose_resume_config, prefer_given_steps, resume_target, to_dict
-    from tokendiff.training import Trainer
+    from tokendiff.configs import compose_resume_config, prefer_given_steps, resume_target
     from tokendiff.training.run_directory import check_run_directory, create_run_directory, run_directory_of
 
     overrides, _ = split_args(args)
@@ -76,7 +98,7 @@ def cmd_train(args):
     )
     overwrite = cfg.overwrite
     cfg.output_dir, cfg.overwrite = str(run), False  # what the checkpoints record
-    trainer = Trainer(cfg, to_dict(cfg), model, objective, tokenizer, data, resume_from)  # all its checks
+    trainer = trainer_from_config(cfg, model, objective, tokenizer, data, resume_from)  # all its checks
     if not resume_from:  # every check has passed (init_from's weights are loaded): now the directory
         leader_first(procs, lambda: create_run_directory(str(run), overwrite), follower=lambda: run)
     if resume_from is not None:

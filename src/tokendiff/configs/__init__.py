@@ -19,6 +19,7 @@ __all__ = [
     "prefer_given_steps",
     "inherit_sampling",
     "config_from_dict",
+    "record_kernel",
     "to_dict",
     "describe_keys",
     "presets",
@@ -144,6 +145,18 @@ def config_from_dict(data: dict, source: str = "config.json") -> Config:
         raise TokenDiffError(f"{source} does not match this version of tokendiff: {_first_line(exc)}") from None
     except TokenDiffError as exc:  # a value that the schema's checks refuse
         raise TokenDiffError(f"{source}: {exc}") from None
+
+
+def record_kernel(cfg: Config, kernel) -> Config:
+    """A copy of ``cfg`` whose ``diffusion.*`` say what ``kernel`` is (its :meth:`diffusion_settings`): the
+    config a checkpoint is loaded (and a run resumed) with, where ``scheduler_config.json`` is the record of the
+    kernel. The other settings are ``cfg``'s, unchecked again (the kernel was checked against them)."""
+    import copy
+
+    recorded = copy.deepcopy(cfg)
+    for key, value in kernel.diffusion_settings().items():
+        setattr(recorded.diffusion, key, value)
+    return recorded
 
 
 def describe_keys(sections: list[str], top_level: list[str]) -> str:

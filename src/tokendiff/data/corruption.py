@@ -18,14 +18,16 @@ import numpy as np
 from tokendiff.data.mnist import MASK_ID, N_PIXELS
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["observation_mask", "observation_masks", "corrupt_images"]
+__all__ = ["check_observed_fraction", "observation_mask", "observation_masks", "corrupt_images"]
 
 
-def _check_fraction(observed_fraction: float) -> float:
+def check_observed_fraction(observed_fraction: float, key: str = "data.observed_fraction") -> float:
+    """``q``, the probability that a pixel of a corrupted image is observed (the one home of this rule: the
+    config, the ambient objective and the corruption itself call it); returns it as a float."""
     q = observed_fraction
     if isinstance(q, bool) or not isinstance(q, (int, float, np.floating, np.integer)) or not 0.0 < q <= 1.0:
         raise TokenDiffError(
-            f"observed_fraction={q!r} must lie in (0, 1], e.g. 0.1 (the share of pixels each corrupted image shows)"
+            f"{key}={q!r} must lie in (0, 1], e.g. 0.1 (the share of pixels each corrupted image shows)"
         )
     return float(q)
 
@@ -49,7 +51,7 @@ def observation_masks(
     ``indices``: image indices (1-D, >= 0), or an int n for images 0..n-1. Row k depends only on
     ``(seed, indices[k], observed_fraction)`` (see the module docstring for the construction).
     """
-    q = _check_fraction(observed_fraction)
+    q = check_observed_fraction(observed_fraction, "observed_fraction")
     seed = _check_seed(seed)
     if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
         indices = np.arange(int(indices))

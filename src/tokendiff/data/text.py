@@ -73,6 +73,12 @@ def prepare_text(
     return prepare_corpus(PlainText(text), out_dir, tokenizer, vocab_size, val_fraction, min_tokens)
 
 
+def check_val_fraction(val_fraction: float) -> None:
+    """The share of a corpus held out for validation (the one home of this rule; the config calls it)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise TokenDiffError(f"data.val_fraction={val_fraction} must lie in (0, 1), e.g. 0.1")
+
+
 def prepare_corpus(
     source,
     out_dir: Path,
@@ -95,8 +101,7 @@ def prepare_corpus(
     The directory is built beside its final place and renamed in one step, so an interrupted
     preparation never leaves a half-written corpus behind.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise TokenDiffError(f"data.val_fraction={val_fraction} must lie in (0, 1), e.g. 0.1")
+    check_val_fraction(val_fraction)
     out_dir = Path(out_dir)
     try:
         staged = staged_directory(out_dir)  # renamed into place (replacing an older one) once complete

@@ -114,14 +114,18 @@ def inpaint(
     return accuracy, corrupted, completed
 
 
-def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
+def evaluate_images(
+    ckpt, data, eval_cfg, seed: int, device, *, training_objective: str, observed_fraction: float
+) -> dict:
     """``tokendiff eval`` of an image checkpoint: NELBO in nats per image with its Monte Carlo standard
-    error, and (``eval_cfg.sample_metrics``) the sample metrics."""
+    error, and (``eval_cfg.sample_metrics``) the sample metrics. ``eval_cfg``: the ``eval`` section;
+    ``training_objective``: the run's ``diffusion.objective`` (any but ``clean`` trained on corrupted
+    images); ``observed_fraction``: the share of pixels its training images kept (the inpainting's)."""
     split_name = eval_cfg.split or "test"
-    if split_name == "train" and ckpt.config.diffusion.objective != "clean":
+    if split_name == "train" and training_objective != "clean":
         raise TokenDiffError(
             f"eval.split=train: this run's training images are corrupted (diffusion.objective="
-            f"{ckpt.config.diffusion.objective}), so their clean NELBO is undefined; use eval.split=val or test"
+            f"{training_objective}), so their clean NELBO is undefined; use eval.split=val or test"
         )
     split = data.split(split_name)
     windows = split.windows(ckpt.model.block_size, eval_cfg.max_windows or EVAL_IMAGES)
@@ -159,13 +163,13 @@ def evaluate_images(ckpt, data, eval_cfg, seed: int, device) -> dict:
         "nelbo_seconds": round(time.perf_counter() - start, 1),
     }
     if eval_cfg.sample_metrics:
-        out.update(sample_quality(ckpt, data, eval_cfg, seed, device))
+        out.update(sample_quality(ckpt, data, eval_cfg, seed, device, observed_fraction=observed_fraction))
     return out
 
 
-def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
+def sample_quality(ckpt, data, eval_cfg, seed: int, device, *, observed_fraction: float) -> dict:
     """Sample metrics of ``eval_cfg.num_samples`` fresh samples, the same for real test images as the
-    floor, and inpainting accuracy at the corruption the model was trained for."""
+    floor, and inpainting accuracy at ``observed_fraction``, the corruption the model was trained for."""
     start = time.perf_counter()
     classifier, meta = load_classifier()
     n, steps = eval_cfg.num_samples, eval_cfg.sampling_steps
@@ -180,8 +184,7 @@ def sample_quality(ckpt, data, eval_cfg, seed: int, device) -> dict:
     test = shuffled_test_images(data.split("test").windows(784).numpy(), n)
     metrics = sample_metrics(samples, classifier, reference, train)
     real = sample_metrics(test, classifier, reference, train)
-    # the corruption the model was trained for; 0.1 (the ambient default) for a clean model
-    q = ckpt.config.data.observed_fraction
+    q = observed_fraction
     corrupted = test[: min(n, INPAINT_IMAGES)]
     accuracy, _, _ = inpaint(
         ckpt.model, ckpt.kernel, corrupted, q, steps, seed, batch_size=SAMPLE_BATCH, device=device, **options

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.models.base import Backbone
 
 __all__ = ["text_statistics", "generative_perplexity", "text_quality", "real_text_windows"]
 
@@ -51,7 +52,7 @@ def text_statistics(samples: list[list[int]]) -> dict:
 @torch.no_grad()
 def generative_perplexity(model, samples: list[list[int]], device="cpu", batch_size: int = 16) -> dict:
     """Perplexity of ``samples`` (token ids of the reference's tokenizer) under an autoregressive ``model``."""
-    if not getattr(model, "causal", False):
+    if not (isinstance(model, Backbone) and model.causal):  # a capability every backbone declares
         raise TokenDiffError("the reference must be an autoregressive checkpoint (model.causal=true)")
     block = model.block_size
     windows = []  # (context + up to block predicted tokens) pieces

@@ -26,6 +26,7 @@ class Denoiser(Protocol):
 
     vocab_size: int  # V real tokens; the logits' last dimension
     block_size: int  # the context length: the longest ``L`` one call accepts
+    causal: bool  # autoregressive: position i attends to positions <= i only; logits i predict token i + 1
     time_conditioning: bool  # whether the logits depend on ``t`` (a time-agnostic model ignores it)
     block_diffusion: int | None  # BD3-LM block size: attention to clean earlier blocks; None: not a block model
     supports_kv_cache: bool  # has ``forward_cached`` (keys and values of other positions from a cache)
@@ -40,6 +41,7 @@ class Backbone(nn.Module):
     bidirectional, time-agnostic denoiser. Subclasses set ``vocab_size`` and ``block_size`` and override the
     capabilities they have (as class attributes, or in ``__init__`` where they depend on arguments)."""
 
+    causal: bool = False
     time_conditioning: bool = False
     block_diffusion: int | None = None
     supports_kv_cache: bool = False

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tokendiff.errors import TokenDiffError
 from tokendiff.models.base import Backbone
 
-__all__ = ["Transformer", "KVCache"]
+__all__ = ["Transformer", "KVCache", "check_heads", "check_block_diffusion"]
 
 
 @dataclass
@@ -33,6 +33,25 @@ class KVCache:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     length: int
+
+
+def check_heads(n_embd: int, n_head: int) -> None:
+    """RoPE rotates pairs of each head's dimensions: the head size ``n_embd / n_head`` must be a whole even
+    number (the one home of this rule; the config calls it)."""
+    if n_head < 1 or n_embd % n_head or (n_embd // n_head) % 2:
+        raise TokenDiffError(
+            f"model.n_embd={n_embd} must be a multiple of 2*model.n_head={2 * n_head} "
+            "(RoPE needs an even head size); e.g. model.n_embd=384 model.n_head=6"
+        )
+
+
+def check_block_diffusion(block: int | None, block_size: int) -> None:
+    """Block diffusion's blocks tile the context: ``block`` tokens per block must divide ``block_size``."""
+    if block is None or block < 1 or block_size % block:
+        raise TokenDiffError(
+            f"model.block_diffusion=true needs diffusion.block_size dividing model.block_size={block_size} "
+            f"(got {block}), e.g. diffusion.block_size=16"
+        )
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0):
@@ -159,16 +178,11 @@ class Transformer(Backbone):
         block_diffusion: int | None = None,
     ):
         super().__init__()
-        if n_embd % n_head or (n_embd // n_head) % 2:
-            raise TokenDiffError(
-                f"model.n_embd={n_embd} must be a multiple of 2*model.n_head={2 * n_head} "
-                "(even head size for RoPE); e.g. model.n_embd=256 model.n_head=4"
-            )
-        if block_diffusion is not None and (causal or block_diffusion < 1 or block_size % block_diffusion):
-            raise TokenDiffError(
-                f"diffusion.block_size={block_diffusion} must be >= 1 and divide model.block_size={block_size} "
-                "(and the model must not be causal), e.g. diffusion.block_size=16"
-            )
+        check_heads(n_embd, n_head)
+        if block_diffusion is not None:
+            check_block_diffusion(block_diffusion, block_size)
+            if causal:
+                raise TokenDiffError("a block diffusion model attends bidirectionally within blocks: drop causal=True")
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.causal = causal

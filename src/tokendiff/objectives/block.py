@@ -20,6 +20,7 @@ import torch
 from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.base import Objective
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
+from tokendiff.objectives.rules import check_block_kernel, check_block_size, check_t_min
 from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times
 from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
@@ -44,12 +45,9 @@ class BlockDiffusionObjective(Objective):
     reports_train_nelbo = False
 
     def __init__(self, kernel: Kernel, block_size: int, t_min: float = 1e-3, antithetic: bool = True):
-        if not kernel.reveals_are_final or kernel.time_conditioned:  # masks only, and the model sees no t
-            raise TokenDiffError(
-                f"block diffusion masks tokens within blocks: it needs diffusion.process=absorbing, not {kernel.name}"
-            )
-        if block_size < 1:
-            raise TokenDiffError(f"diffusion.block_size={block_size} must be >= 1, e.g. 16")
+        check_block_kernel(kernel.masked_diffusion, kernel.name)  # masks only, and the model sees no t
+        check_block_size(block_size)
+        check_t_min(t_min)
         self.kernel = kernel
         self.block_size = block_size
         self.t_min = t_min

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.base import Objective
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
+from tokendiff.objectives.rules import check_count_kernel, check_estimator, check_t_min
 from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times, stratified_uniform
 from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
@@ -53,15 +53,10 @@ class CleanObjective(Objective):
     extra_tokens = 0  # a window of L tokens is one training sequence
 
     def __init__(self, kernel: Kernel, t_min: float = 1e-3, antithetic: bool = True, estimator: str = "time"):
-        if not 0.0 <= t_min < 1.0:
-            raise TokenDiffError(f"diffusion.t_min={t_min} must lie in [0, 1); MDLM uses 1e-3")
-        if estimator not in ("time", "count", "bound"):
-            raise TokenDiffError(f"diffusion.estimator={estimator!r} is unknown; use time, count or bound")
-        if estimator == "count" and (not kernel.reveals_are_final or kernel.time_conditioned):
-            raise TokenDiffError(
-                f"diffusion.estimator=count needs masked diffusion (diffusion.process=absorbing), not {kernel.name}; "
-                "use diffusion.estimator=time"
-            )
+        check_t_min(t_min)
+        check_estimator(estimator)
+        if estimator == "count":
+            check_count_kernel(kernel.masked_diffusion, kernel.name)
         self.kernel = kernel
         self.t_min = t_min
         self.antithetic = antithetic

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from tokendiff.objectives.base import Objective
+from tokendiff.objectives.rules import check_t_min
 from tokendiff.objectives.times import sample_times
 from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
@@ -21,6 +22,7 @@ class NaiveObjective(Objective):
     reports_train_nelbo = False  # corrupted training sequences have no clean NELBO
 
     def __init__(self, kernel: Kernel, t_min: float = 1e-3, antithetic: bool = True):
+        check_t_min(t_min)
         self.kernel = kernel
         self.t_min = t_min
         self.antithetic = antithetic

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.processes.base import NUM_TRAIN_TIMESTEPS, check_vocab, diffusers_vocab
+from tokendiff.processes.base import NUM_TRAIN_TIMESTEPS, check_vocab, diffusers_vocab, schedule_settings
 from tokendiff.processes.interpolating import InterpolatingKernel
 from tokendiff.schedules import Schedule, schedule_from_dict
 
@@ -66,6 +66,7 @@ class AbsorbingKernel(InterpolatingKernel):
     name = "absorbing"
     time_conditioned = False  # a masked token says nothing about t that the count of masks does not
     reveals_are_final = True  # a revealed token is clean: the reverse process never changes it again
+    masked_diffusion = True
 
     def __init__(self, vocab_size: int, schedule: Schedule):
         if vocab_size < 1:
@@ -142,6 +143,13 @@ class AbsorbingKernel(InterpolatingKernel):
         carried = torch.full_like(masked, float("-inf"))
         carried.scatter_(-1, xt.unsqueeze(-1), 0.0)
         return torch.where((xt == self.mask_token_id).unsqueeze(-1), masked, carried)
+
+    def diffusion_settings(self) -> dict:
+        """``diffusion.process=absorbing`` and the schedule (``exclude_mask_from_uniform`` does not apply)."""
+        return {"process": self.name, **schedule_settings(self.schedule)}
+
+    def describe(self) -> str:
+        return f"forward_process={self.name}"
 
     def to_config(self) -> dict:
         """diffusers' ``TokenDiffusionScheduler`` with ``forward_process="absorbing"``."""

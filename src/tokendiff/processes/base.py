@@ -17,7 +17,7 @@ import torch
 
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["Kernel", "NUM_TRAIN_TIMESTEPS", "diffusers_vocab", "check_vocab"]
+__all__ = ["Kernel", "NUM_TRAIN_TIMESTEPS", "diffusers_vocab", "check_vocab", "schedule_settings"]
 
 NUM_TRAIN_TIMESTEPS = 1000  # tokendiff's time is continuous; this is the grid diffusers maps to [0, 1]
 
@@ -40,6 +40,16 @@ def check_vocab(config: dict, source: str) -> int:
     return vocab_size - 1
 
 
+def schedule_settings(schedule) -> dict:
+    """The ``diffusion.*`` config values of a schedule (:mod:`tokendiff.schedules`): its name and parameters."""
+    return {
+        "schedule": schedule.name,
+        "eps": schedule.eps,
+        "sigma_min": schedule.sigma_min,
+        "sigma_max": schedule.sigma_max,
+    }
+
+
 class Kernel(Protocol):
     name: str  # the forward_process name written to scheduler_config.json
     vocab_size: int  # V real tokens
@@ -51,6 +61,10 @@ class Kernel(Protocol):
     # estimator of finite variance (tokendiff.objectives.times.importance_times)
     small_time_order: float
     default_time_grid: str  # the sampler's time grid when sampling.time_grid=auto (tokendiff.samplers.time_grid)
+    # MDLM's masked diffusion (forward_process=absorbing): the one kernel that diffusion.objective other than
+    # clean, model.block_diffusion and diffusion.estimator=count are defined for (not hybrid noise, even without
+    # its uniform share, which training refuses for them too)
+    masked_diffusion: bool
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """Probability that a token is still clean at ``t``, same shape as ``t``."""
@@ -88,6 +102,15 @@ class Kernel(Protocol):
 
     def prior_terms(self, x0: torch.Tensor) -> torch.Tensor:
         """``KL(q_1(. | x0_i) || p(x_1))`` per token, (B, L): the NELBO's prior term."""
+
+    def diffusion_settings(self) -> dict:
+        """The ``diffusion.*`` config values this kernel is built from (``process`` and its schedule's or its own
+        parameters): a checkpoint's config takes them (:func:`tokendiff.configs.record_kernel`), so that it says
+        what the kernel of ``scheduler_config.json`` is."""
+
+    def describe(self) -> str:
+        """What ``scheduler_config.json`` says this kernel is, in its own fields, for messages
+        (``forward_process=uniform``)."""
 
     def to_config(self) -> dict:
         """``scheduler_config.json``: the fields of the matching diffusers scheduler (``_class_name``)."""

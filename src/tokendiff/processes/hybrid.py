@@ -86,6 +86,14 @@ class HybridKernel(InterpolatingKernel):
         C = (1.0 + c)[..., None]
         return d_numerator / C - numerator * c_prime[..., None] / C**2
 
+    def diffusion_settings(self) -> dict:
+        """``diffusion.process=hybrid`` with ``p_uniform`` and ``gamma`` (no ``diffusion.schedule``: GIDD has its own
+        alpha(t)); ``t_eps`` is diffusers' numerical guard, not a setting."""
+        return {"process": self.name, "schedule": None, "p_uniform": self.p_uniform, "gamma": self.gamma}
+
+    def describe(self) -> str:
+        return f"_class_name=HybridTokenDiffusionScheduler with p_uniform={self.p_uniform}"
+
     def to_config(self) -> dict:
         """diffusers' ``HybridTokenDiffusionScheduler``."""
         return {

@@ -55,6 +55,7 @@ class InterpolatingKernel:
     reveals_are_final = False  # a real token may be noise that a later step replaces
     small_time_order = 1.0  # the corruption probability grows like t near 0 (alpha'(0) finite)
     default_time_grid = "alpha"  # uniform in alpha: first order in the steps for every kernel (docs/kernels.md)
+    masked_diffusion = False  # only AbsorbingKernel is MDLM's masked diffusion
 
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.processes.base import NUM_TRAIN_TIMESTEPS, check_vocab, diffusers_vocab
+from tokendiff.processes.base import NUM_TRAIN_TIMESTEPS, check_vocab, diffusers_vocab, schedule_settings
 from tokendiff.processes.interpolating import InterpolatingKernel
 from tokendiff.schedules import Schedule, schedule_from_dict
 
@@ -57,6 +57,17 @@ class UniformKernel(InterpolatingKernel):
 
     def noise_prime(self, t: torch.Tensor) -> torch.Tensor:
         return -self.alpha_prime(t)[..., None] * self.uniform.to(t)
+
+    def diffusion_settings(self) -> dict:
+        """``diffusion.process=uniform``, the schedule and ``exclude_mask_from_uniform``."""
+        return {
+            "process": self.name,
+            **schedule_settings(self.schedule),
+            "exclude_mask_from_uniform": self.exclude_mask_from_uniform,
+        }
+
+    def describe(self) -> str:
+        return f"forward_process={self.name}"
 
     def to_config(self) -> dict:
         """diffusers' ``TokenDiffusionScheduler`` with ``forward_process="uniform"``."""

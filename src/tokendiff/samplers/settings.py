@@ -1,6 +1,6 @@
 """The sampler's settings: one validated record of every knob of the reverse loop.
 
-The config's ``sampling`` section builds it once (:meth:`tokendiff.configs.schema.SamplingConfig.settings`),
+The config's ``sampling`` section builds it once (:meth:`tokendiff.configs.sections.SamplingConfig.settings`),
 and the samplers receive it whole. Each value is checked here, once, with the message the CLI prints
 (``sampling.<key>=...``); what depends on the model or the kernel (a block size the model refuses, a
 strategy the kernel cannot follow) is checked by :class:`tokendiff.samplers.diffusion.DiffusionSampler`.
@@ -14,7 +14,16 @@ from typing import Literal, Optional, get_args
 from tokendiff.errors import TokenDiffError
 from tokendiff.samplers.time_grid import TIME_GRIDS
 
-__all__ = ["SamplingSettings", "STRATEGIES", "CONFIDENCES", "KV_CACHES", "REMASKS", "SETTING_KEYS"]
+__all__ = [
+    "SamplingSettings",
+    "STRATEGIES",
+    "CONFIDENCES",
+    "KV_CACHES",
+    "REMASKS",
+    "SETTING_KEYS",
+    "check_steps",
+    "check_visible",
+]
 
 # the one list of step rules (tokendiff.samplers.rules maps each name to its class); the schema and the demo
 # read it from here
@@ -33,6 +42,25 @@ assert get_args(TimeGrid) == TIME_GRIDS  # the time grids are defined with their
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise TokenDiffError(message)
+
+
+# the rules of values that another config section also hands the sampler (eval.sampling_steps,
+# eval.visible_limit, eval.visible_subsets): the message names the key the value came from
+def check_steps(steps: int, key: str = "sampling.steps") -> None:
+    """Reverse steps of one sample."""
+    _check(isinstance(steps, int) and 1 <= steps <= 100_000, f"{key}={steps} must lie in [1, 100000], e.g. {key}=128")
+
+
+def check_visible(limit: Optional[float], subsets: int, prefix: str = "") -> None:
+    """Visible-subset averaging (:mod:`tokendiff.samplers.visible`); ``prefix``: the keys' section, e.g. ``eval.``."""
+    _check(
+        limit is None or 0.0 < limit <= 1.0,
+        f"{prefix}visible_limit={limit} must lie in (0, 1], e.g. 0.1 (or unset)",
+    )
+    _check(
+        isinstance(subsets, int) and 1 <= subsets <= 64,
+        f"{prefix}visible_subsets={subsets} must lie in [1, 64]",
+    )
 
 
 @dataclass(frozen=True)
@@ -77,10 +105,7 @@ class SamplingSettings:
     time_grid: TimeGrid = "auto"
 
     def __post_init__(self):
-        _check(
-            isinstance(self.steps, int) and 1 <= self.steps <= 100_000,
-            f"sampling.steps={self.steps} must lie in [1, 100000], e.g. sampling.steps=128",
-        )
+        check_steps(self.steps)
         _check(
             0 <= self.temperature < float("inf"),
             f"sampling.temperature={self.temperature} must be a finite number >= 0; use 0 (greedy) or a positive "
@@ -115,10 +140,7 @@ class SamplingSettings:
             self.time_grid in TIME_GRIDS,
             f"sampling.time_grid={self.time_grid!r} is unknown; use auto, linear, alpha or cosine",
         )
-        _check(
-            self.visible_limit is None or (0.0 < self.visible_limit <= 1.0 and self.visible_subsets >= 1),
-            f"visible_limit={self.visible_limit} must lie in (0, 1] and visible_subsets={self.visible_subsets} be >= 1",
-        )
+        check_visible(self.visible_limit, self.visible_subsets)
 
 
 SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in fields(SamplingSettings))

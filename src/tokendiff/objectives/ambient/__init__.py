@@ -24,5 +24,6 @@ are simply not scored.
 """
 
 from tokendiff.objectives.ambient.objective import AmbientObjective, level_of_alpha
+from tokendiff.objectives.ambient.settings import AmbientSettings
 
-__all__ = ["AmbientObjective", "level_of_alpha"]
+__all__ = ["AmbientObjective", "AmbientSettings", "level_of_alpha"]

@@ -3,7 +3,8 @@
 The losses themselves live one to a file (:mod:`~tokendiff.objectives.ambient.easy`,
 :mod:`~tokendiff.objectives.ambient.consistency`, :mod:`~tokendiff.objectives.ambient.imputation`,
 :mod:`~tokendiff.objectives.ambient.em`); :class:`AmbientObjective` holds their settings, checks them once
-and combines them (the package docstring has the setting).
+and combines them (the package docstring has the setting); their value rules live in
+:class:`~tokendiff.objectives.ambient.settings.AmbientSettings`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from tokendiff.objectives.ambient.easy import EasyLoss
 from tokendiff.objectives.ambient.em import EMLoss
 from tokendiff.objectives.ambient.fill import fill
 from tokendiff.objectives.ambient.imputation import ImputationLoss
+from tokendiff.objectives.ambient.settings import HARD_LOSSES, AmbientSettings
 from tokendiff.objectives.base import Objective
+from tokendiff.objectives.rules import check_observed_fraction, check_t_min
 from tokendiff.objectives.times import stratified_uniform
 from tokendiff.processes.base import Kernel
 
 __all__ = ["AmbientObjective", "level_of_alpha", "HARD_LOSSES"]
-
-HARD_LOSSES = ("consistency", "imputation", "em")
 
 
 def level_of_alpha(kernel: Kernel, q: float, iters: int = 80) -> float:
@@ -91,57 +92,41 @@ class AmbientObjective(EasyLoss, ConsistencyLoss, ImputationLoss, EMLoss, Object
         consistency_reveal: float = 0.0,
         consistency_max_masked: float = 1.0,
     ):
-        if not 0.0 < observed_fraction <= 1.0:
-            raise TokenDiffError(f"data.observed_fraction={observed_fraction} must lie in (0, 1], e.g. 0.1")
-        if consistency_weight < 0:
-            raise TokenDiffError(f"ambient.consistency_weight={consistency_weight} must be >= 0")
+        check_observed_fraction(observed_fraction)
+        check_t_min(t_min)
+        self.settings = AmbientSettings(
+            consistency_weight=consistency_weight,
+            descent_steps=descent_steps,
+            easy_fraction=easy_fraction,
+            hard_loss=hard_loss,
+            divergence=divergence,
+            hard_start=hard_start,
+            hard_batch=hard_batch,
+            imputed_weight=imputed_weight,
+            impute_rounds=impute_rounds,
+            refresh=refresh,
+            gibbs_share=gibbs_share,
+            consistency_reveal=consistency_reveal,
+            consistency_max_masked=consistency_max_masked,
+        )  # every value rule, with the message the config's ambient section gives too
+        if consistency_max_masked < 1.0 and hard_loss != "consistency":
+            raise TokenDiffError(
+                f"ambient.consistency_max_masked={consistency_max_masked} is for ambient.hard_loss=consistency; "
+                f"{hard_loss} estimates the NELBO over every level below t_n, so leave it at 1"
+            )
         self.kernel = kernel
         self.vocab_size = kernel.vocab_size
         self.mask_token_id = kernel.mask_token_id
         self.t_min = t_min
         self.q = observed_fraction
         self.t_n = level_of_alpha(kernel, observed_fraction)
-        self.consistency_weight = consistency_weight
-        self.descent_steps = descent_steps
-        if not 0.0 < easy_fraction <= 1.0:
-            raise TokenDiffError(f"ambient.easy_fraction={easy_fraction} must lie in (0, 1], e.g. 0.5")
-        self.easy_fraction = easy_fraction
-        if hard_loss not in HARD_LOSSES:
-            raise TokenDiffError(f"ambient.hard_loss={hard_loss!r} is unknown; use one of {list(HARD_LOSSES)}")
-        if divergence not in ("squared", "kl"):
-            raise TokenDiffError(f"ambient.divergence={divergence!r} is unknown; use squared or kl")
-        self.hard_loss = hard_loss
-        self.divergence = divergence
-        if not 0.0 <= hard_start < 1.0:
-            raise TokenDiffError(f"ambient.hard_start={hard_start} must lie in [0, 1), e.g. 0.3")
-        self.hard_start = hard_start
-        for name, value in (("hard_batch", hard_batch), ("imputed_weight", imputed_weight), ("refresh", refresh)):
-            if not 0.0 <= value <= 1.0:
-                raise TokenDiffError(f"ambient.{name}={value} must lie in [0, 1]")
-        if not 0.0 < gibbs_share <= 1.0 or impute_rounds < 1:
-            raise TokenDiffError(
-                f"ambient.gibbs_share={gibbs_share} must lie in (0, 1] and ambient.impute_rounds={impute_rounds} "
-                "be >= 1"
-            )
-        if not 0.0 <= consistency_reveal < 1.0:
-            raise TokenDiffError(f"ambient.consistency_reveal={consistency_reveal} must lie in [0, 1), e.g. 0.25")
-        self.consistency_reveal = consistency_reveal
-        if not 0.0 < consistency_max_masked <= 1.0:
-            raise TokenDiffError(
-                f"ambient.consistency_max_masked={consistency_max_masked} must lie in (0, 1], e.g. 0.5"
-            )
-        if consistency_max_masked < 1.0 and hard_loss != "consistency":
-            raise TokenDiffError(
-                f"ambient.consistency_max_masked={consistency_max_masked} is for ambient.hard_loss=consistency; "
-                f"{hard_loss} estimates the NELBO over every level below t_n, so leave it at 1"
-            )
         # the highest anchor level: 1 - alpha(t) = consistency_max_masked, and never above t_n
         self.t_consistency = level_of_alpha(kernel, max(observed_fraction, 1.0 - consistency_max_masked))
-        self.hard_batch = hard_batch
-        self.imputed_weight = imputed_weight
-        self.impute_rounds = impute_rounds
-        self.refresh = refresh
-        self.gibbs_share = gibbs_share
+        self.consistency_weight, self.descent_steps = consistency_weight, descent_steps
+        self.easy_fraction, self.hard_start, self.hard_batch = easy_fraction, hard_start, hard_batch
+        self.hard_loss, self.divergence, self.consistency_reveal = hard_loss, divergence, consistency_reveal
+        self.imputed_weight, self.impute_rounds = imputed_weight, impute_rounds
+        self.refresh, self.gibbs_share = refresh, gibbs_share
         self.buffer: dict[bytes, torch.Tensor] = {}  # em: completed copy of each training sequence, by its y
         self.imputer = None  # em: the model that imputes (the trainer binds its EMA weights)
 
