@@ -320,17 +320,31 @@ def load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
     model.load_state_dict(state)
 
 
-def init_weights_from(model: torch.nn.Module, path, tokenizer) -> Path:
+def init_weights_from(model: torch.nn.Module, path, tokenizer, adapt: bool = False) -> Path:
     """Load the (sampling) weights of the checkpoint at ``path`` into a new run's ``model``
-    (``training.init_from``): e.g. fine-tune a masked model into a block diffusion model, as BD3-LM does.
+    (``training.init_from``): e.g. fine-tune a masked model into a block diffusion model, as BD3-LM does, or
+    (``adapt``: ``model.adapt=a2d``) an autoregressive model into a diffusion LM, as Dream and DiffuLLaMA do.
     The tokenizers must be the same and every tensor must fit; the optimizer and step start afresh."""
     ckpt = resolve_checkpoint(path, "training.init_from")
     record = read_json(ckpt / CONFIG)
-    expected = record.get("tokenizer_fingerprint") if isinstance(record, dict) else None
+    record = record if isinstance(record, dict) else {}
+    expected = record.get("tokenizer_fingerprint")
     if expected is not None and expected != tokenizer.fingerprint():
         raise TokenDiffError(
             f"training.init_from={path}: that checkpoint was trained with another tokenizer; use the same "
             "data.tokenizer (and data) as it"
+        )
+    saved_model = record.get("config", {}).get("model") if isinstance(record.get("config"), dict) else None
+    theirs_causal = bool(saved_model.get("causal", False)) if isinstance(saved_model, dict) else False
+    if adapt and not theirs_causal:
+        raise TokenDiffError(
+            f"model.adapt=a2d adapts an autoregressive model, but training.init_from={path} is not one "
+            "(model.causal=false there); drop model.adapt=a2d to fine-tune it as it is"
+        )
+    if theirs_causal and not model.causal and not adapt:
+        raise TokenDiffError(
+            f"training.init_from={path} is an autoregressive model; add model.adapt=a2d to adapt it into a "
+            "diffusion LM (bidirectional attention, e.g. with model.logit_shift=true)"
         )
     state, own = load_weights(ckpt / WEIGHTS), model.state_dict()
     wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]

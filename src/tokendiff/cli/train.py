@@ -42,6 +42,7 @@ def trainer_from_config(cfg, model, objective, tokenizer, data, resume_from=None
         sampling=cfg.sampling,
         block_size=cfg.model.block_size,
         eval_t_min=cfg.eval.t_min,
+        adapt=cfg.model.adapt == "a2d",
         output_dir=cfg.output_dir,
         config_dict=to_dict(cfg),  # recorded in the checkpoints as it is
         resume_from=resume_from,

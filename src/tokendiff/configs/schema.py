@@ -74,6 +74,7 @@ class Config:
             m.causal or d.objective == "clean" or d.process == "absorbing",
             f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
         )
+        self._check_adaptation()
         if m.arch != "transformer":  # transformers backbones and the image networks take no time
             self._check_time_agnostic_backbone()
         if m.time_conditioning is None:  # auto: what the kernel needs, where the model may be told t at all
@@ -159,6 +160,35 @@ class Config:
         check(
             not m.time_conditioning,
             f"model.arch={m.arch} is a time-agnostic denoiser; set model.time_conditioning=false",
+        )
+
+    def _check_adaptation(self) -> None:
+        """model.adapt=a2d, model.logit_shift and training.attention_anneal_iters: a bidirectional text denoiser
+        started from an autoregressive model's weights."""
+        m, t = self.model, self.training
+        text_denoiser = m.arch in ("transformer", "hf") and not m.causal and not m.block_diffusion
+        if m.adapt == "a2d":
+            check(
+                text_denoiser,
+                "model.adapt=a2d makes a bidirectional diffusion LM of an autoregressive one: it needs "
+                f"model.arch=transformer or hf, model.causal=false, model.block_diffusion=false (here arch={m.arch}, "
+                f"causal={m.causal}, block_diffusion={m.block_diffusion})",
+            )
+            check(
+                t.init_from is not None or (m.arch == "hf" and m.hf_name is not None),
+                "model.adapt=a2d starts from an autoregressive model: add training.init_from=<its run directory> "
+                "(or, with model.arch=hf, model.hf_name=<a causal LM>)",
+            )
+        check(
+            not m.logit_shift or text_denoiser,
+            "model.logit_shift=true reads each token from the previous position of a bidirectional text denoiser: "
+            f"it needs model.arch=transformer or hf, model.causal=false, model.block_diffusion=false (here "
+            f"arch={m.arch}, causal={m.causal}, block_diffusion={m.block_diffusion})",
+        )
+        check(
+            t.attention_anneal_iters == 0 or (m.adapt == "a2d" and m.arch == "transformer"),
+            f"training.attention_anneal_iters={t.attention_anneal_iters} opens an adapted model's causal attention "
+            "step by step: it needs model.adapt=a2d and model.arch=transformer",
         )
 
     def _check_corrupted_data(self) -> None:

@@ -176,6 +176,7 @@ class Transformer(Backbone):
         causal: bool = False,
         time_conditioning: bool = False,
         block_diffusion: int | None = None,
+        logit_shift: bool = False,
     ):
         super().__init__()
         check_heads(n_embd, n_head)
@@ -188,6 +189,13 @@ class Transformer(Backbone):
         self.causal = causal
         self.time_conditioning = time_conditioning
         self.block_diffusion = block_diffusion
+        if logit_shift and (causal or block_diffusion):
+            raise TokenDiffError("logit_shift=True is for a bidirectional denoiser: drop causal or block_diffusion")
+        self.logit_shift = logit_shift
+        # Dream's shift reads position i's token from position i - 1's output, which a call on a window's tail
+        # (forward_cached, start > 0) does not compute: such a model samples without a KV cache
+        self.supports_kv_cache = not logit_shift
+        self.attention_reach = None  # None: every key; k: keys up to k positions ahead (training.adapt_anneal_iters)
         self.embed = nn.Embedding(vocab_size + 1, n_embd)  # +1: the mask token (id V)
         self.time_embed = TimeEmbedding(n_embd) if time_conditioning else None
         self.drop = nn.Dropout(dropout)
@@ -231,6 +239,8 @@ class Transformer(Backbone):
             return keys[None, :] <= queries[:, None]
         if self.block_diffusion:
             return keys[None, :] // self.block_diffusion <= queries[:, None] // self.block_diffusion
+        if self.attention_reach is not None:  # causal attention being opened up (A2D's annealing)
+            return keys[None, :] <= queries[:, None] + self.attention_reach
         return None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
@@ -259,7 +269,7 @@ class Transformer(Backbone):
         h = self._embed(x, t)
         cos, sin = self.rope_cos[start : start + n], self.rope_sin[start : start + n]  # (n, hd/2)
         mask = None
-        if cache is not None or not self.causal:
+        if cache is not None or not self.causal or self.attention_reach is not None:
             queries, keys = torch.arange(start, start + n, device=x.device), torch.arange(length, device=x.device)
             mask = self._mask(queries, keys)
         own = []
@@ -269,6 +279,8 @@ class Transformer(Backbone):
             if keep and cache is None:
                 own.append(kv)
         logits = self.head(self.norm(h))  # (B, n, V)
+        if self.logit_shift:  # position i's token read from position i - 1 (Dream); position 0 from itself
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)  # (B, n, V)
         if not keep:
             return logits, None
         if cache is None:  # a new cache of this window, with room for the rest of the context

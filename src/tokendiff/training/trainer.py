@@ -70,6 +70,7 @@ class Trainer:
         block_size: ``model.block_size``, the tokens of a window before the objective's extra ones, and
             the default length of the logged samples.
         eval_t_min: ``eval.t_min``: where the evaluation's part below ``t_min`` is reported apart.
+        adapt: ``model.adapt=a2d``: ``training.init_from`` is an autoregressive model made bidirectional here.
         output_dir: the run directory (logs, checkpoints).
         config_dict: the resolved config's JSON form, recorded in every checkpoint and in wandb as it is.
         resume_from: a checkpoint directory to continue from, or None.
@@ -88,6 +89,7 @@ class Trainer:
         sampling,
         block_size: int,
         eval_t_min: float,
+        adapt: bool = False,
         output_dir: str | Path,
         config_dict: dict,
         resume_from: Path | None = None,
@@ -110,7 +112,7 @@ class Trainer:
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         if training.init_from and resume_from is None:  # a new run from another run's weights
-            init_weights_from(model, training.init_from, tokenizer)
+            init_weights_from(model, training.init_from, tokenizer, adapt=adapt)
         self.raw_model = model.to(self.device)
         self.ema = EMA(self.raw_model, training.ema) if training.ema > 0 else None
         # the objective's imputations, if it draws any (EM), come from the EMA weights
@@ -280,6 +282,9 @@ class Trainer:
         losses = []
         grad_norm = float("nan")
         progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
+        if t.attention_anneal_iters:  # A2D: causal attention opened up a little more each step (a function of it)
+            reach = self.block_size * self.step // t.attention_anneal_iters  # 0: causal; block_size: all
+            self.raw_model.attention_reach = reach if self.step < t.attention_anneal_iters else None
         for micro in range(t.grad_accum):
             g_data = step_generator(t.seed, self.step, micro, 0, "cpu", self.rank, self.world)
             g = step_generator(t.seed, self.step, micro, 1, self.device, self.rank, self.world)

@@ -31,12 +31,17 @@ class ModelConfig:
     # resolves null / auto to a bool, so a checkpoint's config.json always holds true or false.
     time_conditioning: Any = None  # null = auto (default): true iff the kernel needs t (uniform; hybrid, p_uniform>0)
     block_diffusion: bool = False  # true: BD3-LM, block-causal attention over blocks of diffusion.block_size
+    # a2d: a diffusion LM adapted from an autoregressive one (training.init_from=<AR run>, or model.arch=hf with a
+    # causal LM's hf_name): its weights, attention made bidirectional (Dream, DiffuLLaMA); none: as built
+    adapt: str = "none"
+    logit_shift: bool = False  # true: position i's token is read from position i-1's output (Dream; keeps an AR head)
 
     def __post_init__(self):
         check(
             self.arch in ("transformer", "hf", "image_conv", "image_patch"),
             f"model.arch={self.arch!r} is unknown; use transformer, hf, image_conv or image_patch",
         )
+        check(self.adapt in ("none", "a2d"), f"model.adapt={self.adapt!r} is unknown; use none or a2d")
         if isinstance(self.time_conditioning, str) and self.time_conditioning.lower() == "auto":  # as Hydra's bools
             self.time_conditioning = None
         check(

@@ -35,6 +35,7 @@ class TrainingConfig:
     log_interval: int = 10
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this wall-clock time
     init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer), e.g. MDLM -> BD3-LM
+    attention_anneal_iters: int = 0  # model.adapt=a2d: open causal attention up to bidirectional over these steps
     seed: int = 1337
 
     def __post_init__(self):
@@ -43,6 +44,8 @@ class TrainingConfig:
             check(getattr(self, name) >= 1, f"training.{name}={getattr(self, name)} must be >= 1")
         check(self.batch_size <= 100_000, f"training.batch_size={self.batch_size} must lie in [1, 100000]")
         for name in ("eval_interval", "sample_interval", "checkpoint_interval", "warmup_iters"):
+            check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
+        for name in ("attention_anneal_iters",):
             check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
         check(self.learning_rate > 0, f"training.learning_rate={self.learning_rate} must be > 0, e.g. 6e-4")
         check(
