@@ -144,11 +144,14 @@ def build_model(cfg: Config, vocab_size: int, tokenizer=None, saved: Path | None
                 f"model.hf_name={m.hf_name!r} has pretrained weights, which need their own tokenizer: add "
                 f"data.tokenizer=hf data.tokenizer_name={m.hf_name} (or use model.hf_config for fresh weights)"
             )
+        adapt = m.adapt == "a2d"  # a causal LM run bidirectionally (Dream, DiffuLLaMA)
         backbone = load_hf_backbone(
-            name=m.hf_name, config=m.hf_config, causal=m.causal, vocab_size=vocab_size, saved=saved
+            name=m.hf_name, config=m.hf_config, causal=m.causal, vocab_size=vocab_size, saved=saved, adapt=adapt
         )
         mask_id = getattr(tokenizer, "hf_mask_id", vocab_size)  # char / bpe tokenizers: the mask appended
-        return HFMaskedLM(backbone, vocab_size, mask_id, m.block_size, causal=m.causal)
+        return HFMaskedLM(
+            backbone, vocab_size, mask_id, m.block_size, causal=m.causal, adapted=adapt, logit_shift=m.logit_shift
+        )
     if m.arch == "image_conv":
         return ImageConvNet(
             vocab_size=vocab_size,
@@ -179,6 +182,7 @@ def build_model(cfg: Config, vocab_size: int, tokenizer=None, saved: Path | None
         causal=m.causal,
         time_conditioning=m.time_conditioning,
         block_diffusion=cfg.diffusion.block_size if m.block_diffusion else None,
+        logit_shift=m.logit_shift,
     )
 
 
