@@ -141,3 +141,45 @@ def test_init_from_that_is_not_what_the_adaptation_needs_is_one_line(tmp_path, c
         assert main(["train", *TINY, "training.max_iters=2", *extra, f"output_dir={tmp_path}/x"]) == 2, extra
         err = capsys.readouterr().err.strip()
         assert says in err and "\n" not in err, (extra, err)
+
+
+def test_one_command_trains_the_autoregressive_stage_then_adapts_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [*TINY, "model.adapt=a2d", "model.logit_shift=true", "training.ar_share=0.5", "training.max_iters=20"]
+    assert main(["train", *args, "training.attention_anneal_iters=4", f"output_dir={run}"]) == 0
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["train/lr"] for r in records if "train/lr" in r}
+    assert lr[1] == lr[11] and lr[10] < lr[3]  # each stage warms up and decays on its own (steps 1-10, 11-20)
+    loss = {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
+    assert loss[11] > loss[10]  # the masked objective starts above where next-token prediction ended
+    capsys.readouterr()
+    assert main(["eval", f"checkpoint={run}", "eval.num_draws=2", "eval.max_windows=4", "eval.batch_size=4"]) == 0
+    assert json.loads(capsys.readouterr().out)["prior_nats_per_token"] > 0  # scored as masked diffusion
+
+
+@pytest.mark.parametrize("at", [2, 4, 6])  # inside the autoregressive stage, at the switch, inside the adaptation
+def test_a_one_command_run_resumed_in_either_stage_ends_with_the_same_weights(tmp_path, at):
+    args = [*TINY, "model.adapt=a2d", "model.logit_shift=true", "training.ar_share=0.5", "training.max_iters=8"]
+    args += ["training.checkpoint_interval=2", "model.dropout=0.1", "training.attention_anneal_iters=2"]
+    assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "final")
+    assert main(["train", f"resume={tmp_path}/b/checkpoints/step_{at:06d}"]) == 0
+    for name in ("model.safetensors", "training_state/model.safetensors", "training_state/optimizer.safetensors"):
+        a, b = load_file(str(tmp_path / "a/final" / name)), load_file(str(tmp_path / "b/final" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["training.ar_share=0.5"], "needs model.adapt=a2d"),
+        (["model.adapt=a2d", "training.ar_share=0.5", "training.init_from=x"], "without training.init_from"),
+        (["model.adapt=a2d", "training.ar_share=0.5", "training.max_minutes=5"], "drop training.max_minutes"),
+        (["model.adapt=a2d", "training.ar_share=1.0"], "training.ar_share=1.0 must lie in [0, 1)"),
+    ],
+)
+def test_a_budget_split_that_cannot_apply_is_one_line(tmp_path, capsys, extra, says):
+    assert main(["train", *TINY, *extra, f"output_dir={tmp_path}/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err

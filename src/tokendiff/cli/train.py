@@ -29,8 +29,14 @@ def trainer_from_config(cfg, model, objective, tokenizer, data, resume_from=None
     """The :class:`~tokendiff.training.Trainer` of a resolved config: the one place that hands the trainer
     the config sections and values it reads (``tokendiff train``, the benchmarks and the tests build it here)."""
     from tokendiff.configs import to_dict
+    from tokendiff.objectives import AutoregressiveObjective
     from tokendiff.training import Trainer
+    from tokendiff.training.stages import ArStage, ar_stage_steps
 
+    t = cfg.training
+    ar_stage = None
+    if t.ar_share > 0:  # A2D in one run: an autoregressive stage first (tokendiff.training.stages)
+        ar_stage = ArStage(AutoregressiveObjective(tokenizer.vocab_size), ar_stage_steps(t.ar_share, t.max_iters))
     return Trainer(
         model,
         objective,
@@ -43,6 +49,7 @@ def trainer_from_config(cfg, model, objective, tokenizer, data, resume_from=None
         block_size=cfg.model.block_size,
         eval_t_min=cfg.eval.t_min,
         adapt=cfg.model.adapt == "a2d",
+        ar_stage=ar_stage,
         output_dir=cfg.output_dir,
         config_dict=to_dict(cfg),  # recorded in the checkpoints as it is
         resume_from=resume_from,

@@ -175,9 +175,10 @@ class Config:
                 f"causal={m.causal}, block_diffusion={m.block_diffusion})",
             )
             check(
-                t.init_from is not None or (m.arch == "hf" and m.hf_name is not None),
-                "model.adapt=a2d starts from an autoregressive model: add training.init_from=<its run directory> "
-                "(or, with model.arch=hf, model.hf_name=<a causal LM>)",
+                t.init_from is not None or t.ar_share > 0 or (m.arch == "hf" and m.hf_name is not None),
+                "model.adapt=a2d starts from an autoregressive model: add training.init_from=<its run directory>, "
+                "or training.ar_share=0.5 to train one first in the same run (or, with model.arch=hf, "
+                "model.hf_name=<a causal LM>)",
             )
         check(
             not m.logit_shift or text_denoiser,
@@ -185,6 +186,17 @@ class Config:
             f"it needs model.arch=transformer or hf, model.causal=false, model.block_diffusion=false (here "
             f"arch={m.arch}, causal={m.causal}, block_diffusion={m.block_diffusion})",
         )
+        if t.ar_share > 0:
+            check(
+                m.adapt == "a2d" and m.arch == "transformer" and t.init_from is None,
+                f"training.ar_share={t.ar_share} trains an autoregressive stage first and adapts it: it needs "
+                "model.adapt=a2d and model.arch=transformer, without training.init_from",
+            )
+            check(
+                t.max_minutes is None and t.lr_decay_iters is None and t.n_epochs is None and t.max_iters >= 2,
+                f"training.ar_share={t.ar_share} splits training.max_iters (>= 2) between the stages, each with its "
+                "own schedule: drop training.max_minutes, training.lr_decay_iters and training.n_epochs",
+            )
         check(
             t.attention_anneal_iters == 0 or (m.adapt == "a2d" and m.arch == "transformer"),
             f"training.attention_anneal_iters={t.attention_anneal_iters} opens an adapted model's causal attention "

@@ -32,6 +32,7 @@ class Denoiser(Protocol):
     supports_kv_cache: bool  # has ``forward_cached`` (keys and values of other positions from a cache)
     self_conditioning: bool  # takes its previous estimate of x0 as an extra input (none does yet)
     exports_pretrained: bool  # has ``export(directory, tokenizer)``: the weights in save_pretrained's format
+    logit_shift: bool  # the logits of position i come from position i - 1's output (Dream's A2D convention)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor: ...
 
@@ -47,3 +48,4 @@ class Backbone(nn.Module):
     supports_kv_cache: bool = False
     self_conditioning: bool = False
     exports_pretrained: bool = False
+    logit_shift: bool = False  # position i's token read from position i - 1's output (Dream; model.logit_shift)

@@ -37,6 +37,7 @@ from tokendiff.training.interrupts import interrupts_between_steps
 from tokendiff.training.logger import RunLogger, check_logging
 from tokendiff.training.monitor import eval_line, eval_record, nelbo_of_windows, sample_texts
 from tokendiff.training.optimizer import learning_rate, param_groups
+from tokendiff.training.stages import ArStage
 from tokendiff.training.step_rng import step_generator
 from tokendiff.training.trainer_state import load_state, save_state
 
@@ -71,6 +72,7 @@ class Trainer:
             the default length of the logged samples.
         eval_t_min: ``eval.t_min``: where the evaluation's part below ``t_min`` is reported apart.
         adapt: ``model.adapt=a2d``: ``training.init_from`` is an autoregressive model made bidirectional here.
+        ar_stage: ``training.ar_share``: the autoregressive stage that comes first (:mod:`.stages`).
         output_dir: the run directory (logs, checkpoints).
         config_dict: the resolved config's JSON form, recorded in every checkpoint and in wandb as it is.
         resume_from: a checkpoint directory to continue from, or None.
@@ -90,6 +92,7 @@ class Trainer:
         block_size: int,
         eval_t_min: float,
         adapt: bool = False,
+        ar_stage: ArStage | None = None,
         output_dir: str | Path,
         config_dict: dict,
         resume_from: Path | None = None,
@@ -98,7 +101,9 @@ class Trainer:
         self.block_size = block_size
         self.eval_t_min = eval_t_min
         self.config_dict = config_dict
-        self.objective = objective
+        self.objective = self.diffusion_objective = objective
+        self.ar_stage, self.in_ar_stage = ar_stage, False
+        self.adapted_logit_shift = model.logit_shift  # the model's, after an autoregressive stage without it
         self.tokenizer = tokenizer
         self.data = data
         self.output_dir = Path(output_dir)
@@ -130,6 +135,8 @@ class Trainer:
         self.last_checkpoint: Path | None = None  # the newest periodic checkpoint of this session
         if resume_from is not None:
             load_state(self, Path(resume_from))
+        if ar_stage is not None:  # the stage is a function of the step (a resumed run included)
+            ar_stage.enter(self, autoregressive=self.step < ar_stage.steps)
         compile_model = system.compile
         if compile_model is None:  # auto: where it pays for its compilation time (docs/benchmarks.md)
             steps_left = training.max_iters - self.step
@@ -275,16 +282,17 @@ class Trainer:
         message says which checkpoint to resume from.
         """
         t = self.training
-        decay_end = t.lr_decay_iters or t.max_iters
-        lr = learning_rate(self.step, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
+        start, steps = self.ar_stage.window(self.step, t.max_iters) if self.ar_stage else (0, t.max_iters)
+        decay_end = t.lr_decay_iters or steps
+        lr = learning_rate(self.step - start, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses = []
         grad_norm = float("nan")
         progress = self.step / t.max_iters  # share of training done (ambient.hard_start uses it)
-        if t.attention_anneal_iters:  # A2D: causal attention opened up a little more each step (a function of it)
-            reach = self.block_size * self.step // t.attention_anneal_iters  # 0: causal; block_size: all
-            self.raw_model.attention_reach = reach if self.step < t.attention_anneal_iters else None
+        if t.attention_anneal_iters and not self.in_ar_stage:  # A2D: causal attention opened up step by step
+            reach = self.block_size * (self.step - start) // t.attention_anneal_iters  # 0: causal; block_size: all
+            self.raw_model.attention_reach = reach if self.step - start < t.attention_anneal_iters else None
         for micro in range(t.grad_accum):
             g_data = step_generator(t.seed, self.step, micro, 0, "cpu", self.rank, self.world)
             g = step_generator(t.seed, self.step, micro, 1, self.device, self.rank, self.world)
@@ -311,6 +319,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.raw_model)
         self.step += 1
+        if self.in_ar_stage and self.step == self.ar_stage.steps:  # inside the step: checkpoints hold one stage
+            self.ar_stage.switch(self)
         return StepStats(loss_value, lr, grad_norm)
 
     def _loss_terms(self, x, g, progress):

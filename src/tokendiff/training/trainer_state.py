@@ -77,13 +77,13 @@ def save_state(trainer: Trainer, target: Path) -> Path:
             num_parameters=trainer.raw_model.num_parameters(),
         ),
         weights=trainer.inference_model().state_dict(),
-        kernel=trainer.objective.kernel,
+        kernel=trainer.diffusion_objective.kernel,  # the run's kernel, in an autoregressive stage too
         tokenizer=trainer.tokenizer,
         training_state={
             "model": trainer.raw_model.state_dict(),
             "optimizer": optimizer_tensors(trainer.optimizer.state_dict()),
             "state": state,
-            "objective": trainer.objective.state_tensors(),  # e.g. EM's imputation buffer
+            "objective": trainer.diffusion_objective.state_tensors(),  # e.g. EM's imputation buffer
         },
         export=export,
     )
@@ -120,6 +120,6 @@ def load_state(trainer: Trainer, ckpt: Path) -> None:
         torch.cuda.set_rng_state(torch.tensor(rank_cuda, dtype=torch.uint8), trainer.device)
     elif world == 1 and cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda_states])
-    trainer.objective.load_state_tensors(saved.objective)  # e.g. EM's imputation buffer
+    trainer.diffusion_objective.load_state_tensors(saved.objective)  # e.g. EM's imputation buffer
     trainer.step = int(state["step"])
     trainer.last_eval = state.get("last_eval")

@@ -36,6 +36,9 @@ class TrainingConfig:
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this wall-clock time
     init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer), e.g. MDLM -> BD3-LM
     attention_anneal_iters: int = 0  # model.adapt=a2d: open causal attention up to bidirectional over these steps
+    # model.adapt=a2d: this share of max_iters first trains the model autoregressively, in the same run (no
+    # init_from); 0: start from training.init_from. Each stage warms up and decays its learning rate on its own
+    ar_share: float = 0.0
     seed: int = 1337
 
     def __post_init__(self):
@@ -45,6 +48,7 @@ class TrainingConfig:
         check(self.batch_size <= 100_000, f"training.batch_size={self.batch_size} must lie in [1, 100000]")
         for name in ("eval_interval", "sample_interval", "checkpoint_interval", "warmup_iters"):
             check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
+        check(0.0 <= self.ar_share < 1.0, f"training.ar_share={self.ar_share} must lie in [0, 1), e.g. 0.5")
         for name in ("attention_anneal_iters",):
             check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
         check(self.learning_rate > 0, f"training.learning_rate={self.learning_rate} must be > 0, e.g. 6e-4")
