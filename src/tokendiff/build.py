@@ -13,8 +13,7 @@ import torch
 
 from tokendiff.configs import Config
 from tokendiff.errors import TokenDiffError
-from tokendiff.models import Transformer
-from tokendiff.models.image import ImageConvNet, ImagePatchTransformer
+from tokendiff.models.registry import backbone_class
 from tokendiff.objectives import (
     AmbientObjective,
     AutoregressiveObjective,
@@ -130,60 +129,15 @@ def sequence_length(cfg: Config, objective) -> int:
 
 
 def build_model(cfg: Config, vocab_size: int, tokenizer=None, saved: Path | None = None):
-    """The backbone of ``model.arch`` for ``vocab_size`` real tokens (the mask is id ``vocab_size``).
+    """The backbone of ``model.arch`` for ``vocab_size`` real tokens (the mask is id ``vocab_size``), built by
+    its class's ``from_config`` from the ``model`` section (:mod:`tokendiff.models.registry`).
 
     ``tokenizer``: places the mask inside a transformers backbone's vocabulary (``model.arch=hf``);
     ``saved``: a checkpoint's exported backbone folder, built from its config without downloading.
     """
     m = cfg.model
-    if m.arch == "hf":
-        from tokendiff.models.hf import HFMaskedLM, load_hf_backbone
-
-        if m.hf_name is not None and saved is None and getattr(tokenizer, "kind", None) != "hf":
-            raise TokenDiffError(
-                f"model.hf_name={m.hf_name!r} has pretrained weights, which need their own tokenizer: add "
-                f"data.tokenizer=hf data.tokenizer_name={m.hf_name} (or use model.hf_config for fresh weights)"
-            )
-        adapt = m.adapt == "a2d"  # a causal LM run bidirectionally (Dream, DiffuLLaMA)
-        backbone = load_hf_backbone(
-            name=m.hf_name, config=m.hf_config, causal=m.causal, vocab_size=vocab_size, saved=saved, adapt=adapt
-        )
-        mask_id = getattr(tokenizer, "hf_mask_id", vocab_size)  # char / bpe tokenizers: the mask appended
-        return HFMaskedLM(
-            backbone, vocab_size, mask_id, m.block_size, causal=m.causal, adapted=adapt, logit_shift=m.logit_shift
-        )
-    if m.arch == "image_conv":
-        return ImageConvNet(
-            vocab_size=vocab_size,
-            image_size=int(round(m.block_size**0.5)),
-            n_layer=m.n_layer,
-            n_embd=m.n_embd,
-            dropout=m.dropout,
-            time_conditioning=m.time_conditioning,
-        )
-    if m.arch == "image_patch":
-        return ImagePatchTransformer(
-            vocab_size=vocab_size,
-            image_size=int(round(m.block_size**0.5)),
-            patch=m.patch,
-            n_layer=m.n_layer,
-            n_head=m.n_head,
-            n_embd=m.n_embd,
-            dropout=m.dropout,
-            time_conditioning=m.time_conditioning,
-        )
-    return Transformer(
-        vocab_size=vocab_size,
-        n_layer=m.n_layer,
-        n_head=m.n_head,
-        n_embd=m.n_embd,
-        block_size=m.block_size,
-        dropout=m.dropout,
-        causal=m.causal,
-        time_conditioning=m.time_conditioning,
-        block_diffusion=cfg.diffusion.block_size if m.block_diffusion else None,
-        logit_shift=m.logit_shift,
-    )
+    block = cfg.diffusion.block_size if m.block_diffusion else None  # BD3-LM's blocks, for the transformer
+    return backbone_class(m.arch).from_config(m, vocab_size, tokenizer=tokenizer, saved=saved, block_diffusion=block)
 
 
 def default_device(requested: str = "auto") -> torch.device:

@@ -103,6 +103,23 @@ class HFMaskedLM(Backbone):
         self.adapted = adapted
         self.logit_shift = logit_shift
 
+    @classmethod
+    def from_config(cls, m, vocab_size: int, *, tokenizer=None, saved: Path | None = None, block_diffusion=None):
+        """The transformers model the ``model`` section ``m`` names (``hf_name`` or ``hf_config``; ``saved``: a
+        checkpoint's exported folder), wrapped; ``tokenizer`` says where its mask sits in the backbone's ids."""
+        if m.hf_name is not None and saved is None and getattr(tokenizer, "kind", None) != "hf":
+            raise TokenDiffError(
+                f"model.hf_name={m.hf_name!r} has pretrained weights, which need their own tokenizer: add "
+                f"data.tokenizer=hf data.tokenizer_name={m.hf_name} (or use model.hf_config for fresh weights)"
+            )
+        adapt = m.adapt == "a2d"  # a causal LM run bidirectionally (Dream, DiffuLLaMA)
+        backbone = load_hf_backbone(
+            name=m.hf_name, config=m.hf_config, causal=m.causal, vocab_size=vocab_size, saved=saved, adapt=adapt
+        )
+        mask_id = getattr(tokenizer, "hf_mask_id", vocab_size)  # char / bpe tokenizers: the mask appended
+        shift = m.logit_shift
+        return cls(backbone, vocab_size, mask_id, m.block_size, causal=m.causal, adapted=adapt, logit_shift=shift)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -36,6 +36,18 @@ class ImageConvNet(Backbone):
     torch.Size([3, 784, 2])
     """
 
+    @classmethod
+    def from_config(cls, m, vocab_size: int, *, tokenizer=None, saved=None, block_diffusion=None):
+        """The network the ``model`` section ``m`` describes, for square images of ``m.block_size`` pixels."""
+        return cls(
+            vocab_size=vocab_size,
+            image_size=int(round(m.block_size**0.5)),
+            n_layer=m.n_layer,
+            n_embd=m.n_embd,
+            dropout=m.dropout,
+            time_conditioning=m.time_conditioning,
+        )
+
     def __init__(
         self,
         vocab_size: int = 2,
@@ -93,6 +105,20 @@ class ImagePatchTransformer(Backbone):
     >>> m(torch.full((3, 784), 2)).shape
     torch.Size([3, 784, 2])
     """
+
+    @classmethod
+    def from_config(cls, m, vocab_size: int, *, tokenizer=None, saved=None, block_diffusion=None):
+        """The network the ``model`` section ``m`` describes, for square images of ``m.block_size`` pixels."""
+        return cls(
+            vocab_size=vocab_size,
+            image_size=int(round(m.block_size**0.5)),
+            patch=m.patch,
+            n_layer=m.n_layer,
+            n_head=m.n_head,
+            n_embd=m.n_embd,
+            dropout=m.dropout,
+            time_conditioning=m.time_conditioning,
+        )
 
     def __init__(
         self,

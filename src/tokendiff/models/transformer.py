@@ -210,6 +210,22 @@ class Transformer(Backbone):
             if name.endswith(("proj.weight", "down.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
 
+    @classmethod
+    def from_config(cls, m, vocab_size: int, *, tokenizer=None, saved=None, block_diffusion: int | None = None):
+        """The transformer that the ``model`` section ``m`` describes (``block_diffusion``: BD3-LM's block)."""
+        return cls(
+            vocab_size=vocab_size,
+            n_layer=m.n_layer,
+            n_head=m.n_head,
+            n_embd=m.n_embd,
+            block_size=m.block_size,
+            dropout=m.dropout,
+            causal=m.causal,
+            time_conditioning=m.time_conditioning,
+            block_diffusion=block_diffusion,
+            logit_shift=m.logit_shift,
+        )
+
     @staticmethod
     def _init_weights(module):
         if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from tokendiff.configs.sections.checks import check
 from tokendiff.models import transformer as transformer_rules
+from tokendiff.models.registry import BACKBONES
 from tokendiff.objectives.rules import check_estimator, check_t_min
 from tokendiff.processes.hybrid import HybridKernel
 
@@ -38,8 +39,8 @@ class ModelConfig:
 
     def __post_init__(self):
         check(
-            self.arch in ("transformer", "hf", "image_conv", "image_patch"),
-            f"model.arch={self.arch!r} is unknown; use transformer, hf, image_conv or image_patch",
+            self.arch in BACKBONES,
+            f"model.arch={self.arch!r} is unknown; use {', '.join(BACKBONES)} (tokendiff.models.registry)",
         )
         check(self.adapt in ("none", "a2d"), f"model.adapt={self.adapt!r} is unknown; use none or a2d")
         if isinstance(self.time_conditioning, str) and self.time_conditioning.lower() == "auto":  # as Hydra's bools
