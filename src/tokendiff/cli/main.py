@@ -29,7 +29,7 @@ commands:
   score     sample quality under an autoregressive run: tokendiff score samples=s.jsonl reference=out/ar
   demo      a browser page that streams the denoising:  tokendiff demo checkpoint=out demo.port=7860
 
-Every key=value is a Hydra override of the config in tokendiff/configs/schema.py;
+Every key=value is a Hydra override of the config in tokendiff/configs/sections/;
 presets: +experiment=shakespeare_char | shakespeare_char_ar | shakespeare_char_udlm | shakespeare_char_hybrid
          | small | medium | mnist | mnist_baseline | mnist_ambient.
 """

@@ -30,6 +30,8 @@ class CharTokenizer:
     ([1, 3, 2, 0], 4)
     """
 
+    eos_id: int | None = None  # no end-of-text token: a sample runs to its length
+
     kind = "char"
 
     def __init__(self, chars: list[str]):
@@ -84,6 +86,8 @@ class CharTokenizer:
 
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style) trained on the corpus; every string is encodable."""
+
+    eos_id: int | None = None  # no end-of-text token: a sample runs to its length
 
     kind = "bpe"
 
@@ -140,6 +144,8 @@ class BPETokenizer:
 class BinaryImageTokenizer:
     """Binary images as pixel tokens: 0 and 1 (the mask is id 2). ``decode`` draws ASCII art, so that
     image samples show up readably in logs; there is no text to encode."""
+
+    eos_id: int | None = None  # no end-of-text token: a sample runs to its length
 
     kind = "binary_image"
     vocab_size = 2

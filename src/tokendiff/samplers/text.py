@@ -165,7 +165,7 @@ def generate(
             kv_cache=kv_cache, time_grid=time_grid,
         )  # fmt: skip
         sampler = DiffusionSampler(model, kernel, settings)
-    eos = getattr(tokenizer, "eos_id", None)  # pretrained tokenizers: a sample ends at its first EOS
+    eos = tokenizer.eos_id  # pretrained tokenizers: a sample ends at its first EOS (others have none)
     generated = (x0 == mask_id).tolist()  # (L,) the positions the model writes
     # the blocks of every batch, counted (and a block wider than the context refused) before any work
     blocks = len(sampler.blocks(x0.unsqueeze(0) == mask_id)) if not causal and sampler.blockwise else 1
