@@ -838,6 +838,27 @@ BAD = {
         ),
         "p_uniform=1.0 must lie in [0, 1)",
     ),
+    "hybrid gamma whose 2^gamma overflows": (
+        lambda c: _train(c, "diffusion.process=hybrid", "diffusion.gamma=2000"),
+        "diffusion.gamma=2000.0 must lie in (0, 100]",
+    ),
+    "scheduler file: gamma whose 2^gamma overflows": (
+        lambda c: _sample(
+            c, kv("checkpoint", c.edited("scheduler_config.json", lambda d: {**d, **HYBRID, "gamma": 2000}))
+        ),
+        "gamma=2000 must lie in (0, 100]",
+    ),
+    # ---- A2D (issue 27)
+    "a2d without a model to adapt": (lambda c: _train(c, "model.adapt=a2d"), "training.init_from"),
+    "a2d from a masked run": (
+        lambda c: _train(c, "model.adapt=a2d", kv("training.init_from", c.text)),
+        "is not one (model.causal=false there)",
+    ),
+    "an autoregressive run taken as a masked one": (
+        lambda c: _train(c, kv("training.init_from", c.ar)),
+        "add model.adapt=a2d",
+    ),
+    "budget split of one": (lambda c: _train(c, "model.adapt=a2d", "training.ar_share=1"), "training.ar_share=1.0"),
     # ---- block-wise sampling against the context (issue 25)
     "block wider than the context": (
         lambda c: _sample(c, "sampling.block_size=64", "sampling.length=128"),

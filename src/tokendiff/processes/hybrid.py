@@ -44,8 +44,8 @@ class HybridKernel(InterpolatingKernel):
     def __init__(self, vocab_size: int, p_uniform: float = 0.0, gamma: float = 1.0, t_eps: float = 1e-4):
         if not 0.0 <= p_uniform < 1.0:
             raise TokenDiffError(f"diffusion.p_uniform={p_uniform} must lie in [0, 1), e.g. 0.1")
-        if gamma <= 0:
-            raise TokenDiffError(f"diffusion.gamma={gamma} must be > 0, e.g. 1.0")
+        if not 0 < gamma <= 100:  # 2^gamma below: beyond ~1000 it overflows, and past ~10 the bump is all but flat
+            raise TokenDiffError(f"diffusion.gamma={gamma} must lie in (0, 100], e.g. 1.0")
         if vocab_size < 2 and p_uniform > 0:
             raise TokenDiffError(f"vocab_size={vocab_size}: uniform noise needs at least 2 tokens")
         super().__init__(vocab_size)

@@ -27,7 +27,7 @@ _NUMBERS = {
     },
     "HybridTokenDiffusionScheduler": {
         "p_uniform": (lambda v: 0.0 <= v < 1.0, "must lie in [0, 1), e.g. 0.1"),
-        "gamma": (lambda v: v > 0, "must be > 0, e.g. 1.0"),
+        "gamma": (lambda v: 0 < v <= 100, "must lie in (0, 100], e.g. 1.0"),
         "t_eps": (lambda v: 0.0 < v < 0.5, "must lie in (0, 0.5), e.g. 0.0001"),
     },
 }
