@@ -80,6 +80,13 @@ def main(argv=None) -> int:
     p.add_argument("--arms", nargs="+", default=["ar", "mdlm", "a2d_0.5"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--calib-steps", type=int, default=12)
+    p.add_argument(
+        "--steps-per-s",
+        type=float,
+        nargs=2,
+        metavar=("AR", "MDLM"),
+        help="use these rates instead of calibrating (so that arms run side by side get the same steps)",
+    )
     p.add_argument("--safety", type=float, default=0.95)
     p.add_argument("--eval-draws", type=int, default=4)
     p.add_argument("--samples", type=int, default=16, help="samples scored per arm (sampling.steps=--sample-steps)")
@@ -99,7 +106,10 @@ def main(argv=None) -> int:
     env.setdefault("TOKENDIFF_DATA", str(REPO.parent / "shared" / "data"))
     common = [f"system.threads={a.threads}", "training.seed=1337"]
     quality.MODELS.update({"a2d_ar": ("AR", AR), "a2d_mdlm": ("masked", MDLM)})
-    calib = {k: calibrate(k, common, a.calib_steps, env) for k in ("a2d_ar", "a2d_mdlm")}
+    if a.steps_per_s:
+        calib = {k: {"steps_per_s": v, "given": True} for k, v in zip(("a2d_ar", "a2d_mdlm"), a.steps_per_s)}
+    else:
+        calib = {k: calibrate(k, common, a.calib_steps, env) for k in ("a2d_ar", "a2d_mdlm")}
     sps = {k: v["steps_per_s"] for k, v in calib.items()}
     arms = {}
     reference = a.reference or str(RUNS / f"m{a.minutes:g}_ar")
