@@ -8,8 +8,9 @@ both ways), folded into one run directory and one log:
 
 - at the switch the sampling (EMA) weights become the weights, as ``training.init_from`` loads them, the
   optimizer's moments and the EMA start afresh, and the objective, window length and attention change;
-- each stage has its own learning-rate schedule: ``training.warmup_iters`` of warmup, then the cosine
-  decay over the stage's own steps;
+- each stage has its own learning-rate schedule: ``training.warmup_iters`` of warmup (at most a tenth of
+  the stage, as ``bench/a2d.py`` sets it for each of its two runs), then the cosine decay over the stage's
+  own steps;
 - the stage is a function of the step, and the switch happens inside the last step of the first stage, so
   a checkpoint holds one stage's state only and resuming from any step (the switch included) is exact.
 """
@@ -35,9 +36,11 @@ class ArStage:
     objective: object
     steps: int
 
-    def window(self, step: int, max_iters: int) -> tuple[int, int]:
-        """(first step, number of steps) of the stage that ``step`` belongs to: its learning-rate schedule."""
-        return (0, self.steps) if step < self.steps else (self.steps, max_iters - self.steps)
+    def schedule(self, step: int, max_iters: int, warmup_iters: int) -> tuple[int, int, int]:
+        """(first step, number of steps, warmup steps) of the stage that ``step`` belongs to: its learning-rate
+        schedule, whose warmup is ``training.warmup_iters`` but at most a tenth of the stage."""
+        start, steps = (0, self.steps) if step < self.steps else (self.steps, max_iters - self.steps)
+        return start, steps, min(warmup_iters, steps // 10)
 
     def enter(self, trainer, autoregressive: bool) -> None:
         """Set the trainer's objective and window, and every copy of the model, for one of the stages."""

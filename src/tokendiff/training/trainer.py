@@ -282,9 +282,11 @@ class Trainer:
         message says which checkpoint to resume from.
         """
         t = self.training
-        start, steps = self.ar_stage.window(self.step, t.max_iters) if self.ar_stage else (0, t.max_iters)
+        start, steps, warmup = (0, t.max_iters, t.warmup_iters)
+        if self.ar_stage:  # each stage its own schedule, its warmup at most a tenth of it (stages.py)
+            start, steps, warmup = self.ar_stage.schedule(self.step, t.max_iters, t.warmup_iters)
         decay_end = t.lr_decay_iters or steps
-        lr = learning_rate(self.step - start, t.learning_rate, t.min_lr, t.warmup_iters, decay_end)
+        lr = learning_rate(self.step - start, t.learning_rate, t.min_lr, warmup, decay_end)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         losses = []

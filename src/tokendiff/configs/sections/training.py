@@ -37,7 +37,7 @@ class TrainingConfig:
     init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer), e.g. MDLM -> BD3-LM
     attention_anneal_iters: int = 0  # model.adapt=a2d: open causal attention up to bidirectional over these steps
     # model.adapt=a2d: this share of max_iters first trains the model autoregressively, in the same run (no
-    # init_from); 0: start from training.init_from. Each stage warms up and decays its learning rate on its own
+    # init_from); 0: start from training.init_from. Each stage warms up (at most a tenth of it) and decays on its own
     ar_share: float = 0.0
     seed: int = 1337
 
