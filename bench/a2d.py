@@ -5,9 +5,9 @@ budget. Everything through the command line, one thread per run (``--threads 1``
 Arms (``--arms``; the quickstart's model: 4 x 128 on 128-character windows, batch 64 at 3e-3):
 
 - ``ar``: autoregressive for the whole budget (the yardstick, and the reference that scores the samples);
-- ``mdlm``: ``+experiment=quickstart`` (masked diffusion, count estimator) for the whole budget;
+- ``mdlm``: ``+experiment=quickstart_mdlm`` (masked diffusion, count estimator) for the whole budget;
 - ``a2d_<share>[_noshift][_anneal<N>][_lr<x>]``: ``ar`` for ``share`` of the budget, then
-  ``+experiment=quickstart model.adapt=a2d training.init_from=<that run>`` for the rest, with Dream's logit
+  ``+experiment=quickstart_mdlm model.adapt=a2d training.init_from=<that run>`` for the rest, with Dream's logit
   shift unless ``_noshift``, ``training.attention_anneal_iters=N`` with ``_annealN``, the adapted stage's
   learning rate ``x`` with ``_lr<x>``.
 
@@ -42,7 +42,7 @@ import quality  # noqa: E402
 
 MODEL = ["model.n_embd=128", "model.block_size=128", "training.batch_size=64", "training.learning_rate=3e-3"]
 AR = ["+experiment=shakespeare_char_ar", *MODEL, "system.compile=false"]
-MDLM = ["+experiment=quickstart", "system.compile=false"]
+MDLM = ["+experiment=quickstart_mdlm", "system.compile=false"]
 ARM = re.compile(r"^a2d_(?P<share>0?\.\d+)(?P<noshift>_noshift)?(?:_anneal(?P<anneal>\d+))?(?:_lr(?P<lr>[\d.e-]+))?$")
 
 

@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--override",
         action="append",
-        default=["+experiment=quickstart"],
-        help="config overrides of both runs (default: the quickstart preset)",
+        default=["+experiment=quickstart_mdlm"],
+        help="config overrides of both runs (default: the masked quickstart preset)",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "distributed_throughput.json")
     args = p.parse_args(argv)

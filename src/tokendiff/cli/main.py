@@ -30,8 +30,9 @@ commands:
   demo      a browser page that streams the denoising:  tokendiff demo checkpoint=out demo.port=7860
 
 Every key=value is a Hydra override of the config in tokendiff/configs/sections/;
-presets: +experiment=shakespeare_char | shakespeare_char_ar | shakespeare_char_udlm | shakespeare_char_hybrid
-         | small | medium | mnist | mnist_baseline | mnist_ambient.
+presets: +experiment=quickstart (A2D) | quickstart_mdlm | shakespeare_char | shakespeare_char_ar
+         | shakespeare_char_udlm | shakespeare_char_hybrid | shakespeare_char_bd3 | small | medium | mnist
+         | mnist_baseline | mnist_ambient.
 """
 
 COMMANDS = {
