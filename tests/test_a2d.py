@@ -66,6 +66,18 @@ def test_the_adapted_model_sees_the_future_once_attention_is_opened():
     assert torch.all(full > 0)
 
 
+def assert_resumed_run_ends_the_same(tmp_path, args, step: int):
+    """Run ``args`` straight through in ``a``; resume a copy of it (``b``) from its checkpoint at ``step``: both
+    end with the same sampling weights, raw weights and optimizer moments."""
+    assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "final")
+    assert main(["train", f"resume={tmp_path}/b/checkpoints/step_{step:06d}"]) == 0
+    for name in ("model.safetensors", "training_state/model.safetensors", "training_state/optimizer.safetensors"):
+        a, b = load_file(str(tmp_path / "a/final" / name)), load_file(str(tmp_path / "b/final" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def _ar_run(tmp_path, steps=20):
     run = tmp_path / "ar"
     assert main(["train", *TINY, "model.causal=true", f"training.max_iters={steps}", f"output_dir={run}"]) == 0
@@ -97,13 +109,7 @@ def test_an_adapted_run_resumed_in_its_annealing_ends_with_the_same_weights(tmp_
     ar = _ar_run(tmp_path, steps=4)
     args = [*TINY, "model.adapt=a2d", f"training.init_from={ar}", "training.max_iters=6", "model.dropout=0.1"]
     args += ["training.attention_anneal_iters=5", "training.checkpoint_interval=3"]
-    assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    shutil.rmtree(tmp_path / "b" / "final")
-    assert main(["train", f"resume={tmp_path}/b/checkpoints/step_000003"]) == 0
-    for name in ("model.safetensors", "training_state/model.safetensors", "training_state/optimizer.safetensors"):
-        a, b = load_file(str(tmp_path / "a/final" / name)), load_file(str(tmp_path / "b/final" / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_resumed_run_ends_the_same(tmp_path, args, step=3)
 
 
 @pytest.mark.parametrize(
@@ -161,13 +167,7 @@ def test_one_command_trains_the_autoregressive_stage_then_adapts_it(tmp_path, ca
 def test_a_one_command_run_resumed_in_either_stage_ends_with_the_same_weights(tmp_path, at):
     args = [*TINY, "model.adapt=a2d", "model.logit_shift=true", "training.ar_share=0.5", "training.max_iters=8"]
     args += ["training.checkpoint_interval=2", "model.dropout=0.1", "training.attention_anneal_iters=2"]
-    assert main(["train", *args, f"output_dir={tmp_path}/a"]) == 0
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    shutil.rmtree(tmp_path / "b" / "final")
-    assert main(["train", f"resume={tmp_path}/b/checkpoints/step_{at:06d}"]) == 0
-    for name in ("model.safetensors", "training_state/model.safetensors", "training_state/optimizer.safetensors"):
-        a, b = load_file(str(tmp_path / "a/final" / name)), load_file(str(tmp_path / "b/final" / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_resumed_run_ends_the_same(tmp_path, args, step=at)
 
 
 @pytest.mark.parametrize(
