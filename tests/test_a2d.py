@@ -101,6 +101,9 @@ def test_an_autoregressive_run_adapted_trains_samples_evaluates_and_trains_its_m
     assert main(["sample", f"checkpoint={run}", "num_samples=2", "sampling.steps=8", "prompt=RO"]) == 0
     out = capsys.readouterr().out
     assert out.count("----- sample") == 2 and "RO" in out
+    cached = ["sample", f"checkpoint={run}", "sampling.block_size=8", "sampling.kv_cache=dual", "sampling.length=32"]
+    assert main(cached) == 2  # the shift reads the previous position's output, which a cached tail call lacks
+    assert "without model.logit_shift" in capsys.readouterr().err
     assert main(["eval", f"checkpoint={run}", "eval.num_draws=2", "eval.max_windows=4", "eval.batch_size=4"]) == 0
     assert json.loads(capsys.readouterr().out)["nelbo_nats_per_token"] > 0
 

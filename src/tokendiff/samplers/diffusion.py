@@ -79,7 +79,8 @@ class DiffusionSampler:
             if settings.block_size is None or not model.supports_kv_cache:
                 raise TokenDiffError(
                     f"sampling.kv_cache={settings.kv_cache} caches keys and values across the steps of a block: it "
-                    "needs sampling.block_size (e.g. 32) and the tokendiff transformer (model.arch=transformer)"
+                    "needs sampling.block_size (e.g. 32) and a model with a KV cache: the tokendiff transformer "
+                    "(model.arch=transformer) without model.logit_shift"
                 )
         self.model, self.kernel, self.settings = model, kernel, settings
         self.steps = settings.steps
