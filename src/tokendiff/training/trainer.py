@@ -43,7 +43,7 @@ from tokendiff.training.trainer_state import load_state, save_state
 
 __all__ = ["Trainer", "TrainResult", "StepStats"]
 
-AUTO_COMPILE_MIN_STEPS = 1000  # system.compile=null compiles a CPU run of at least this many steps
+AUTO_COMPILE_MIN_STEPS = 500  # system.compile=null compiles a CPU run of at least this many steps
 
 
 @dataclass

@@ -85,8 +85,8 @@ class TrainingConfig:
 class SystemConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto (bfloat16 where bf16 matmul is native, else float32) | float32 | bfloat16 | float16
-    # torch.compile the model: null (auto) compiles on a GPU, and on a CPU for runs of >= 1000 steps, where
-    # the measured 1.18x step speed repays the ~30-50 s of compilation (docs/benchmarks.md); true | false
+    # torch.compile the model: null (auto) compiles on a GPU, and on a CPU for runs of >= 500 steps, where the
+    # measured 1.18x (fp32) to 1.39x (native bf16) step repays ~30 s of compiling (docs/benchmarks.md); true/false
     compile: Optional[bool] = None
     threads: Optional[int] = None  # CPU threads; default torch's choice
     # gloo on CPUs, one GPU each with CUDA; torchrun / accelerate launch set their own count instead
