@@ -19,7 +19,6 @@ __all__ = [
     "check_count_kernel",
     "check_block_kernel",
     "check_block_size",
-    "check_observed_fraction",
 ]
 
 Estimator = Literal["time", "count", "bound"]
@@ -63,11 +62,3 @@ def check_block_kernel(masked_diffusion: bool, kernel: str) -> None:
 def check_block_size(block_size: int) -> None:
     """Tokens per block of block diffusion (:class:`~tokendiff.objectives.block.BlockDiffusionObjective`)."""
     _check(block_size >= 1, f"diffusion.block_size={block_size} must be >= 1, e.g. 16")
-
-
-def check_observed_fraction(observed_fraction: float) -> None:
-    """``q``, the probability that a token of the corrupted data was observed (the ambient objective): the
-    corruption's own rule (:func:`tokendiff.data.corruption.check_observed_fraction`)."""
-    from tokendiff.data.corruption import check_observed_fraction as corruption_rule
-
-    corruption_rule(observed_fraction)

@@ -7,7 +7,7 @@ from typing import Optional
 
 from tokendiff.configs.sections.checks import check
 from tokendiff.data.text import check_val_fraction
-from tokendiff.objectives.rules import check_observed_fraction
+from tokendiff.data import corruption
 
 __all__ = ["DataConfig"]
 
@@ -41,7 +41,7 @@ class DataConfig:
             f"data.binarization={self.binarization!r} is unknown; use static, dynamic or threshold",
         )
         check(self.limit is None or self.limit >= 1, f"data.limit={self.limit} must be >= 1")
-        check_observed_fraction(self.observed_fraction)  # the ambient objective's rule
+        corruption.check_observed_fraction(self.observed_fraction)  # the corruption's rule
         check(
             0.0 <= self.clean_fraction < 1.0,
             f"data.clean_fraction={self.clean_fraction} must lie in [0, 1), e.g. 0.01",

@@ -19,7 +19,8 @@ from tokendiff.objectives.ambient.fill import fill
 from tokendiff.objectives.ambient.imputation import ImputationLoss
 from tokendiff.objectives.ambient.settings import HARD_LOSSES, AmbientSettings
 from tokendiff.objectives.base import Objective
-from tokendiff.objectives.rules import check_observed_fraction, check_t_min
+from tokendiff.data import corruption
+from tokendiff.objectives.rules import check_t_min
 from tokendiff.objectives.times import stratified_uniform
 from tokendiff.processes.base import Kernel
 
@@ -92,7 +93,7 @@ class AmbientObjective(EasyLoss, ConsistencyLoss, ImputationLoss, EMLoss, Object
         consistency_reveal: float = 0.0,
         consistency_max_masked: float = 1.0,
     ):
-        check_observed_fraction(observed_fraction)
+        corruption.check_observed_fraction(observed_fraction)  # the corruption's own rule
         check_t_min(t_min)
         self.settings = AmbientSettings(
             consistency_weight=consistency_weight,
