@@ -9,7 +9,8 @@ Arms (``--arms``; the quickstart's model: 4 x 128 on 128-character windows, batc
 - ``a2d_<share>[_noshift][_anneal<N>][_lr<x>]``: ``ar`` for ``share`` of the budget, then
   ``+experiment=quickstart_mdlm model.adapt=a2d training.init_from=<that run>`` for the rest, with Dream's logit
   shift unless ``_noshift``, ``training.attention_anneal_iters=N`` with ``_annealN``, the adapted stage's
-  learning rate ``x`` with ``_lr<x>``.
+  learning rate ``x`` with ``_lr<x>``;
+- any arm with ``_muon`` appended: every stage with ``training.optimizer=muon`` (its own calibration).
 
 Each stage's ``training.max_iters`` is its share of the budget times the steps per second measured by a
 short calibration (``bench/quality.py``'s), so every schedule completes inside its time. Reported per arm:
@@ -43,7 +44,11 @@ import quality  # noqa: E402
 MODEL = ["model.n_embd=128", "model.block_size=128", "training.batch_size=64", "training.learning_rate=3e-3"]
 AR = ["+experiment=shakespeare_char_ar", *MODEL, "system.compile=false"]
 MDLM = ["+experiment=quickstart_mdlm", "system.compile=false"]
-ARM = re.compile(r"^a2d_(?P<share>0?\.\d+)(?P<noshift>_noshift)?(?:_anneal(?P<anneal>\d+))?(?:_lr(?P<lr>[\d.e-]+))?$")
+ARM = re.compile(
+    r"^(?:(?P<base>ar|mdlm)|a2d_(?P<share>0?\.\d+)(?P<noshift>_noshift)?(?:_anneal(?P<anneal>\d+))?"
+    r"(?:_lr(?P<lr>[\d.e-]+))?)(?P<muon>_muon)?$"
+)
+MUON = ["training.optimizer=muon"]
 
 
 def train(name: str, overrides: list[str], minutes: float, steps_per_s: float, env: dict, safety: float) -> dict:
@@ -83,9 +88,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--steps-per-s",
         type=float,
-        nargs=2,
-        metavar=("AR", "MDLM"),
-        help="use these rates instead of calibrating (so that arms run side by side get the same steps)",
+        nargs="+",
+        metavar="RATE",
+        help="AR MDLM [AR_MUON MDLM_MUON]: use these rates instead of calibrating (so that arms run side by side "
+        "get the same steps)",
     )
     p.add_argument("--safety", type=float, default=0.95)
     p.add_argument("--eval-draws", type=int, default=4)
@@ -106,28 +112,34 @@ def main(argv=None) -> int:
     env.setdefault("TOKENDIFF_DATA", str(REPO.parent / "shared" / "data"))
     common = [f"system.threads={a.threads}", "training.seed=1337"]
     quality.MODELS.update({"a2d_ar": ("AR", AR), "a2d_mdlm": ("masked", MDLM)})
+    quality.MODELS.update({"a2d_ar_muon": ("AR", AR + MUON), "a2d_mdlm_muon": ("masked", MDLM + MUON)})
+    for arm in a.arms:
+        if not ARM.match(arm):
+            raise SystemExit(f"--arms {arm}: write ar, mdlm or a2d_<share>[_noshift][_anneal<N>][_lr<x>], each [_muon]")
+    muon = any(ARM.match(arm)["muon"] for arm in a.arms)
+    models = ("a2d_ar", "a2d_mdlm") + (("a2d_ar_muon", "a2d_mdlm_muon") if muon else ())
     if a.steps_per_s:
-        calib = {k: {"steps_per_s": v, "given": True} for k, v in zip(("a2d_ar", "a2d_mdlm"), a.steps_per_s)}
+        calib = {k: {"steps_per_s": v, "given": True} for k, v in zip(models, a.steps_per_s)}
     else:
-        calib = {k: calibrate(k, common, a.calib_steps, env) for k in ("a2d_ar", "a2d_mdlm")}
+        calib = {k: calibrate(k, common, a.calib_steps, env) for k in models}
     sps = {k: v["steps_per_s"] for k, v in calib.items()}
     arms = {}
     reference = a.reference or str(RUNS / f"m{a.minutes:g}_ar")
     for arm in a.arms:
         tag = f"m{a.minutes:g}_{arm}"
-        if arm in ("ar", "mdlm"):
-            stages = [train(tag, (AR if arm == "ar" else MDLM) + common, a.minutes, sps[f"a2d_{arm}"], env, a.safety)]
+        m = ARM.match(arm)
+        opt, rule = (MUON, "_muon") if m["muon"] else ([], "")
+        if m["base"]:
+            model = AR if m["base"] == "ar" else MDLM
+            stages = [train(tag, model + opt + common, a.minutes, sps[f"a2d_{m['base']}{rule}"], env, a.safety)]
         else:
-            m = ARM.match(arm)
-            if not m:
-                raise SystemExit(f"--arms {arm}: write ar, mdlm or a2d_<share>[_noshift][_anneal<N>][_lr<x>]")
             share = float(m["share"])
-            first = train(f"{tag}_stage1", AR + common, a.minutes * share, sps["a2d_ar"], env, a.safety)
-            adapt = [*MDLM, *common, "model.adapt=a2d", f"training.init_from={first['run']}"]
+            first = train(f"{tag}_stage1", AR + opt + common, a.minutes * share, sps[f"a2d_ar{rule}"], env, a.safety)
+            adapt = [*MDLM, *opt, *common, "model.adapt=a2d", f"training.init_from={first['run']}"]
             adapt += [f"model.logit_shift={'false' if m['noshift'] else 'true'}"]
             adapt += [f"training.attention_anneal_iters={m['anneal']}"] if m["anneal"] else []
             adapt += [f"training.learning_rate={m['lr']}"] if m["lr"] else []
-            second = train(tag, adapt, a.minutes * (1 - share), sps["a2d_mdlm"], env, a.safety)
+            second = train(tag, adapt, a.minutes * (1 - share), sps[f"a2d_mdlm{rule}"], env, a.safety)
             stages = [first, second]
         final = stages[-1]["run"]
         result = {"stages": stages, "eval": evaluate(final, tag, a.eval_draws, env)}

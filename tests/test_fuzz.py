@@ -252,6 +252,7 @@ BAD = {
     "EMA decay of one": (lambda c: _train(c, "training.ema=1"), "training.ema=1"),
     "floor above the learning rate": (lambda c: _train(c, "training.min_lr=0.5"), "training.min_lr=0.5"),
     "zero learning rate": (lambda c: _train(c, "training.learning_rate=0"), "training.learning_rate=0"),
+    "unknown optimizer": (lambda c: _train(c, "training.optimizer=sgd"), "training.optimizer='sgd'"),
     "zero minutes": (lambda c: _train(c, "training.max_minutes=0"), "training.max_minutes=0"),
     "zero epochs": (lambda c: _train(c, "training.n_epochs=0"), "training.n_epochs=0"),
     "negative warmup": (lambda c: _train(c, "training.warmup_iters=-1"), "training.warmup_iters=-1"),

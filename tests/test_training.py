@@ -36,7 +36,14 @@ def assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("extra", [["model.dropout=0.1"], ["model.causal=true", "training.grad_accum=2"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model.dropout=0.1"],
+        ["model.causal=true", "training.grad_accum=2"],
+        ["training.optimizer=muon", "training.grad_accum=2"],
+    ],
+)
 def test_stopped_and_resumed_run_ends_with_the_same_parameters(tmp_path, extra):
     # Run A goes straight through 6 steps, writing a checkpoint at step 3. Run B starts from that
     # checkpoint, on disk, and does steps 4-6. Batches, times, masks and dropout come from seeded state

@@ -1,7 +1,9 @@
-"""Learning-rate schedule and weight-decay groups.
+"""The optimizer (``training.optimizer``), its learning-rate schedule and its weight-decay groups.
 
-Written by hand (nanoGPT's ``get_lr``) rather than with ``torch.optim.lr_scheduler``: a pure function
-of the step needs no state of its own, so a resumed run gets exactly the rate it would have had.
+The schedule is written by hand (nanoGPT's ``get_lr``) rather than with ``torch.optim.lr_scheduler``: a pure
+function of the step needs no state of its own, so a resumed run gets exactly the rate it would have had.
+
+``muon`` pairs Muon (the hidden matrices; :mod:`tokendiff.training.muon`) with AdamW (the rest).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import math
 
 import torch
 
-__all__ = ["learning_rate", "param_groups"]
+from tokendiff.build import resolve_dtype
+from tokendiff.training.muon import Muon, MuonAdamW
+
+__all__ = ["learning_rate", "param_groups", "build_optimizer", "muon_matrices", "clear_moments"]
 
 
 def learning_rate(step: int, peak: float, floor: float, warmup: int, decay_end: int) -> float:
@@ -31,3 +36,43 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def muon_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The weights Muon orthogonalizes: every ``nn.Linear`` weight except the output head (a linear map onto
+    the vocabulary), as Muon's authors prescribe; embeddings, the head, gains and biases stay with AdamW."""
+    vocab = getattr(model, "vocab_size", None)
+    return [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and m.out_features != vocab
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, training, fused: bool):
+    """``torch.optim.AdamW`` over :func:`param_groups`, or :class:`MuonAdamW` for ``training.optimizer=muon``."""
+    betas = (training.beta1, training.beta2)
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups(model, training.weight_decay), training.learning_rate, betas, fused=fused)
+    matrices = muon_matrices(model)
+    chosen = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    device = next(model.parameters()).device
+    muon = Muon(
+        matrices,
+        lr=training.learning_rate,
+        weight_decay=training.weight_decay,
+        adjust_lr_fn="match_rms_adamw",  # Moonshot's scaling: one learning rate for both rules
+        ns_dtype=getattr(torch, resolve_dtype("auto", device)[0]),  # bf16 only where its matmul is native
+    )
+    decay = [p for p in rest if p.dim() >= 2]
+    no_decay = [p for p in rest if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], training.learning_rate, betas, fused=fused)
+    return MuonAdamW(muon, adamw)
+
+
+def clear_moments(optimizer) -> None:
+    """Forget the moments (and step counts) of ``optimizer``, an AdamW or a :class:`MuonAdamW`."""
+    for part in optimizer.parts if isinstance(optimizer, MuonAdamW) else (optimizer,):
+        part.state.clear()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tokendiff.training.optimizer import clear_moments
+
 __all__ = ["ArStage", "ar_stage_steps"]
 
 
@@ -60,5 +62,5 @@ class ArStage:
             for p, q in zip(trainer.raw_model.parameters(), trainer.ema.module.parameters()):
                 p.copy_(q)
             trainer.ema.updates = 0  # the decay warms up again; the average starts at these weights
-        trainer.optimizer.optimizer.state.clear()  # AdamW's moments and step counts of the first stage
+        clear_moments(trainer.optimizer.optimizer)  # the moments and step counts of the first stage
         self.enter(trainer, autoregressive=False)

@@ -36,7 +36,7 @@ from tokendiff.training.ema import EMA
 from tokendiff.training.interrupts import interrupts_between_steps
 from tokendiff.training.logger import RunLogger, check_logging
 from tokendiff.training.monitor import eval_line, eval_record, nelbo_of_windows, sample_texts
-from tokendiff.training.optimizer import learning_rate, param_groups
+from tokendiff.training.optimizer import build_optimizer, learning_rate
 from tokendiff.training.stages import ArStage
 from tokendiff.training.step_rng import step_generator
 from tokendiff.training.trainer_state import load_state, save_state
@@ -123,12 +123,7 @@ class Trainer:
         # the objective's imputations, if it draws any (EM), come from the EMA weights
         objective.bind_imputer(self.ema.module if self.ema is not None else self.raw_model)
         fused = self.device.type in ("cpu", "cuda")
-        optimizer = torch.optim.AdamW(
-            param_groups(self.raw_model, training.weight_decay),
-            lr=training.learning_rate,
-            betas=(training.beta1, training.beta2),
-            fused=fused,
-        )
+        optimizer = build_optimizer(self.raw_model, training, fused)
         self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
         self.step = 0
         self.last_eval: dict | None = None

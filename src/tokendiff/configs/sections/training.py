@@ -7,7 +7,9 @@ from typing import List, Optional
 
 from tokendiff.configs.sections.checks import check
 
-__all__ = ["TrainingConfig", "SystemConfig", "LoggingConfig"]
+__all__ = ["TrainingConfig", "SystemConfig", "LoggingConfig", "OPTIMIZERS"]
+
+OPTIMIZERS = ("adamw", "muon")  # training.optimizer (tokendiff.training.optimizer builds them)
 
 
 @dataclass
@@ -26,6 +28,10 @@ class TrainingConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
+    # adamw, or muon: Muon (orthogonalized momentum, torch.optim.Muon) for the hidden matrices and AdamW for the
+    # embeddings, the output head, gains and biases; both follow learning_rate's schedule (Muon's step is
+    # rescaled to AdamW's RMS, Moonshot's rule, so one rate serves both)
+    optimizer: str = "adamw"
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema: float = 0.999  # EMA decay of the weights used for sampling and eval; 0 disables
     eval_interval: int = 250  # steps between evaluations (0: only at the end)
@@ -51,6 +57,11 @@ class TrainingConfig:
         check(0.0 <= self.ar_share < 1.0, f"training.ar_share={self.ar_share} must lie in [0, 1), e.g. 0.5")
         for name in ("attention_anneal_iters",):
             check(getattr(self, name) >= 0, f"training.{name}={getattr(self, name)} must be >= 0")
+        check(
+            self.optimizer in OPTIMIZERS,
+            f"training.optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}; "
+            "e.g. training.optimizer=muon",
+        )
         check(self.learning_rate > 0, f"training.learning_rate={self.learning_rate} must be > 0, e.g. 6e-4")
         check(
             0 <= self.min_lr <= self.learning_rate,
