@@ -12,7 +12,7 @@ from tokendiff.errors import TokenDiffError
 
 __all__ = ["require"]
 
-EXTRA_OF = {"transformers": "hf", "datasets": "hf", "wandb": "wandb"}
+EXTRA_OF = {"transformers": "hf", "datasets": "hf", "wandb": "wandb", "lm_eval": "eval"}
 
 
 def require(module: str, why: str):

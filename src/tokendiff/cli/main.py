@@ -1,4 +1,4 @@
-"""``tokendiff <command> [key=value ...]``: prepare, train, sample, eval, score, demo.
+"""``tokendiff <command> [key=value ...]``: prepare, train, sample, eval, score, demo, lm-eval.
 
 This module reads the command, dispatches to it (``cli/train.py``, ``cli/sample.py``,
 ``cli/evaluate.py``), prints ``--help`` from the config schema, and keeps the promise of every command:
@@ -15,6 +15,7 @@ import os
 import sys
 
 from tokendiff.cli.evaluate import cmd_eval, cmd_score
+from tokendiff.cli.lm_eval import cmd_lm_eval
 from tokendiff.cli.sample import cmd_demo, cmd_sample
 from tokendiff.cli.train import cmd_prepare, cmd_train
 from tokendiff.errors import Interrupted, TokenDiffError
@@ -28,6 +29,7 @@ commands:
   eval      NELBO / bits per char / perplexity:        tokendiff eval checkpoint=out
   score     sample quality under an autoregressive run: tokendiff score samples=s.jsonl reference=out/ar
   demo      a browser page that streams the denoising:  tokendiff demo checkpoint=out demo.port=7860
+  lm-eval   score with lm-evaluation-harness:          tokendiff lm-eval checkpoint=out tasks=[lambada] mc_num=32
 
 Every key=value is a Hydra override of the config in tokendiff/configs/sections/;
 presets: +experiment=quickstart (A2D) | quickstart_mdlm | shakespeare_char | shakespeare_char_ar
@@ -37,7 +39,7 @@ presets: +experiment=quickstart (A2D) | quickstart_mdlm | shakespeare_char | sha
 
 COMMANDS = {
     "prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_score,
-    "demo": cmd_demo,
+    "demo": cmd_demo, "lm-eval": cmd_lm_eval,
 }  # fmt: skip
 
 # the config keys each command reads, for `tokendiff <command> --help`
@@ -51,8 +53,16 @@ COMMAND_KEYS = {
     "eval": (["eval", "system"], ["checkpoint", "seed"]),
     "score": (["system"], ["samples", "reference"]),
     "demo": (["sampling", "system"], ["checkpoint", "prompt", "seed"]),
+    "lm-eval": ([], []),
 }
 EXTRA_HELP = {  # keys a command reads that are not config keys
+    "lm-eval": (
+        "harness: tasks=[a,b] (required) include_path=<folder of task YAMLs> output_path=<folder> limit=N "
+        "num_fewshot=N log_samples=true|false\nthe tokendiff backend's model arguments: checkpoint=<run> "
+        "mc_num=32 batch_size=32 seed=0 greedy=true device=auto dtype=float32 max_gen_toks=256 "
+        "requests_file=<path>\nand the sampler's: steps strategy temperature top_p top_k threshold confidence "
+        "block_size remask remask_eta kv_cache time_grid cache (also as sampling.<key>)"
+    ),
     "demo": f"\ndemo.*  the page's server (host= and port= for short)\n  {'demo.host=127.0.0.1':<40} "
     f"address to listen on (0.0.0.0: every interface)\n  {'demo.port=7860':<40} port to listen on",
 }
