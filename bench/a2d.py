@@ -9,7 +9,7 @@ Arms (``--arms``; the quickstart's model: 4 x 128 on 128-character windows, batc
 - ``a2d_<share>[_noshift][_anneal<N>][_lr<x>]``: ``ar`` for ``share`` of the budget, then
   ``+experiment=quickstart_mdlm model.adapt=a2d training.init_from=<that run>`` for the rest, with Dream's logit
   shift unless ``_noshift``, ``training.attention_anneal_iters=N`` with ``_annealN``, the adapted stage's
-  learning rate ``x`` with ``_lr<x>``;
+  learning rate ``x`` with ``_lr<x>`` (for ``ar`` and ``mdlm``: the whole run's);
 - any arm with ``_muon`` appended: every stage with ``training.optimizer=muon`` (its own calibration).
 
 Each stage's ``training.max_iters`` is its share of the budget times the steps per second measured by a
@@ -45,8 +45,8 @@ MODEL = ["model.n_embd=128", "model.block_size=128", "training.batch_size=64", "
 AR = ["+experiment=shakespeare_char_ar", *MODEL, "system.compile=false"]
 MDLM = ["+experiment=quickstart_mdlm", "system.compile=false"]
 ARM = re.compile(
-    r"^(?:(?P<base>ar|mdlm)|a2d_(?P<share>0?\.\d+)(?P<noshift>_noshift)?(?:_anneal(?P<anneal>\d+))?"
-    r"(?:_lr(?P<lr>[\d.e-]+))?)(?P<muon>_muon)?$"
+    r"^(?:(?P<base>ar|mdlm)|a2d_(?P<share>0?\.\d+)(?P<noshift>_noshift)?(?:_anneal(?P<anneal>\d+))?)"
+    r"(?:_lr(?P<lr>\d[\d.e-]*))?(?P<muon>_muon)?$"
 )
 MUON = ["training.optimizer=muon"]
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     quality.MODELS.update({"a2d_ar_muon": ("AR", AR + MUON), "a2d_mdlm_muon": ("masked", MDLM + MUON)})
     for arm in a.arms:
         if not ARM.match(arm):
-            raise SystemExit(f"--arms {arm}: write ar, mdlm or a2d_<share>[_noshift][_anneal<N>][_lr<x>], each [_muon]")
+            raise SystemExit(f"--arms {arm}: write ar, mdlm or a2d_<share>[_noshift][_anneal<N>], each [_lr<x>][_muon]")
     muon = any(ARM.match(arm)["muon"] for arm in a.arms)
     models = ("a2d_ar", "a2d_mdlm") + (("a2d_ar_muon", "a2d_mdlm_muon") if muon else ())
     if a.steps_per_s:
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
         opt, rule = (MUON, "_muon") if m["muon"] else ([], "")
         if m["base"]:
             model = AR if m["base"] == "ar" else MDLM
-            stages = [train(tag, model + opt + common, a.minutes, sps[f"a2d_{m['base']}{rule}"], env, a.safety)]
+            lr = [f"training.learning_rate={m['lr']}"] if m["lr"] else []
+            stages = [train(tag, model + opt + lr + common, a.minutes, sps[f"a2d_{m['base']}{rule}"], env, a.safety)]
         else:
             share = float(m["share"])
             first = train(f"{tag}_stage1", AR + opt + common, a.minutes * share, sps[f"a2d_ar{rule}"], env, a.safety)

@@ -69,11 +69,35 @@ def block_settings(length: int) -> dict[str, dict]:
     }
 
 
+def sample_and_score(ckpt, ref, length: int, num_samples: int, seed: int, **kwargs) -> dict:
+    """``num_samples`` samples of ``ckpt`` (loaded checkpoints) with ``generate`` keywords ``kwargs``, timed, and
+    scored under the autoregressive ``ref``: tokens/s, model calls, generative perplexity, text statistics."""
+    from tokendiff.evaluation.samples import generative_perplexity, text_statistics
+    from tokendiff.samplers.text import generate
+
+    start = time.perf_counter()
+    texts, stats = generate(
+        ckpt.model, ckpt.kernel, ckpt.tokenizer, num_samples=num_samples, length=length, seed=seed,
+        batch_size=num_samples, **kwargs,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    ids = [ref.tokenizer.encode(t) for t in texts]
+    return {
+        "checkpoint": str(ckpt.path),
+        "settings": kwargs,
+        "tokens_per_s": num_samples * length / seconds,
+        "model_calls": stats["model_calls"],
+        **generative_perplexity(ref.model, ids),
+        **text_statistics(ids),
+        "example": texts[0][:200],
+        "texts": texts,
+    }
+
+
 def main(argv=None) -> int:
     from tokendiff.build import build_dataset
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.evaluation.samples import generative_perplexity, text_statistics
-    from tokendiff.samplers.text import generate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a masked diffusion run")
@@ -97,22 +121,8 @@ def main(argv=None) -> int:
     rows = {}
     for name in names:
         model, kwargs = chosen[name]
-        start = time.perf_counter()
-        texts, stats = generate(
-            model.model, model.kernel, model.tokenizer, num_samples=args.num_samples, length=length, seed=args.seed,
-            batch_size=args.num_samples, **kwargs,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        ids = [ref.tokenizer.encode(t) for t in texts]
-        rows[name] = {
-            "checkpoint": str(model.path),
-            "settings": kwargs,
-            "tokens_per_s": args.num_samples * length / seconds,
-            "model_calls": stats["model_calls"],
-            **generative_perplexity(ref.model, ids),
-            **text_statistics(ids),
-            "example": texts[0][:200],
-        }
+        rows[name] = sample_and_score(model, ref, length, args.num_samples, args.seed, **kwargs)
+        rows[name].pop("texts")
         r = rows[name]
         print(
             f"{name:20s} {r['tokens_per_s']:8.0f} tokens/s  {r['model_calls']:4d} calls  gen ppl "

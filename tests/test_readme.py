@@ -38,6 +38,12 @@ NOT_TOKENDIFF = {
     "torchrun --standalone --nproc_per_node 2 -m tokendiff train +experiment=quickstart system.device=cpu "
     "output_dir=out/ddp2",
     "accelerate launch --multi_gpu --num_processes 4 -m tokendiff train +experiment=small",
+    # lm-evaluation-harness: lm-eval's own command line with the tokendiff backend, and two processes;
+    # tests/test_harness.py runs both (python -m tokendiff.harness, and torchrun on 2 CPU processes)
+    "tokendiff-lm-eval --model tokendiff --model_args checkpoint=out/quickstart,mc_num=32 --tasks td_choice "
+    "--include_path tasks/ --device cpu --batch_size 32 --output_path results/",
+    "torchrun --nproc_per_node 2 -m tokendiff lm-eval checkpoint=out/quickstart 'tasks=[td_choice]' "
+    "include_path=tasks/",
 }
 
 # README tokendiff commands this test does not run (as `shlex.join` of the words after `tokendiff`), each
@@ -84,6 +90,8 @@ IMAGE_TINY = {
 RESUME_TINY = {"training.max_iters": "4"}
 # ...and evaluation: a few windows; for images a few samples, few steps
 EVAL_TINY = {"eval.max_windows": "16", "eval.num_samples": "10", "eval.sampling_steps": "2"}
+# ...and lm-eval: a few documents per task, a few draws
+LM_EVAL_TINY = {"limit": "4", "mc_num": "4"}
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -133,7 +141,7 @@ def order(argv: list[str]) -> int:
     if command == "train":
         return 1 if any(a.startswith("resume=") for a in args) else 0
     # prepare first: it needs no run, and a training line may name a corpus a prepare line recorded
-    return {"prepare": -1, "sample": 3, "eval": 4, "score": 5}[command]
+    return {"prepare": -1, "sample": 3, "eval": 4, "score": 5, "lm-eval": 6}[command]
 
 
 def test_every_bash_command_of_the_readme_is_run_or_named():
@@ -142,7 +150,8 @@ def test_every_bash_command_of_the_readme_is_run_or_named():
     others = {shlex.join(argv) for argv in commands if not is_tokendiff(argv)}
     assert others == NOT_TOKENDIFF, "a README bash command that is neither tokendiff nor known setup"
     assert set(SKIP) <= {shlex.join(argv) for argv in tokendiff_commands()}, "SKIP names a command the README lacks"
-    assert all(argv[0] in ("prepare", "train", "sample", "eval", "score", "demo") for argv in tokendiff_commands())
+    commands = ("prepare", "train", "sample", "eval", "score", "demo", "lm-eval")
+    assert all(argv[0] in commands for argv in tokendiff_commands())
 
 
 @pytest.fixture
@@ -175,6 +184,12 @@ def test_every_tokendiff_command_of_the_readme_runs(tmp_path, monkeypatch, capsy
     from tokendiff.evaluation.classifier import DigitClassifier
 
     monkeypatch.setattr(image_eval, "load_classifier", lambda: (DigitClassifier().eval(), {"test_accuracy_dynamic": 0}))
+    # `tokendiff lm-eval ... include_path=tasks/`: the local tasks of tests/test_harness.py
+    from test_harness import write_tasks
+
+    (tmp_path / "tasks").mkdir()
+    write_tasks(tmp_path / "tasks")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
 
     commands = [argv for argv in tokendiff_commands() if shlex.join(argv) not in SKIP]
     ran = []
@@ -192,11 +207,13 @@ def test_every_tokendiff_command_of_the_readme_runs(tmp_path, monkeypatch, capsy
                 args.append(f"output_dir=out/readme-{i}")
         elif command == "eval":
             args = substitute(args, EVAL_TINY)
+        elif command == "lm-eval":
+            args = substitute(args, LM_EVAL_TINY)
         fresh_process()
         code = main([command, *args])
         out, err = capsys.readouterr()
         assert code == 0, f"README command `tokendiff {shlex.join(argv)}` failed:\n{err[-2000:]}"
-        if command in ("sample", "eval", "prepare", "score"):
+        if command in ("sample", "eval", "prepare", "score", "lm-eval"):
             assert out.strip() or "written to" in err, f"`tokendiff {shlex.join(argv)}` printed nothing"
         ran.append(argv)
     assert len(ran) + len(SKIP) == len(tokendiff_commands())  # every README command ran or is named in SKIP
