@@ -85,8 +85,12 @@ def plot(rows: dict, real: dict, front: list[str], path: Path) -> None:
         ax.scatter(r["unigram_entropy_bits"], r["generative_perplexity"], c="C0" if on else "C7", s=30 if on else 15)
         ax.annotate(name, (r["unigram_entropy_bits"], r["generative_perplexity"]), fontsize=6, alpha=0.8)
     ordered = sorted(front, key=lambda n: rows[n]["unigram_entropy_bits"])
-    ax.plot([rows[n]["unigram_entropy_bits"] for n in ordered], [rows[n]["generative_perplexity"] for n in ordered], "C0-")
-    ax.scatter(real["unigram_entropy_bits"], real["generative_perplexity"], marker="*", s=200, c="C3", label="real text")
+    ax.plot(
+        [rows[n]["unigram_entropy_bits"] for n in ordered], [rows[n]["generative_perplexity"] for n in ordered], "C0-"
+    )
+    ax.scatter(
+        real["unigram_entropy_bits"], real["generative_perplexity"], marker="*", s=200, c="C3", label="real text"
+    )
     ax.set_xlabel("unigram entropy of the samples (bits per token)")
     ax.set_ylabel("generative perplexity under the reference")
     ax.set_yscale("log")
