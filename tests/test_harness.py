@@ -4,7 +4,6 @@ backend: local tasks of each request type on tiny models trained here."""
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from test_images import TINY_MNIST
 from tokendiff.cli.main import main
 from tokendiff.evaluation.conditional import score_continuation
 from tokendiff.harness.backend import TokendiffLM
+from tokendiff.harness.tasks import write_play_tasks
 
 TEXT = Path(os.environ["TOKENDIFF_DATA"]) / "tinyshakespeare" / "input.txt"
 COMMON = [
@@ -28,39 +28,8 @@ N_CHOICE = 40
 
 
 def write_tasks(folder: Path) -> None:
-    """Three local tasks: a real line of the play against its characters shuffled (two choices), the rolling
-    perplexity of three passages, and a generation cut at the end of the line."""
-    text = TEXT.read_text()
-    lines = [line for line in text[-100_000:].splitlines() if 30 <= len(line) <= 60][:N_CHOICE]
-    rng = random.Random(0)
-    rows = []
-    for i, line in enumerate(lines):
-        chars = list(line)
-        rng.shuffle(chars)
-        choices = [line, "".join(chars)] if i % 2 == 0 else ["".join(chars), line]  # the real line alternates
-        rows.append({"choices": choices, "label": i % 2})
-    (folder / "choice.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    passages = [{"text": text[-20_000 + 900 * i : -20_000 + 900 * i + 300]} for i in range(3)]
-    (folder / "ppl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in passages))
-    prompts = [{"prompt": speaker, "answer": ""} for speaker in ("ROMEO:\n", "JULIET:\n", "KING RICHARD II:\n")]
-    (folder / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prompts))
-    data = lambda name: (
-        f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {folder / name}\ntest_split: test\n"
-    )  # noqa: E731
-    (folder / "td_choice.yaml").write_text(
-        "task: td_choice\n" + data("choice.jsonl") + 'output_type: multiple_choice\ndoc_to_text: ""\n'
-        'target_delimiter: ""\ndoc_to_choice: "{{choices}}"\ndoc_to_target: label\n'
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-    )
-    (folder / "td_ppl.yaml").write_text(
-        "task: td_ppl\n" + data("ppl.jsonl") + 'output_type: loglikelihood_rolling\ndoc_to_text: ""\n'
-        'doc_to_target: "{{text}}"\nmetric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n'
-    )
-    (folder / "td_gen.yaml").write_text(
-        "task: td_gen\n" + data("gen.jsonl") + 'output_type: generate_until\ndoc_to_text: "{{prompt}}"\n'
-        'doc_to_target: "{{answer}}"\ngeneration_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 24\n'
-        "metric_list:\n  - metric: exact_match\n"
-    )
+    """The play's three local tasks (tokendiff.harness.tasks)."""
+    write_play_tasks(folder, TEXT.read_text(), choices=N_CHOICE)
 
 
 @pytest.fixture(scope="module")

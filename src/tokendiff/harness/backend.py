@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 
 import lm_eval.models  # noqa: F401  the built-in backends register first (lm-eval fills an empty registry only)
 import torch
@@ -91,6 +92,8 @@ class TokendiffLM(LM):
         saved = self.ckpt.config.sampling.settings()
         self.sampling = {**{k: getattr(saved, k) for k in ("steps", "strategy", "temperature")}, **self.s.sampling}
         self.requests_log = []  # what requests_file= holds: one entry per loglikelihood request
+        # seconds spent in each request type and requests answered (bench/harness_suite.py reads them)
+        self.timing = {kind: [0.0, 0] for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until")}
 
     # ----- multi-process primitives the harness calls (its evaluator shards the documents by rank)
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -142,7 +145,12 @@ class TokendiffLM(LM):
             )  # fmt: skip
 
     # ----- the three requests
+    def _timed(self, kind: str, started: float, n: int) -> None:
+        self.timing[kind][0] += time.perf_counter() - started
+        self.timing[kind][1] += n
+
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        started = time.perf_counter()
         out = []
         for req in requests:
             ctx, cont = self._encode_pair(*req.args)
@@ -154,10 +162,14 @@ class TokendiffLM(LM):
                  "stderr": score.stderr, "tokens": score.tokens, "draws": score.draws}
             )  # fmt: skip
         self._write_requests()
+        self._timed("loglikelihood", started, len(requests))
         return out
 
     def loglikelihood_rolling(self, requests) -> list[float]:
-        return [-self._score([], self.tokenizer.encode(req.args[0])).nats for req in requests]
+        started = time.perf_counter()
+        out = [-self._score([], self.tokenizer.encode(req.args[0])).nats for req in requests]
+        self._timed("loglikelihood_rolling", started, len(requests))
+        return out
 
     @torch.no_grad()
     def _is_greedy(self, context: list[int], continuation: list[int]) -> bool:
@@ -188,6 +200,7 @@ class TokendiffLM(LM):
         return out[0, len(ctx) :].tolist() == continuation
 
     def generate_until(self, requests) -> list[str]:
+        started = time.perf_counter()
         jobs = []
         for i, req in enumerate(requests):
             context, kwargs = req.args
@@ -212,6 +225,7 @@ class TokendiffLM(LM):
                 cut = min([text.find(u) for u in job[5] if u and u in text] or [len(text)])
                 texts[job[3]] = text[:cut]
             start = stop
+        self._timed("generate_until", started, len(requests))
         return texts
 
     @torch.no_grad()
