@@ -2,6 +2,7 @@
 and tokenizer is built inside the test (a BERT / GPT-2 config of width 32, a word-level BERT vocabulary)."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -242,3 +243,25 @@ def test_pretrained_backbone_trains_with_its_own_tokenizer(tmp_path):
     with torch.no_grad():
         keep = [h for h in range(len(WORDS)) if h != 4]
         torch.testing.assert_close(loaded.model(x), exported(input_ids=loaded.tokenizer.to_hf(x)).logits[..., keep])
+
+
+def test_the_conditional_nelbo_of_lm_eval_runs_on_a_hugging_face_backbone():
+    # tokendiff.evaluation.conditional (the lm-eval backend's loglikelihood) through the HF wrapper: the context
+    # reaches the backbone clean in every draw, and the value does not depend on the batch size
+    from tokendiff.evaluation.conditional import score_tokens
+    from tokendiff.processes import AbsorbingKernel
+    from tokendiff.schedules import LogLinearSchedule
+
+    tok = bert_tokenizer()
+    V, m = tok.vocab_size, tok.hf_mask_id
+    model = HFMaskedLM(tiny_bert(len(WORDS)), V, m, block_size=16).eval()
+    seen = []
+    record = lambda module, args, kwargs: seen.append(kwargs["input_ids"])  # noqa: E731
+    model.backbone.register_forward_pre_hook(record, with_kwargs=True)
+    tokens = tok.encode("the lamb went to the meadow")
+    kernel = AbsorbingKernel(V, LogLinearSchedule())
+    a = score_tokens(model, kernel, tokens, 3, draws=8, seed=0, batch_size=1)
+    b = score_tokens(model, kernel, tokens, 3, draws=8, seed=0, batch_size=8)
+    assert a.nats == pytest.approx(b.nats, abs=1e-4) and math.isfinite(a.nats) and a.nats > 0
+    ids = torch.cat(seen)
+    assert not (ids[:, :3] == m).any() and (ids[:, 3:] == m).any(1).all()  # context clean, some mask each draw
