@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-gen-toks", type=int, default=64)
     p.add_argument("--choices", type=int, default=40)
+    p.add_argument("--prompts", type=int, default=16, help="generation requests (td_gen documents)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "harness_suite.json")
     args = p.parse_args(argv)
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     data = Path(os.environ.get("TOKENDIFF_DATA", REPO.parent / "shared" / "data"))
     tasks = Path(tempfile.mkdtemp(prefix="td_tasks_"))
     write_play_tasks(tasks, (data / "tinyshakespeare" / "input.txt").read_text(), choices=args.choices,
-                     max_gen_toks=args.max_gen_toks)  # fmt: skip
+                     prompts=args.prompts, max_gen_toks=args.max_gen_toks)  # fmt: skip
     os.environ.setdefault("HF_HOME", str(tasks / "hf"))
     rows = {}
     for spec in args.runs:
@@ -67,12 +68,14 @@ def main(argv=None) -> int:
                          "seconds": seconds, "requests_per_s": requests / seconds}  # fmt: skip
             if task == "td_ppl":
                 row[task]["word_perplexity"] = result["results"][task]["word_perplexity,none"]
+            if task == "td_gen":
+                row[task]["chrf"] = result["results"][task]["chrf,none"]
         rows[name] = row
         print(json.dumps({name: row}), flush=True)
-    print(f"\n{'model':10s} {'choice acc':>10s} {'ppl bits/byte':>14s} {'gen exact':>10s} "
+    print(f"\n{'model':10s} {'choice acc':>10s} {'ppl bits/byte':>14s} {'gen chrF':>10s} "
           f"{'loglik req/s':>13s} {'gen req/s':>10s}")  # fmt: skip
     for name, r in rows.items():
-        print(f"{name:10s} {r['td_choice']['value']:10.3f} {r['td_ppl']['value']:14.3f} {r['td_gen']['value']:10.3f} "
+        print(f"{name:10s} {r['td_choice']['value']:10.3f} {r['td_ppl']['value']:14.3f} {r['td_gen']['chrf']:10.2f} "
               f"{r['td_choice']['requests_per_s']:13.2f} {r['td_gen']['requests_per_s']:10.3f}")  # fmt: skip
     result = {
         "benchmark": "harness_suite",

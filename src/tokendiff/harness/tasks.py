@@ -7,7 +7,8 @@ Tiny Shakespeare (or any text): written as task YAMLs and JSON lines files into 
   document); anything above that is knowledge of order.
 - ``td_ppl`` (``loglikelihood_rolling``): word and byte perplexity, bits per byte of passages of the play.
 - ``td_gen`` (``generate_until``): a speaker's name and a newline, then the speech up to the end of its first
-  line; scored by exact match with the play's line (near 0 for small models: it shows that generation runs).
+  line; scored by exact match with the play's line (0 for small models) and by chrF (sacrebleu's character
+  n-gram F-score, 0 to 100), which credits the right letters and short words in the right order.
 """
 
 from __future__ import annotations
@@ -64,5 +65,6 @@ def write_play_tasks(
         "task: td_gen\n" + _data(folder / "gen.jsonl") + 'output_type: generate_until\ndoc_to_text: "{{prompt}}"\n'
         f'doc_to_target: "{{{{answer}}}}"\ngeneration_kwargs:\n  until: ["\\n"]\n  max_gen_toks: {max_gen_toks}\n'
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: chrf\n    aggregation: chrf\n    higher_is_better: true\n"
     )
     return list(PLAY_TASKS)
