@@ -121,6 +121,13 @@ def test_two_processes_give_the_numbers_of_one(setup, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
     one, two = (json.loads(next((tmp_path / n).glob("*/results_*.json")).read_text()) for n in ("one", "two"))
     assert one["results"]["td_choice"]["acc,none"] == two["results"]["td_choice"]["acc,none"]
+    # every request of both processes in the side file, with the values of one process
+    rows = {
+        name: sorted(json.dumps(json.loads(line), sort_keys=True) for line in f.read_text().splitlines())
+        for name in ("one", "two")
+        for f in (tmp_path / name).glob("*/requests_*.jsonl")
+    }
+    assert len(rows["one"]) == 12 and rows["one"] == rows["two"]
     assert one["results"]["td_ppl"]["word_perplexity,none"] == pytest.approx(
         two["results"]["td_ppl"]["word_perplexity,none"], rel=1e-9
     )

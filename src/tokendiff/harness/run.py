@@ -51,10 +51,16 @@ def run_harness(
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     results = simple_evaluate(
         model=lm, model_args=model_args or {}, tasks=tasks, task_manager=manager, limit=limit,
-        num_fewshot=num_fewshot, log_samples=log_samples or tracker is not None and log_samples,
+        num_fewshot=num_fewshot, log_samples=log_samples,
         evaluation_tracker=tracker, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
         fewshot_random_seed=seed,
     )  # fmt: skip
+    logs = getattr(lm, "requests_log", None)
+    if logs is not None and getattr(lm, "world_size", 1) > 1:  # every process's requests (a collective call)
+        gathered = lm.gather_object(logs)
+        if gathered is not None:  # the harness repeats a process's last request to even out the counts: once each
+            unique = {(r["task"], r["doc_id"], r["choice"]): r for part in gathered for r in part}
+            logs = sorted(unique.values(), key=lambda r: (r["task"], r["doc_id"], r["choice"]))
     if results is None:
         return None
     samples = results.pop("samples", None)
@@ -63,9 +69,9 @@ def run_harness(
         for task in results["configs"] if samples else []:
             tracker.save_results_samples(task_name=task, samples=samples[task])
         folder = Path(output_path) / str(tracker.general_config_tracker.model_name_sanitized)
-        if folder.is_dir() and getattr(lm, "requests_log", None):
+        if folder.is_dir() and logs:
             with open(folder / f"requests_{tracker.date_id}.jsonl", "w") as f:
-                f.writelines(json.dumps(row) + "\n" for row in lm.requests_log)
+                f.writelines(json.dumps(row) + "\n" for row in logs)
     print(make_table(results))
     if "groups" in results:
         print(make_table(results, "groups"))
