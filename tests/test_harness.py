@@ -177,3 +177,25 @@ def test_the_lm_eval_command_line_finds_the_backend(setup, tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "mc_num=0" in bad.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "preset",
+    ["+experiment=shakespeare_char_udlm", "+experiment=shakespeare_char_hybrid", "+experiment=shakespeare_char_bd3"],
+)
+def test_every_kernel_and_block_diffusion_answer_the_three_requests(tmp_path, preset):
+    # tiny untrained runs of the other kernels and of block diffusion (blocks of 16 in a 32-token window): the
+    # backend's three requests run on each, contexts longer than the window included
+    sizes = ["model.block_size=32", "diffusion.block_size=16"] if "bd3" in preset else ["model.block_size=32"]
+    common = [c for c in COMMON if not c.startswith("model.block_size")]
+    assert main(["train", preset, *common, *sizes, "training.max_iters=2", f"output_dir={tmp_path / 'run'}"]) == 0
+    lm = TokendiffLM(checkpoint=str(tmp_path / "run"), mc_num=4, batch_size=4)
+    long_context = "ROMEO:\nBut soft, what light through yonder window breaks? It is the east.\n"
+    scores = lm.loglikelihood(requests("loglikelihood", ("ROMEO:\n", "What"), (long_context, " Juliet is the sun")))
+    assert all(math.isfinite(ll) and ll < 0 for ll, _ in scores)
+    rolling = lm.loglikelihood_rolling(requests("loglikelihood_rolling", (long_context * 2,)))
+    assert math.isfinite(rolling[0]) and rolling[0] < scores[0][0]
+    texts = lm.generate_until(
+        requests("generate_until", (long_context, {"until": ["\n"], "max_gen_toks": 20}), ("JULIET:\n", {}))
+    )
+    assert len(texts) == 2 and "\n" not in texts[0] and len(texts[0]) <= 20

@@ -91,6 +91,7 @@ class TokendiffLM(LM):
         )
         saved = self.ckpt.config.sampling.settings()
         self.sampling = {**{k: getattr(saved, k) for k in ("steps", "strategy", "temperature")}, **self.s.sampling}
+        self._capped = False  # whether generate_until has said that it writes less than asked
         self.requests_log = []  # what requests_file= holds: one entry per loglikelihood request
         # seconds spent in each request type and requests answered (bench/harness_suite.py reads them)
         self.timing = {kind: [0.0, 0] for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until")}
@@ -256,13 +257,18 @@ class TokendiffLM(LM):
         mask = self.kernel.mask_token_id
         context = [job[4] for job in batch]
         if block is None:  # the whole continuation in one window: the context left-truncated to fit
-            if length >= self.model.block_size:
-                raise TokenDiffError(
-                    f"max_gen_toks={length} does not fit this model's window of {self.model.block_size} tokens "
-                    "with its kernel (no block-wise sampling); ask the task for fewer tokens"
-                )
+            if length >= self.model.block_size:  # max_gen_toks is a most: this kernel writes one window at most
+                if not self._capped:
+                    print(
+                        f"tokendiff: max_gen_toks={length} is more than this model writes in its window of "
+                        f"{self.model.block_size} tokens without block-wise sampling ({self.kernel.name} noise); "
+                        f"generating {self.model.block_size - 1}",
+                        file=sys.stderr,
+                    )
+                    self._capped = True
+                length = self.model.block_size - 1
             keep = self.model.block_size - length
-            context = [c[-keep:] if keep else [] for c in context]
+            context = [c[-keep:] for c in context]
         x = torch.tensor([c + [mask] * length for c in context], device=self._device)
         sampler = DiffusionSampler(self.model, self.kernel, SamplingSettings(**settings))
         with self.autocast():
