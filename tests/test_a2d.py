@@ -9,23 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_training import TINY as TRAINING_TINY
+
 from tokendiff.cli.main import main
 from tokendiff.models.transformer import Transformer
 
-TINY = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=32",
-    "training.batch_size=8",
-    "training.eval_iters=1",
-    "training.warmup_iters=2",
-    "training.eval_interval=0",
-    "training.sample_interval=0",
-    "training.log_interval=1",
-    "sampling.steps=4",
-    "system.device=cpu",
-]
+TINY = [*(a for a in TRAINING_TINY if not a.startswith("training.batch_size")), "training.batch_size=8"]
 
 
 def _pair(logit_shift: bool):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import transformers  # noqa: E402  (the [hf] extra: CI installs it)
+from test_hf_models import TINY as HF_TINY  # noqa: E402
 
 import tokendiff.models.hf as hf  # noqa: E402
 from tokendiff.checkpoint import load_checkpoint  # noqa: E402
@@ -123,20 +124,7 @@ def gpt2_style_folder(folder):
     return len(vocab)
 
 
-TINY = [
-    "model.block_size=16",
-    "training.batch_size=4",
-    "training.max_iters=3",
-    "training.warmup_iters=1",
-    "training.eval_interval=0",
-    "training.sample_interval=0",
-    "training.checkpoint_interval=0",
-    "training.eval_iters=1",
-    "training.log_interval=1",
-    "system.device=cpu",
-    "system.compile=false",
-    "sampling.steps=4",
-]
+TINY = [*HF_TINY, "training.log_interval=1"]  # test_hf_models.py's, logging every step
 
 
 def test_a_gpt2_adapted_trains_samples_evaluates_and_exports_a_causal_lm(tmp_path, capsys):

@@ -64,5 +64,5 @@ def harness_settings(args: dict) -> HarnessSettings:
         raise TokenDiffError(f"model argument greedy={s.greedy!r} must be true or false")
     if s.dtype not in ("float32", "bfloat16", "auto"):
         raise TokenDiffError(f"model argument dtype={s.dtype!r} must be float32, bfloat16 or auto")
-    SamplingSettings(**{k: v for k, v in sampling.items() if k in SAMPLER_ARGS})  # the sampler's own checks
+    SamplingSettings(**sampling)  # the sampler's own checks
     return s

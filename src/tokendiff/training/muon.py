@@ -3,8 +3,9 @@
 :class:`Muon` is ``torch.optim.Muon`` (its arguments, checks and state) with one change: the Newton-Schulz
 iteration runs in ``ns_dtype``. torch always runs it in bfloat16, which on a CPU without native bf16 matmuls
 (no AMX or AVX512-BF16) is emulated: measured 30x slower than float32 for a 768 x 128 matrix on one thread,
-enough to halve the training step of the quickstart's model. The step is written here for that reason only;
-with ``ns_dtype=torch.bfloat16`` it is torch's step exactly (``tests/test_optimizer.py``).
+enough to halve the training step of the quickstart's model. The step is written here for that reason only (its buffers,
+checks and learning-rate rules are torch's own); with ``ns_dtype=torch.bfloat16`` it is torch's step exactly
+(``tests/test_optimizer.py``).
 
 :class:`MuonAdamW` steps the two rules together and saves them as one optimizer. torch has no optimizer over two
 rules; the class only routes ``step``/``zero_grad`` and numbers both states in one ``state_dict``, so a
@@ -13,9 +14,8 @@ checkpoint holds them as one optimizer and resume restores both.
 
 from __future__ import annotations
 
-import math
-
 import torch
+from torch.optim._muon import _adjust_lr  # torch's rescaling rules (original, match_rms_adamw)
 
 __all__ = ["Muon", "MuonAdamW", "newton_schulz"]
 
@@ -49,28 +49,16 @@ class Muon(torch.optim.Muon):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            self._init_group(group, params, grads, buffers)  # torch's checks and momentum buffers
             lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+            for p, grad, buf in zip(params, grads, buffers):
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
                 update = newton_schulz(update, self.ns_dtype, group["ns_steps"], group["ns_coefficients"], group["eps"])
                 p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * _rms_ratio(group["adjust_lr_fn"], p.shape))
+                p.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
         return loss
-
-
-def _rms_ratio(rule: str | None, shape: torch.Size) -> float:
-    """torch's ``_adjust_lr`` factor: ``original`` (Keller Jordan) or ``match_rms_adamw`` (Moonshot)."""
-    rows, cols = shape[:2]
-    if rule == "match_rms_adamw":
-        return 0.2 * math.sqrt(max(rows, cols))
-    return math.sqrt(max(1, rows / cols))
 
 
 class MuonAdamW(torch.optim.Optimizer):

@@ -31,10 +31,13 @@ def learning_rate(step: int, peak: float, floor: float, warmup: int, decay_end: 
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices and embeddings (dim >= 2); never norms' gains or biases."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+def param_groups(model: torch.nn.Module, weight_decay: float, exclude=()) -> list[dict]:
+    """Decay matrices and embeddings (dim >= 2); never norms' gains or biases. ``exclude``: parameters another
+    rule owns (Muon's matrices)."""
+    owned = {id(p) for p in exclude}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in owned]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -55,8 +58,6 @@ def build_optimizer(model: torch.nn.Module, training, fused: bool):
     if training.optimizer == "adamw":
         return torch.optim.AdamW(param_groups(model, training.weight_decay), training.learning_rate, betas, fused=fused)
     matrices = muon_matrices(model)
-    chosen = {id(p) for p in matrices}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
     device = next(model.parameters()).device
     muon = Muon(
         matrices,
@@ -65,10 +66,8 @@ def build_optimizer(model: torch.nn.Module, training, fused: bool):
         adjust_lr_fn="match_rms_adamw",  # Moonshot's scaling: one learning rate for both rules
         ns_dtype=getattr(torch, resolve_dtype("auto", device)[0]),  # bf16 only where its matmul is native
     )
-    decay = [p for p in rest if p.dim() >= 2]
-    no_decay = [p for p in rest if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    adamw = torch.optim.AdamW([g for g in groups if g["params"]], training.learning_rate, betas, fused=fused)
+    groups = [g for g in param_groups(model, training.weight_decay, exclude=matrices) if g["params"]]
+    adamw = torch.optim.AdamW(groups, training.learning_rate, betas, fused=fused)
     return MuonAdamW(muon, adamw)
 
 
