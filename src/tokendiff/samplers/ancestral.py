@@ -20,6 +20,7 @@ class AncestralStep:
     """``x_s ~ p(x_s | x_t)`` at the free positions, for every kernel."""
 
     remasks = False
+    sweeps = 0
 
     def __init__(self, kernel: Kernel, settings: SamplingSettings):
         self.kernel = kernel

@@ -22,6 +22,7 @@ class ConfidenceStep:
     """Reveal the most confident masked tokens so that ``round(M0 (1-a_s)/(1-a_start))`` stay masked."""
 
     remasks = False
+    sweeps = 0
 
     def __init__(self, kernel: Kernel, settings: SamplingSettings):
         if not kernel.reveals_are_final:
@@ -34,13 +35,14 @@ class ConfidenceStep:
     def step(self, log_p_x0: torch.Tensor, state: StepInput) -> torch.Tensor:
         masked = (state.x == self.mask_id) & state.free  # (B, L)
         candidates = gumbel_argmax(log_p_x0, state.generators)  # (B, L) a sampled value per position
-        confidence = log_p_x0.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)  # (B, L)
+        scored = state.scoring_log_probs(log_p_x0)  # greedy: ranked by the raw logits' probabilities
+        confidence = scored.gather(-1, candidates.unsqueeze(-1)).squeeze(-1)  # (B, L)
         confidence = confidence.masked_fill(~masked, float("-inf"))
         keep_masked = torch.round(state.masked0 * (1.0 - state.alpha_s) / (1.0 - state.alpha_start)).long()  # (B,)
         n_reveal = self.count((masked.sum(-1) - keep_masked).clamp(min=0))  # (B,)
         rank = confidence.argsort(dim=-1, descending=True).argsort(dim=-1)  # (B, L) 0 = most confident
         reveal = masked & (rank < n_reveal[:, None])  # (B, L)
-        return torch.where(self.extend(reveal, masked, log_p_x0, confidence), candidates, state.x)
+        return torch.where(self.extend(reveal, masked, scored, confidence), candidates, state.x)
 
     def count(self, n_reveal: torch.Tensor) -> torch.Tensor:
         """How many masks of each row (B,) the schedule reveals this step (a subclass may raise it)."""

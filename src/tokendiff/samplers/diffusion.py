@@ -31,6 +31,7 @@ from tokendiff.models.base import Backbone
 from tokendiff.processes.base import Kernel
 from tokendiff.samplers.blocks import block_spans, block_steps, block_window
 from tokendiff.samplers.kv_cache import BlockCache
+from tokendiff.samplers.loo_corrector import corrector_budget
 from tokendiff.samplers.noise import gumbel_argmax, process_log_probs, row_generators, row_uniform
 from tokendiff.samplers.rules import step_rule
 from tokendiff.samplers.settings import SamplingSettings
@@ -38,9 +39,27 @@ from tokendiff.samplers.step import StepInput
 from tokendiff.samplers.time_grid import time_grid
 from tokendiff.samplers.visible import VisibleSubsets
 
-__all__ = ["DiffusionSampler", "row_generators", "row_uniform", "process_log_probs", "gumbel_argmax"]
+__all__ = [
+    "DiffusionSampler",
+    "row_generators",
+    "row_uniform",
+    "process_log_probs",
+    "gumbel_argmax",
+    "step_temperature",
+]
 
 PRIOR_CHUNK = 1 << 20  # float64 noise values of the prior drawn at once: 8 MiB a copy, whatever the length
+
+
+def step_temperature(settings: SamplingSettings, index: int, steps: int) -> float:
+    """The temperature of step ``index`` of ``steps``: ``sampling.temperature``, or with
+    ``temperature_start``/``temperature_end`` the linear anneal of diffusers' EntropyBoundScheduler,
+    ``end + (start - end) (steps - index) / steps``: ``start`` on the first step, one step short of ``end``
+    on the last."""
+    if settings.temperature_start is None:
+        return float(settings.temperature)
+    start, end = float(settings.temperature_start), float(settings.temperature_end)
+    return end + (start - end) * (steps - index) / steps
 
 
 class DiffusionSampler:
@@ -199,6 +218,7 @@ class DiffusionSampler:
         step reuses the cached logits instead of calling the model)."""
         s = self.settings
         mask_id = self.kernel.mask_token_id
+        steps, corrected = corrector_budget(steps, self.rule.sweeps)  # predictor steps; the first corrected ones
         times = time_grid(self.kernel, steps, s.time_grid)  # (N+1,) from 1 to 0
         alphas = self.kernel.alpha(times)  # (N+1,), alpha(0) = 1 reveals all remaining masks
         alphas[-1] = 1.0
@@ -212,12 +232,18 @@ class DiffusionSampler:
             if logits is None or not self.cache or not torch.equal(x, logits_input):
                 logits = (logits_fn or self.model_logits)(x, float(times[i]))  # (B, L, V)
                 logits_input = x.clone()
-            log_p_x0 = process_log_probs(logits, float(s.temperature), float(s.top_p), s.top_k)  # (B, L, V)
+            temperature = step_temperature(s, i, steps)
+            log_p_x0 = process_log_probs(logits, temperature, float(s.top_p), s.top_k)  # (B, L, V)
             state = StepInput(
                 x, x_start, free, float(times[i]), float(times[i + 1]), alphas[i], alphas[i + 1], alphas[0], masked0,
-                generators,
+                generators, i, steps, logits, temperature,
             )  # fmt: skip
             x = self.rule.step(log_p_x0, state)  # (B, L)
+            for _ in range(self.rule.sweeps if i < corrected else 0):  # corrector sweeps at time s, on x_s
+                logits = (logits_fn or self.model_logits)(x, float(times[i + 1]))  # (B, L, V)
+                logits_input = x.clone()
+                log_p_x0 = process_log_probs(logits, temperature, float(s.top_p), s.top_k)
+                x = self.rule.correct(log_p_x0, replace(state, x=x, logits=logits))
             if callback is not None:
                 callback(offset + i, x)
         return x

@@ -22,6 +22,7 @@ class RemaskingStep:
     """ReMDM's step from t to s (``sampling.remask=cap``): reveal masks, and remask revealed tokens."""
 
     remasks = True
+    sweeps = 0
 
     def __init__(self, kernel: Kernel, settings: SamplingSettings):
         # the step is defined for masks only: a token once real must be clean (reveals_are_final)

@@ -20,6 +20,7 @@ __all__ = [
     "CONFIDENCES",
     "KV_CACHES",
     "REMASKS",
+    "SELECTIONS",
     "SETTING_KEYS",
     "check_steps",
     "check_visible",
@@ -27,15 +28,17 @@ __all__ = [
 
 # the one list of step rules (tokendiff.samplers.rules maps each name to its class); the schema and the demo
 # read it from here
-Strategy = Literal["ancestral", "confidence", "threshold"]
+Strategy = Literal["ancestral", "confidence", "threshold", "block_refinement", "entropy_bound", "ddim"]
 Confidence = Literal["prob", "margin", "entropy"]
 KVCacheMode = Literal["auto", "none", "prefix", "dual"]
 Remask = Literal["none", "cap"]
 TimeGrid = Literal["auto", "linear", "alpha", "cosine"]
+Selection = Literal["lowest_log_margin", "lowest_maxprob", "lowest_current_prob", "random"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 CONFIDENCES: tuple[str, ...] = get_args(Confidence)
 KV_CACHES: tuple[str, ...] = get_args(KVCacheMode)
 REMASKS: tuple[str, ...] = get_args(Remask)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 assert get_args(TimeGrid) == TIME_GRIDS  # the time grids are defined with their math
 
 
@@ -71,8 +74,12 @@ class SamplingSettings:
         steps: reverse steps ``N``; times ``1 = t_0 > ... > t_N = 0`` on ``time_grid``.
         temperature: divides the logits (0 = greedy).
         strategy: the step rule (:mod:`tokendiff.samplers.rules`): ``ancestral`` (the kernel's reverse step),
-            ``confidence`` (reveal the most confident masks, as many as the schedule says) or ``threshold``
-            (also every mask whose confidence exceeds ``threshold``, as Fast-dLLM).
+            ``confidence`` (reveal the most confident masks, as many as the schedule says), ``threshold``
+            (also every mask whose confidence exceeds ``threshold``, as Fast-dLLM), ``block_refinement``
+            (diffusers' BlockRefinementScheduler: commit by confidence, and edit committed tokens above
+            ``editing_threshold``, LLaDA2.1), ``entropy_bound`` (the EB-sampler: reveal the lowest-entropy masks
+            while their summed entropy stays under ``entropy_bound``) or ``ddim`` (the uniform kernel's D3PM
+            posterior step from a drawn ``x0``, diffusers' DiscreteDDIMScheduler, with ``corrector_steps``).
         top_p: nucleus filtering of the clean-token distribution (1.0 = off).
         top_k: keep the k most likely tokens, before ``top_p`` (0 = off).
         cache: reuse the logits when ``x`` did not change (time-agnostic models only; identical output).
@@ -86,6 +93,20 @@ class SamplingSettings:
         visible_limit: show the model at most this share of the known tokens of a row (averaged over
             ``visible_subsets`` random subsets); None: every known token (:mod:`tokendiff.samplers.visible`).
         time_grid: where the steps fall (:mod:`tokendiff.samplers.time_grid`).
+        editing_threshold: ``block_refinement``: a committed token is replaced by the model's sample when that
+            differs and its probability exceeds this value (LLaDA2.1's editing); None: no editing.
+        minimal_topk: ``block_refinement``: commit at least this many masks per step (while any are left).
+        entropy_bound: ``entropy_bound``: the largest summed entropy (nats) of the masks revealed together,
+            not counting the largest one (so the most certain mask is always revealed).
+        temperature_start, temperature_end: anneal the temperature linearly over each block's steps, from
+            ``temperature_start`` on the first to near ``temperature_end`` on the last, as diffusers'
+            EntropyBoundScheduler does (its ``t_max``, ``t_min``); None: ``temperature`` throughout.
+        corrector_steps: ``ddim``: leave-one-out Gibbs sweeps after each step (:mod:`tokendiff.samplers.loo_corrector`),
+            each one more model call; 0: none.
+        corrector_k: positions resampled per sweep.
+        corrector_selection: how they are chosen: ``lowest_log_margin``, ``lowest_maxprob``,
+            ``lowest_current_prob`` or ``random``.
+        corrector_tau: temperature of the Gumbel top-k choice of positions (lower: greedier).
     """
 
     steps: int = 128
@@ -103,6 +124,15 @@ class SamplingSettings:
     visible_limit: Optional[float] = None
     visible_subsets: int = 1
     time_grid: TimeGrid = "auto"
+    editing_threshold: Optional[float] = None
+    minimal_topk: int = 1
+    entropy_bound: float = 0.1
+    temperature_start: Optional[float] = None
+    temperature_end: Optional[float] = None
+    corrector_steps: int = 0
+    corrector_k: int = 1
+    corrector_selection: Selection = "lowest_log_margin"
+    corrector_tau: float = 1.0
 
     def __post_init__(self):
         check_steps(self.steps)
@@ -113,8 +143,8 @@ class SamplingSettings:
         )
         _check(
             self.strategy in STRATEGIES,
-            f"sampling.strategy={self.strategy!r} is unknown; use ancestral (alias stochastic), confidence or "
-            "threshold",
+            f"sampling.strategy={self.strategy!r} is unknown; use one of {', '.join(STRATEGIES)} (ancestral's alias: "
+            "stochastic)",
         )
         _check(
             self.block_size is None or self.block_size >= 1,
@@ -141,6 +171,45 @@ class SamplingSettings:
             f"sampling.time_grid={self.time_grid!r} is unknown; use auto, linear, alpha or cosine",
         )
         check_visible(self.visible_limit, self.visible_subsets)
+        _check(
+            self.editing_threshold is None or 0.0 <= self.editing_threshold <= 1.0,
+            f"sampling.editing_threshold={self.editing_threshold} must lie in [0, 1], e.g. 0.9 (or unset: no editing)",
+        )
+        _check(
+            isinstance(self.minimal_topk, int) and self.minimal_topk >= 0,
+            f"sampling.minimal_topk={self.minimal_topk} must be an integer >= 0, e.g. 1",
+        )
+        _check(
+            0.0 < self.entropy_bound < float("inf"),
+            f"sampling.entropy_bound={self.entropy_bound} must be a finite number > 0 (nats), e.g. 0.1",
+        )
+        ends = (self.temperature_start, self.temperature_end)
+        _check(
+            (ends[0] is None) == (ends[1] is None) and all(v is None or 0.0 < v < float("inf") for v in ends),
+            f"sampling.temperature_start={ends[0]} and sampling.temperature_end={ends[1]} must both be set to "
+            "numbers > 0 (e.g. 0.8 and 0.4, as diffusers' EntropyBoundScheduler) or both unset",
+        )
+        _check(
+            isinstance(self.corrector_steps, int) and 0 <= self.corrector_steps <= 100,
+            f"sampling.corrector_steps={self.corrector_steps} must lie in [0, 100] (0 turns the corrector off)",
+        )
+        _check(
+            isinstance(self.corrector_k, int) and self.corrector_k >= 1,
+            f"sampling.corrector_k={self.corrector_k} must be an integer >= 1",
+        )
+        _check(
+            self.corrector_selection in SELECTIONS,
+            f"sampling.corrector_selection={self.corrector_selection!r} is unknown; use {', '.join(SELECTIONS)}",
+        )
+        _check(
+            0.0 < self.corrector_tau < float("inf"),
+            f"sampling.corrector_tau={self.corrector_tau} must be a finite number > 0, e.g. 1.0",
+        )
+        _check(
+            self.corrector_steps == 0 or self.strategy == "ddim",
+            f"sampling.corrector_steps={self.corrector_steps}: the leave-one-out corrector follows the ddim step; "
+            "add sampling.strategy=ddim (uniform noise) or drop sampling.corrector_steps",
+        )
 
 
 SETTING_KEYS: tuple[str, ...] = tuple(f.name for f in fields(SamplingSettings))

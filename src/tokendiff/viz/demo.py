@@ -26,7 +26,7 @@ import time
 import traceback
 
 from tokendiff.errors import TokenDiffError
-from tokendiff.samplers.settings import STRATEGIES
+from tokendiff.samplers.rules import fitting_strategies
 from tokendiff.viz.demo_checks import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -113,7 +113,7 @@ def build_app(ckpt, sampling, *, length: int, prompt: str | None = None, seed: i
     s = sampling
     options = sampling_options(s)
     max_steps = max(MIN_MAX_STEPS, s.steps)
-    strategies = list(STRATEGIES) if ckpt.kernel.reveals_are_final else ["ancestral"]
+    strategies = fitting_strategies(ckpt.kernel)
     runs = _Runs()
 
     def begin(request: gr.Request):

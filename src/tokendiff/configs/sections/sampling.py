@@ -15,7 +15,9 @@ __all__ = ["SamplingConfig", "EvalConfig", "SAMPLING_FIELDS"]
 class SamplingConfig:
     steps: int = 128  # reverse steps
     temperature: float = 1.0  # 0 = greedy
-    strategy: str = "ancestral"  # samplers.settings.STRATEGIES: ancestral | confidence | threshold (parallel)
+    # samplers.settings.STRATEGIES: ancestral | confidence | threshold (parallel) | block_refinement (with editing)
+    # | entropy_bound (EB-sampler) | ddim (uniform noise, with the leave-one-out corrector)
+    strategy: str = "ancestral"
     threshold: float = 0.9  # strategy=threshold: also reveal every mask whose confidence exceeds this
     confidence: str = "prob"  # strategy=threshold: prob | margin | entropy (1 - H / log V), each in [0, 1]
     block_size: Optional[int] = None  # block-wise (semi-autoregressive): blocks of this many tokens, left to right
@@ -26,6 +28,15 @@ class SamplingConfig:
     cache: bool = True  # skip the model call when no token changed (identical output)
     kv_cache: str = "auto"  # block-wise: auto (exact for block diffusion) | none | prefix | dual (Fast-dLLM, approx.)
     time_grid: str = "auto"  # where the steps fall: auto (the kernel's: alpha) | linear | alpha | cosine
+    editing_threshold: Optional[float] = None  # block_refinement: replace a committed token above this probability
+    minimal_topk: int = 1  # block_refinement: commit at least this many masks per step
+    entropy_bound: float = 0.1  # entropy_bound: the summed entropy (nats) of the masks revealed together
+    temperature_start: Optional[float] = None  # anneal the temperature from this value on a block's first step ...
+    temperature_end: Optional[float] = None  # ... to this one on its last (diffusers' t_max, t_min: 0.8, 0.4)
+    corrector_steps: int = 0  # ddim: leave-one-out Gibbs sweeps after each step (one model call each)
+    corrector_k: int = 1  # positions resampled per sweep
+    corrector_selection: str = "lowest_log_margin"  # lowest_log_margin | lowest_maxprob | lowest_current_prob | random
+    corrector_tau: float = 1.0  # temperature of the choice of positions (lower: greedier)
     length: Optional[int] = None  # tokens per sample; default model.block_size
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
     live: bool = False  # text: watch sample 0 denoise in the terminal (rich, on stderr)
