@@ -20,6 +20,9 @@ Usage::
     python bench/frontier.py --checkpoint <run> --reference <autoregressive run> \
         [--steps 32 128] [--temperatures 0.8 1.0] [--strategies ancestral confidence] [--remask none cap] [--mauve]
 
+    a strategy may carry other sampling settings: ``--strategies ancestral entropy_bound:entropy_bound=0.5
+    block_refinement:editing_threshold=0.9 ddim:corrector_steps=1``
+
 Writes ``bench/results/frontier.json`` and ``frontier.png`` beside it (``--out``).
 """
 
@@ -36,6 +39,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sample_quality import REPO, sample_and_score  # noqa: E402
+
+
+def strategy_spec(spec: str) -> tuple[str, dict]:
+    """``entropy_bound:entropy_bound=0.5,temperature_start=0.8`` -> the strategy and its other sampling settings
+    (numbers as numbers, ``none`` as None)."""
+    strategy, _, rest = spec.partition(":")
+    extra = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        extra[key] = None if value.lower() == "none" else json.loads(value) if value[:1].isdigit() else value
+    return strategy, extra
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
@@ -113,7 +127,12 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's context)")
     p.add_argument("--steps", type=int, nargs="+", default=[32, 128])
     p.add_argument("--temperatures", type=float, nargs="+", default=[0.7, 0.85, 1.0])
-    p.add_argument("--strategies", nargs="+", default=["ancestral", "confidence"])
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["ancestral", "confidence"],
+        help="each a strategy, with other sampling settings after a colon: entropy_bound:entropy_bound=0.5",
+    )
     p.add_argument("--remask", nargs="+", default=["none"])
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
@@ -129,11 +148,12 @@ def main(argv=None) -> int:
     real = {**generative_perplexity(ref.model, real_ids), **text_statistics(real_ids)}
     real_texts = [ref.tokenizer.decode(w) for w in real_ids]
     rows, skipped = {}, {}
-    for steps, temperature, strategy, remask in itertools.product(
+    for steps, temperature, spec, remask in itertools.product(
         args.steps, args.temperatures, args.strategies, args.remask
     ):
-        name = f"{strategy}_s{steps}_T{temperature:g}" + ("" if remask == "none" else f"_{remask}")
-        kwargs = {"steps": steps, "temperature": temperature, "strategy": strategy, "remask": remask}
+        strategy, extra = strategy_spec(spec)
+        name = f"{spec}_s{steps}_T{temperature:g}" + ("" if remask == "none" else f"_{remask}")
+        kwargs = {"steps": steps, "temperature": temperature, "strategy": strategy, "remask": remask, **extra}
         try:
             row = sample_and_score(ckpt, ref, length, args.num_samples, args.seed, **kwargs)
         except TokenDiffError as e:  # a combination this kernel cannot run

@@ -15,7 +15,9 @@ import torch
 from tqdm import tqdm
 
 from tokendiff.errors import TokenDiffError
+from tokendiff.models.diffusion_gemma import DiffusionGemmaLM
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
+from tokendiff.samplers.canvas import generate_canvas_text
 from tokendiff.samplers.diffusion import DiffusionSampler
 from tokendiff.samplers.noise import row_generators
 from tokendiff.samplers.settings import SamplingSettings
@@ -142,6 +144,11 @@ def generate(
     trajectory visuals). ``progress``: a bar with an ETA over the blocks of block-wise sampling, on stderr,
     when there is more than one block to write; None draws it only on a terminal (see :func:`block_bar`).
     """
+    if isinstance(model, DiffusionGemmaLM):  # its own canvas loop and settings (tokendiff.samplers.canvas)
+        return generate_canvas_text(
+            model, tokenizer, num_samples=num_samples, length=length, steps=steps, temperature=temperature,
+            prompt=prompt, template=template, seed=seed, batch_size=batch_size, device=device, callback=callback,
+        )  # fmt: skip
     block = model.block_size
     causal = kernel is None
     block_model = bool(model.block_diffusion)
