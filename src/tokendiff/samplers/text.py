@@ -27,7 +27,9 @@ __all__ = ["initial_tokens", "generate", "parse_template", "unescape", "sampling
 # the keywords of generate() that the config's sampling.* keys set, one to one
 SAMPLING_KEYS = (
     "steps", "temperature", "strategy", "top_p", "top_k", "cache", "threshold", "confidence", "block_size",
-    "remask", "remask_eta", "kv_cache", "time_grid", "batch_size",
+    "remask", "remask_eta", "kv_cache", "time_grid", "batch_size", "editing_threshold", "minimal_topk",
+    "entropy_bound", "temperature_start", "temperature_end", "corrector_steps", "corrector_k", "corrector_selection",
+    "corrector_tau",
 )  # fmt: skip
 
 
@@ -129,6 +131,15 @@ def generate(
     remask_eta: float = 0.02,
     kv_cache: str = "auto",
     time_grid: str = "auto",
+    editing_threshold: float | None = None,
+    minimal_topk: int = 1,
+    entropy_bound: float = 0.1,
+    temperature_start: float | None = None,
+    temperature_end: float | None = None,
+    corrector_steps: int = 0,
+    corrector_k: int = 1,
+    corrector_selection: str = "lowest_log_margin",
+    corrector_tau: float = 1.0,
     prompt: str | None = None,
     template: str | None = None,
     seed: int = 0,
@@ -169,7 +180,10 @@ def generate(
         settings = SamplingSettings(
             steps=steps, temperature=temperature, strategy=strategy, top_p=top_p, top_k=top_k, cache=cache,
             threshold=threshold, confidence=confidence, block_size=block_size, remask=remask, remask_eta=remask_eta,
-            kv_cache=kv_cache, time_grid=time_grid,
+            kv_cache=kv_cache, time_grid=time_grid, editing_threshold=editing_threshold, minimal_topk=minimal_topk,
+            entropy_bound=entropy_bound, temperature_start=temperature_start, temperature_end=temperature_end,
+            corrector_steps=corrector_steps, corrector_k=corrector_k, corrector_selection=corrector_selection,
+            corrector_tau=corrector_tau,
         )  # fmt: skip
         sampler = DiffusionSampler(model, kernel, settings)
     eos = tokenizer.eos_id  # pretrained tokenizers: a sample ends at its first EOS (others have none)
