@@ -276,3 +276,17 @@ def test_save_pretrained_loads_back_with_the_same_logits(hf_model, tmp_path):
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(TokenDiffError, match="model_type='bert'"):
         load_diffusion_gemma(other, "cpu")
+
+
+def test_tokendiff_sample_runs_on_a_diffusion_gemma_folder_and_eval_refuses_it(hf_model, tmp_path, capsys):
+    from tokendiff.cli.main import main
+
+    folder = tmp_path / "dg"
+    hf_model.save_pretrained(folder)
+    word_tokenizer().save(folder)
+    assert main(["sample", f"checkpoint={folder}", "num_samples=2", "sampling.length=8", "sampling.steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("----- sample") == 2
+    assert main(["eval", f"checkpoint={folder}", f"eval.data={folder}"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' progress bar
+    assert last.startswith("tokendiff eval: error:") and "is a DiffusionGemma model" in last

@@ -180,7 +180,7 @@ def resolve_checkpoint(path: str | Path, what: str = "checkpoint") -> Path:
     if not candidates:
         raise TokenDiffError(
             f"{what}={str(path)!r} holds no checkpoint (no {WEIGHTS}, {FINAL}/ or {CHECKPOINTS}/); "
-            "train first or point at a checkpoint directory"
+            "train first, or point at a checkpoint directory or a folder written by transformers' save_pretrained"
         )
     # newest by step; `final` wins a tie because it sorts first and max() keeps the first maximum
     return max(candidates, key=checkpoint_step)
@@ -197,17 +197,29 @@ class LoadedCheckpoint:
     step: int
 
 
-def load_checkpoint(path, device="cpu", weights_file: str = WEIGHTS, what="checkpoint") -> LoadedCheckpoint:
+def load_checkpoint(
+    path, device="cpu", weights_file: str = WEIGHTS, what="checkpoint", model_options: dict | None = None
+) -> LoadedCheckpoint:
     """Load a checkpoint (or a run directory's newest one) for sampling, evaluation or resuming.
 
-    Checks that the tokenizer in the directory is the one the model was trained with.
+    Checks that the tokenizer in the directory is the one the model was trained with. A pretrained model
+    (a transformers ``save_pretrained`` folder or a hub id) is read by :mod:`tokendiff.pretrained`, with
+    ``model_options``: the ``model.*`` settings given for it (``trust_remote_code``, ``logit_shift``, ...).
     """
     from tokendiff.build import build_model, build_objective  # build never imports this module
+    from tokendiff.pretrained import is_pretrained, load_pretrained
 
+    if is_pretrained(path):
+        if weights_file != WEIGHTS:
+            raise TokenDiffError(f"{what}={path}: a pretrained model has one set of weights; use eval.weights=ema")
+        return load_pretrained(path, device, model_options, what)
     ckpt = resolve_checkpoint(path, what)
     saved = read_json(ckpt / CONFIG)
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        raise TokenDiffError(f"{ckpt / CONFIG} is not a tokendiff checkpoint record; put back the file saved with it")
+        raise TokenDiffError(
+            f"{ckpt / CONFIG} is not a tokendiff checkpoint record (nor a transformers config: no model_type); "
+            "put back the file saved with it"
+        )
     step = saved.get("step", -1)
     if not isinstance(step, int):
         raise TokenDiffError(f"{ckpt / CONFIG}: step={step!r} is not an integer; put back the file saved with it")

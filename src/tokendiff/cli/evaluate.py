@@ -27,10 +27,24 @@ def cmd_eval(args):
     from tokendiff.build import build_dataset, default_device, sequence_length
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.evaluation import evaluate_likelihood
+    from tokendiff.pretrained import is_pretrained, model_overrides
 
-    cfg, _ = load_config(args)
+    cfg, overrides = load_config(args)
     device = default_device(cfg.system.device)
-    ckpt = load_checkpoint(cfg.checkpoint, device=device, weights_file=eval_weights_file(cfg.checkpoint, cfg.eval))
+    if not cfg.eval.data and is_pretrained(cfg.checkpoint):  # checked before loading a large model
+        raise TokenDiffError(
+            f"checkpoint={cfg.checkpoint} is a pretrained model, trained on no corpus tokendiff knows; give "
+            "eval.data=<a prepared corpus, a known dataset such as shakespeare, or a text file>"
+        )
+    weights = eval_weights_file(cfg.checkpoint, cfg.eval)
+    ckpt = load_checkpoint(
+        cfg.checkpoint, device=device, weights_file=weights, model_options=model_overrides(cfg, overrides)
+    )
+    if ckpt.objective is None:  # DiffusionGemma: sampled by its own loop, no bound computed here
+        raise TokenDiffError(
+            f"checkpoint={str(ckpt.path)!r} is a DiffusionGemma model, whose bound tokendiff does not compute yet; "
+            "sample it with tokendiff sample"
+        )
     if cfg.eval.data and ckpt.tokenizer.kind == "binary_image":
         raise TokenDiffError("eval.data is for text models; an image model is evaluated on its own test set")
     if cfg.eval.data:  # zero-shot: another corpus, in the checkpoint's tokenizer (the data.* keys say how to read it)

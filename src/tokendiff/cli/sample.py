@@ -17,12 +17,13 @@ def cmd_sample(args):
     from tokendiff.build import default_device
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import inherit_sampling, to_dict
+    from tokendiff.pretrained import model_overrides
     from tokendiff.samplers.text import generate, sampling_options
     from tokendiff.samples_file import write_samples
 
     cfg, overrides = load_config(args)
     device = default_device(cfg.system.device)
-    ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    ckpt = load_checkpoint(cfg.checkpoint, device=device, model_options=model_overrides(cfg, overrides))
     inherit_sampling(cfg, overrides, ckpt.config)
     if ckpt.tokenizer.kind == "binary_image":
         return _sample_images(cfg, ckpt, device)
@@ -136,6 +137,7 @@ def cmd_demo(args):
     from tokendiff.build import default_device
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.configs import inherit_sampling
+    from tokendiff.pretrained import model_overrides
     from tokendiff.viz.demo import serve
     from tokendiff.viz.demo_checks import check_gradio, split_server_args
 
@@ -143,7 +145,7 @@ def cmd_demo(args):
     cfg, overrides = load_config(rest)
     check_gradio()
     device = default_device(cfg.system.device)
-    ckpt = load_checkpoint(cfg.checkpoint, device=device)
+    ckpt = load_checkpoint(cfg.checkpoint, device=device, model_options=model_overrides(cfg, overrides))
     if ckpt.kernel is None or ckpt.tokenizer.kind == "binary_image":
         raise TokenDiffError("tokendiff demo shows the denoising of text; give a text diffusion checkpoint")
     inherit_sampling(cfg, overrides, ckpt.config)

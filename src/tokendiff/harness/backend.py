@@ -70,6 +70,12 @@ class TokendiffLM(LM):
             raise TokenDiffError(f"batch_size={batch_size!r} must be an integer >= 1")
         if device is not None:
             model_args.setdefault("device", str(device))
+        # model.* settings of a pretrained model (model.trust_remote_code=true; lm-eval's own trust_remote_code)
+        model_options = {
+            k.removeprefix("model."): model_args.pop(k) for k in list(model_args) if k.startswith("model.")
+        }
+        if "trust_remote_code" in model_args:
+            model_options.setdefault("trust_remote_code", model_args.pop("trust_remote_code"))
         self.s = harness_settings(model_args)
         self._device = _device(self.s.device)
         self._world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -77,7 +83,11 @@ class TokendiffLM(LM):
         if self._world_size > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if self._device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
-        self.ckpt = load_checkpoint(self.s.checkpoint, device=self._device)
+        self.ckpt = load_checkpoint(self.s.checkpoint, device=self._device, model_options=model_options)
+        if self.ckpt.objective is None:  # DiffusionGemma: sampled by its own loop, no likelihood computed here
+            raise TokenDiffError(
+                f"{self.ckpt.path} is a DiffusionGemma model, whose likelihood tokendiff does not compute yet"
+            )
         if self.ckpt.tokenizer.kind == "binary_image":
             raise TokenDiffError(f"{self.ckpt.path} is an image model; lm-eval's tasks need a text model")
         self.model, self.kernel, self.tokenizer = self.ckpt.model, self.ckpt.kernel, self.ckpt.tokenizer

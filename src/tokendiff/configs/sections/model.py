@@ -36,6 +36,7 @@ class ModelConfig:
     # causal LM's hf_name): its weights, attention made bidirectional (Dream, DiffuLLaMA); none: as built
     adapt: str = "none"
     logit_shift: bool = False  # true: position i's token is read from position i-1's output (Dream; keeps an AR head)
+    trust_remote_code: bool = False  # checkpoint= a pretrained folder with auto_map (LLaDA, Dream): run its own code
 
     def __post_init__(self):
         check(
