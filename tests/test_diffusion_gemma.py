@@ -219,6 +219,23 @@ def test_row_noise_is_batch_invariant_and_seeded(hf_model):
     assert not torch.equal(greedy.tokens, batch.tokens)  # the argmax denoiser is another sampler
 
 
+def test_row_noise_draws_the_same_tokens_a_chunk_of_positions_at_a_time(monkeypatch):
+    import tokendiff.samplers.canvas as canvas
+
+    logits = torch.randn(3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3  # (B, C, V)
+    active = torch.tensor([True, False, True])
+    whole = RowNoise(row_generators(4, 3)).denoise(logits, active)
+    monkeypatch.setattr(canvas, "CDF_CHUNK", 7)  # one position of one row's table at a time
+    chunked = RowNoise(row_generators(4, 3)).denoise(logits, active)
+    assert torch.equal(whole, chunked) and (whole[1] == 0).all()  # an inactive row draws nothing
+    # and the draws follow softmax(logits): 4000 rows of one position, each frequency within 5 standard errors
+    one = logits[:1, :1].expand(4000, 1, 7)
+    drawn = RowNoise(row_generators(5, 4000)).denoise(one, torch.ones(4000, dtype=torch.bool))
+    p = torch.softmax(logits[0, 0].double(), -1)
+    freq = torch.bincount(drawn.flatten(), minlength=7).double() / 4000
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / 4000).sqrt() + 1e-9).all()
+
+
 def test_stable_and_confident_stopping():
     """A row stops at the first step whose argmax canvas equals each of the previous ``stability`` ones and
     whose mean entropy is below the threshold; fabricated canvases make every case explicit."""

@@ -9,10 +9,10 @@ The text grows one *canvas* (a block of ``C`` tokens) at a time. For each canvas
    - logits ``(B, C, V)`` of the canvas, self-conditioned on the previous step's (tempered) logits;
    - tempered by ``tau_n = t_min + (t_max - t_min) n / N``: hot first, colder as the canvas settles;
    - a denoiser canvas ``x_D`` is drawn from ``softmax(logits / tau_n)``;
-   - entropy-bound acceptance (Lezama et al. 2025, https://arxiv.org/abs/2505.24857): sort the positions by
-     entropy ``H_i`` ascending and accept the first ``k`` with ``sum_{j<=k} H_j - H_k <= entropy_bound`` (the
-     sum minus the largest bounds their mutual information, so the accepted tokens are nearly independent);
-     the lowest-entropy position is always accepted;
+   - entropy-bound acceptance (the EB-sampler, arXiv 2505.24857; ``tokendiff.samplers.entropy_bound``): sort
+     the positions by entropy ``H_i`` ascending and accept the first ``k`` with ``sum_{j<=k} H_j - H_k <=
+     entropy_bound`` (the sum minus the largest bounds their mutual information, so the accepted tokens are
+     nearly independent); the lowest-entropy position is always accepted;
    - accepted positions take ``x_D``'s token, the others are renoised uniformly;
    - adaptive stopping: a row stops when its argmax canvas has been the same for ``stability_threshold``
      steps (stable) and the mean entropy of its tempered logits is below ``confidence_threshold`` (confident);
@@ -51,6 +51,9 @@ __all__ = [
     "sample_canvases",
     "generate_canvas_text",
 ]
+
+
+CDF_CHUNK = 1 << 22  # float64 values of the denoiser draw's cumulative table held at once (32 MiB)
 
 
 @dataclass(frozen=True)
@@ -162,9 +165,13 @@ class RowNoise:
         if not rows:
             return out
         u = row_uniform([self.generators[b] for b in rows], (logits.shape[1], 1), logits.device)  # (b, C, 1)
-        cdf = torch.softmax(logits[rows].double(), dim=-1).cumsum(-1)  # (b, C, V) float64
-        drawn = torch.searchsorted(cdf, u * cdf[..., -1:]).squeeze(-1)  # (b, C): first index with cdf >= u
-        out[rows] = drawn.clamp_(max=logits.shape[-1] - 1)
+        drawn = torch.empty(len(rows), logits.shape[1], dtype=torch.long, device=logits.device)  # (b, C)
+        # a chunk of positions at a time: a float64 (b, C, V) table of a 262k vocabulary would be 0.5 GB a row
+        step = max(1, CDF_CHUNK // (len(rows) * logits.shape[-1]))
+        for i in range(0, logits.shape[1], step):
+            cdf = torch.softmax(logits[rows, i : i + step].double(), dim=-1).cumsum(-1)  # (b, c, V) float64
+            drawn[:, i : i + step] = torch.searchsorted(cdf, u[:, i : i + step] * cdf[..., -1:]).squeeze(-1)
+        out[rows] = drawn.clamp_(max=logits.shape[-1] - 1)  # the first index whose cdf reaches u
         return out
 
 
