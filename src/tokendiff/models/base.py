@@ -30,7 +30,8 @@ class Denoiser(Protocol):
     time_conditioning: bool  # whether the logits depend on ``t`` (a time-agnostic model ignores it)
     block_diffusion: int | None  # BD3-LM block size: attention to clean earlier blocks; None: not a block model
     supports_kv_cache: bool  # has ``forward_cached`` (keys and values of other positions from a cache)
-    self_conditioning: bool  # takes its previous estimate of x0 as an extra input (none does yet)
+    # takes its previous estimate of x0: ``model(x, t, previous=probs (B, L, V))`` (None: it makes a first one)
+    self_conditioning: bool
     exports_pretrained: bool  # has ``export(directory, tokenizer)``: the weights in save_pretrained's format
     logit_shift: bool  # the logits of position i come from position i - 1's output (Dream's A2D convention)
 

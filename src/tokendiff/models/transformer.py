@@ -177,9 +177,14 @@ class Transformer(Backbone):
         time_conditioning: bool = False,
         block_diffusion: int | None = None,
         logit_shift: bool = False,
+        self_conditioning: bool = False,
     ):
         super().__init__()
         check_heads(n_embd, n_head)
+        if self_conditioning and (causal or block_diffusion):
+            raise TokenDiffError(
+                "self_conditioning=True is for a bidirectional denoiser: drop causal or block_diffusion"
+            )
         if block_diffusion is not None:
             check_block_diffusion(block_diffusion, block_size)
             if causal:
@@ -194,7 +199,10 @@ class Transformer(Backbone):
         self.logit_shift = logit_shift
         # Dream's shift reads position i's token from position i - 1's output, which a call on a window's tail
         # (forward_cached, start > 0) does not compute: such a model samples without a KV cache
-        self.supports_kv_cache = not logit_shift
+        # self-conditioning: every position's input changes with the previous estimate at every step, so no keys
+        # and values can be kept across steps either
+        self.supports_kv_cache = not logit_shift and not self_conditioning
+        self.self_conditioning = self_conditioning
         self.attention_reach = None  # None: every key; k: keys up to k positions ahead (training.adapt_anneal_iters)
         self.embed = nn.Embedding(vocab_size + 1, n_embd)  # +1: the mask token (id V)
         self.time_embed = TimeEmbedding(n_embd) if time_conditioning else None
@@ -202,6 +210,8 @@ class Transformer(Backbone):
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, causal) for _ in range(n_layer))
         self.norm = nn.RMSNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
+        # the previous estimate of x0, (B, L, V) probabilities, embedded and added to the tokens' embeddings
+        self.previous_embed = nn.Linear(vocab_size, n_embd, bias=False) if self_conditioning else None
         cos, sin = rope_tables(block_size, n_embd // n_head)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -209,6 +219,8 @@ class Transformer(Backbone):
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith(("proj.weight", "down.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
+        if self.previous_embed is not None:  # zero: the untrained model ignores the estimate, as without it
+            nn.init.zeros_(self.previous_embed.weight)
 
     @classmethod
     def from_config(cls, m, vocab_size: int, *, tokenizer=None, saved=None, block_diffusion: int | None = None):
@@ -224,6 +236,7 @@ class Transformer(Backbone):
             time_conditioning=m.time_conditioning,
             block_diffusion=block_diffusion,
             logit_shift=m.logit_shift,
+            self_conditioning=m.self_conditioning,
         )
 
     @staticmethod
@@ -241,8 +254,10 @@ class Transformer(Backbone):
                 "shorten the input or train with a larger block_size"
             )
 
-    def _embed(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, t: torch.Tensor | None, previous: torch.Tensor | None = None) -> torch.Tensor:
         h = self.embed(x)  # (B, L, D)
+        if previous is not None:
+            h = h + self.previous_embed(previous.to(self.previous_embed.weight.dtype))  # (B, L, D)
         if self.time_embed is not None:
             if t is None:
                 raise TokenDiffError("this model is time-conditioned: pass t to the forward call")
@@ -259,8 +274,27 @@ class Transformer(Backbone):
             return keys[None, :] <= queries[:, None] + self.attention_reach
         return None
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        return self._run(x, t, 0, None, keep=False)[0]
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, previous: torch.Tensor | None = None):
+        """Logits (B, L, V) of ``x`` (B, L). ``previous`` (B, L, V): a self-conditioned model's previous estimate of
+        the clean tokens (probabilities; a sampler passes its last step's); None: :meth:`first_estimate`."""
+        if not self.self_conditioning:
+            if previous is not None:
+                raise TokenDiffError("this model takes no previous estimate (it was built without self_conditioning)")
+            return self._run(x, t, 0, None, keep=False)[0]
+        if previous is None:
+            previous = self.first_estimate(x, t)
+        return self._run(x, t, 0, None, keep=False, previous=previous)[0]
+
+    def first_estimate(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """The estimate a self-conditioned call starts from, (B, L, V), as CDCD and DiffusionGemma train: in
+        training, zeros on half the calls (a coin from torch's generator, which checkpoints keep) and on the
+        other half the model's own first pass on zeros, without gradient; in evaluation always that first pass,
+        so the bound and the scores are those of a fixed two-pass denoiser."""
+        zeros = torch.zeros(*x.shape, self.vocab_size, device=x.device)
+        if self.training and bool(torch.rand(()) < 0.5):
+            return zeros
+        with torch.no_grad():
+            return torch.softmax(self._run(x, t, 0, None, keep=False, previous=zeros)[0].float(), dim=-1)
 
     def forward_cached(self, x: torch.Tensor, t: torch.Tensor | None = None, start: int = 0, cache=None):
         """Logits of ``x`` (B, n) at positions ``start .. start + n`` of a window, and the window's KV cache.
@@ -276,13 +310,13 @@ class Transformer(Backbone):
         """
         return self._run(x, t, start, cache, keep=True)
 
-    def _run(self, x, t, start: int, cache: KVCache | None, keep: bool):
+    def _run(self, x, t, start: int, cache: KVCache | None, keep: bool, previous: torch.Tensor | None = None):
         B, n = x.shape
         if cache is None and start:
             raise TokenDiffError("forward_cached: start > 0 needs a cache of the positions before it")
         length = n if cache is None else max(cache.length, start + n)
         self._check_length(length)
-        h = self._embed(x, t)
+        h = self._embed(x, t, previous)
         cos, sin = self.rope_cos[start : start + n], self.rope_sin[start : start + n]  # (n, hd/2)
         mask = None
         if cache is not None or not self.causal or self.attention_reach is not None:

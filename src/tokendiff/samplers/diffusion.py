@@ -103,7 +103,9 @@ class DiffusionSampler:
                 )
         self.model, self.kernel, self.settings = model, kernel, settings
         self.steps = settings.steps
-        self.cache = settings.cache and not model.time_conditioning
+        # the logits cache reuses a call for the same input, which a self-conditioned model's are not (its previous
+        # estimate changes every step)
+        self.cache = settings.cache and not model.time_conditioning and not model.self_conditioning
         self.kv_cache = "none" if settings.kv_cache == "auto" and not block_model else settings.kv_cache
         self.block_size = settings.block_size or block_model  # None: the whole sequence at once
         self.blockwise = self.block_size is not None
@@ -112,13 +114,16 @@ class DiffusionSampler:
             self.visible = VisibleSubsets(settings.visible_limit, settings.visible_subsets, kernel.mask_token_id)
         self.model_calls = 0  # counted for the benchmark and the cache test
 
-    def model_logits(self, x: torch.Tensor, t: float) -> torch.Tensor:
+    def model_logits(self, x: torch.Tensor, t: float, previous: torch.Tensor | None = None) -> torch.Tensor:
         """The model's logits of ``x`` (B, L) at time ``t``, (B, L, V) (or, past ``visible_limit``, the log of
-        its probabilities averaged over visible subsets)."""
+        its probabilities averaged over visible subsets). ``previous``: a self-conditioned model's previous
+        estimate of the clean tokens (B, L, V)."""
         times = torch.full((x.shape[0],), t, device=x.device)
 
         def call(z):
             self.model_calls += 1
+            if previous is not None:
+                return self.model(z, times, previous=previous)
             return self.model(z, times)  # (B, L, V)
 
         if self.visible is None or not self.visible.needed(x):
@@ -208,6 +213,16 @@ class DiffusionSampler:
             x1[:, i : i + chunk] = gumbel_argmax(log_prior.expand(B, min(chunk, L - i), -1), generators)
         return x1
 
+    def _logits(self, x, t, logits_fn, last_logits):
+        """This step's logits of ``x``: ``logits_fn``'s (a KV cache's), or :meth:`model_logits`'s, a
+        self-conditioned model given the previous step's estimate (softmax of ``last_logits``; the block's first
+        step: None, the model's own first pass)."""
+        if logits_fn is not None:
+            return logits_fn(x, t)
+        if self.model.self_conditioning and last_logits is not None:
+            return self.model_logits(x, t, previous=torch.softmax(last_logits.float(), dim=-1))
+        return self.model_logits(x, t)
+
     def _denoise(self, x_start, free, steps, generators, callback, offset, last, logits_fn=None):
         """``steps`` reverse steps from t = 1 to 0 of the positions ``free`` (B, L); the others keep their
         values in ``x_start``. ``callback(offset + i, x)`` after step ``i``. ``logits_fn(x, t)``: the model's
@@ -230,7 +245,7 @@ class DiffusionSampler:
             if final and not ((x == mask_id) & free).any():
                 break  # every position is known; later steps could change nothing
             if logits is None or not self.cache or not torch.equal(x, logits_input):
-                logits = (logits_fn or self.model_logits)(x, float(times[i]))  # (B, L, V)
+                logits = self._logits(x, float(times[i]), logits_fn, logits)  # (B, L, V)
                 logits_input = x.clone()
             temperature = step_temperature(s, i, steps)
             log_p_x0 = process_log_probs(logits, temperature, float(s.top_p), s.top_k)  # (B, L, V)
@@ -240,7 +255,7 @@ class DiffusionSampler:
             )  # fmt: skip
             x = self.rule.step(log_p_x0, state)  # (B, L)
             for _ in range(self.rule.sweeps if i < corrected else 0):  # corrector sweeps at time s, on x_s
-                logits = (logits_fn or self.model_logits)(x, float(times[i + 1]))  # (B, L, V)
+                logits = self._logits(x, float(times[i + 1]), logits_fn, logits)  # (B, L, V)
                 logits_input = x.clone()
                 log_p_x0 = process_log_probs(logits, temperature, float(s.top_p), s.top_k)
                 x = self.rule.correct(log_p_x0, replace(state, x=x, logits=logits))

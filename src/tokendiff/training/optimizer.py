@@ -42,13 +42,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float, exclude=()) -> lis
 
 
 def muon_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
-    """The weights Muon orthogonalizes: every ``nn.Linear`` weight except the output head (a linear map onto
-    the vocabulary), as Muon's authors prescribe; embeddings, the head, gains and biases stay with AdamW."""
+    """The weights Muon orthogonalizes: every ``nn.Linear`` weight except those onto or from the vocabulary
+    (the output head; a self-conditioned model's embedding of its previous estimate), as Muon's authors
+    prescribe; embeddings, the head, gains and biases stay with AdamW."""
     vocab = getattr(model, "vocab_size", None)
     return [
         m.weight
         for m in model.modules()
-        if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and m.out_features != vocab
+        if isinstance(m, torch.nn.Linear) and m.weight.requires_grad and vocab not in (m.out_features, m.in_features)
     ]
 
 

@@ -37,6 +37,9 @@ class ModelConfig:
     adapt: str = "none"
     logit_shift: bool = False  # true: position i's token is read from position i-1's output (Dream; keeps an AR head)
     trust_remote_code: bool = False  # checkpoint= a pretrained folder with auto_map (LLaDA, Dream): run its own code
+    # true: the transformer also takes its previous estimate of x0 (CDCD, DiffusionGemma): trained with a first pass
+    # without gradient on half the steps, sampled with the previous step's estimate
+    self_conditioning: bool = False
 
     def __post_init__(self):
         check(
@@ -71,6 +74,12 @@ class ModelConfig:
         check(
             not (self.causal and self.time_conditioning),
             "model.causal=true has no diffusion time; set model.time_conditioning=false",
+        )
+        check(
+            not self.self_conditioning or (self.arch == "transformer" and not self.causal and not self.block_diffusion),
+            "model.self_conditioning=true is for tokendiff's bidirectional transformer (model.arch=transformer, not "
+            f"causal, not block diffusion; here arch={self.arch}, causal={self.causal}, "
+            f"block_diffusion={self.block_diffusion}); drop model.self_conditioning",
         )
 
 
