@@ -12,7 +12,9 @@ on it unchanged. The kinds it drives, told apart by ``config.json``:
    run only with ``model.trust_remote_code=true``; its mask is the config's ``mask_token_id`` or the
    tokenizer's mask token, and its output's ``.logits`` (or a tuple's first element) are the logits;
 3. DiffusionGemma (``model_type`` ``diffusion_gemma``), handed to
-   ``tokendiff.models.diffusion_gemma.load_diffusion_gemma``;
+   ``tokendiff.models.diffusion_gemma.load_diffusion_gemma`` and sampled by its own canvas loop
+   (:mod:`tokendiff.samplers.canvas`); ``tokendiff eval`` and the lm-eval backend refuse it (no bound of it
+   is computed yet);
 4. a causal LM whose weights were adapted to diffusion (DiffuGPT-style), with ``model.adapt=a2d``.
 
 ``model.logit_shift=true`` reads position ``i``'s token from position ``i - 1``'s logits (Dream's
