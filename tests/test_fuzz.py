@@ -302,12 +302,12 @@ BAD = {
         lambda c: _train(c, "model.block_diffusion=true", "diffusion.block_size=7"),
         "diffusion.block_size",
     ),
-    "block diffusion of uniform noise": (
+    "block diffusion of hybrid noise": (
         lambda c: _train(
             c,
             "model.block_diffusion=true",
             "diffusion.block_size=8",
-            "diffusion.process=uniform",
+            "diffusion.process=hybrid",
             "model.time_conditioning=true",
         ),
         "model.block_diffusion=true",

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate.state import AcceleratorState
 
 from tokendiff.cli.main import main
@@ -44,6 +45,10 @@ NOT_TOKENDIFF = {
     "--include_path tasks/ --device cpu --batch_size 32 --output_path results/",
     "torchrun --nproc_per_node 2 -m tokendiff lm-eval checkpoint=out/quickstart 'tasks=[td_choice]' "
     "include_path=tasks/",
+    # downloads of the field's models (tests never use the network): the test saves tiny random models of the
+    # same kinds in those folders instead
+    "huggingface-cli download google/diffusiongemma-26B-A4B-it --local-dir models/diffusiongemma",
+    "huggingface-cli download GSAI-ML/LLaDA-8B-Instruct --local-dir models/llada",
 }
 
 # README tokendiff commands this test does not run (as `shlex.join` of the words after `tokendiff`), each
@@ -190,6 +195,17 @@ def test_every_tokendiff_command_of_the_readme_runs(tmp_path, monkeypatch, capsy
     (tmp_path / "tasks").mkdir()
     write_tasks(tmp_path / "tasks")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # `checkpoint=models/diffusiongemma` and `models/llada`: tiny random models of those kinds, as
+    # tests/test_diffusion_gemma.py and tests/test_pretrained.py build them (the README downloads the real ones)
+    import test_diffusion_gemma as dg
+    from test_pretrained import save_tiny_llada
+
+    torch.manual_seed(0)
+    dg.transformers.DiffusionGemmaForBlockDiffusion(dg.tiny_config()).save_pretrained(
+        tmp_path / "models/diffusiongemma"
+    )
+    dg.word_tokenizer().save(tmp_path / "models/diffusiongemma")
+    save_tiny_llada(tmp_path / "models/llada")
 
     commands = [argv for argv in tokendiff_commands() if shlex.join(argv) not in SKIP]
     ran = []

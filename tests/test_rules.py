@@ -144,9 +144,9 @@ RULES = {
         lambda: CleanObjective(UniformKernel(4, LogLinearSchedule()), estimator="count"),
         OBJECTIVES,
     ),
-    "model.block_diffusion=true on uniform noise": Rule(
-        ["model.block_diffusion=true", "diffusion.block_size=4", "diffusion.process=uniform"],
-        lambda: BlockDiffusionObjective(UniformKernel(4, LogLinearSchedule()), 4),
+    "model.block_diffusion=true on hybrid noise": Rule(
+        ["model.block_diffusion=true", "diffusion.block_size=4", "diffusion.process=hybrid"],
+        lambda: BlockDiffusionObjective(HybridKernel(4), 4),
         OBJECTIVES,
     ),
     "diffusion.block_size": Rule(

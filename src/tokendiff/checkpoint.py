@@ -42,6 +42,7 @@ from tokendiff.checkpoint_state import (
 from tokendiff.configs import Config, config_from_dict, record_kernel
 from tokendiff.data.tokenizers import load_tokenizer
 from tokendiff.errors import TokenDiffError
+from tokendiff.objectives.rules import BLOCK_KERNELS
 from tokendiff.processes import kernel_from_config
 
 __all__ = [
@@ -286,7 +287,7 @@ def _check_kernel_fits(kernel, path: Path, config_path: Path, cfg: Config) -> No
         setting
         for setting, on in (
             (f"diffusion.objective={d.objective}", d.objective != "clean"),
-            ("model.block_diffusion=true", m.block_diffusion),
+            ("model.block_diffusion=true", m.block_diffusion and kernel.name not in BLOCK_KERNELS),
             ("diffusion.estimator=count", d.estimator == "count"),
         )
         if on

@@ -81,18 +81,20 @@ class Config:
             m.time_conditioning = (
                 kernel_needs_time(d)
                 and m.arch == "transformer"
-                and not (m.causal or m.block_diffusion)
+                and not m.causal
                 and d.objective == "clean"
                 and d.estimator != "count"
             )  # elsewhere a kernel that needs t is refused below, by the rule that names the real conflict
         if m.block_diffusion:
+            check_block_kernel(d.process)  # the block objective's rule, on the kernel: absorbing or uniform
+            # masks: a time-agnostic model; uniform noise: told each block's time (a uniform block model without it
+            # is refused below, by the rule that every uniform-noise denoiser must know t)
             check(
-                m.arch == "transformer" and not m.causal and not m.time_conditioning,
-                "model.block_diffusion=true needs the time-agnostic tokendiff transformer (model.arch=transformer, "
-                f"model.causal=false, model.time_conditioning=false); here arch={m.arch}, causal={m.causal}, "
-                f"time_conditioning={m.time_conditioning}",
+                m.arch == "transformer" and not m.causal and (kernel_needs_time(d) or not m.time_conditioning),
+                "model.block_diffusion=true needs the tokendiff transformer (model.arch=transformer, "
+                "model.causal=false), time-agnostic for masks (model.time_conditioning=false or auto); here "
+                f"arch={m.arch}, causal={m.causal}, time_conditioning={m.time_conditioning}",
             )
-            check_block_kernel(d.process == "absorbing", d.process)  # the block objective's rule, on the kernel
             check(
                 d.objective == "clean" and d.estimator == "time",
                 "model.block_diffusion=true trains on clean data with the time estimator: it needs "

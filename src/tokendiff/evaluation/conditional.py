@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.bound import starts_clean
 from tokendiff.objectives.times import importance_times
 from tokendiff.processes.absorbing import scored_nll
@@ -121,8 +122,13 @@ def score_tokens(
     x0 = torch.tensor(tokens, dtype=torch.long)  # (L,)
     if kernel is None:
         return ContinuationScore(float(_exact(model, x0.to(device), scored_from)), 0.0, n, 1)
-    g = torch.Generator().manual_seed(request_seed(seed, tokens, scored_from))
     block = model.block_diffusion
+    if block and not kernel.masked_diffusion:  # its bound needs every block's own time and clean earlier blocks
+        raise TokenDiffError(
+            f"scoring a block diffusion model of {kernel.name} noise is not supported yet (masked block diffusion "
+            "is); sample it with tokendiff sample, or evaluate it with tokendiff eval"
+        )
+    g = torch.Generator().manual_seed(request_seed(seed, tokens, scored_from))
     if block and len(tokens) % block:  # masks that are never revealed fill the last block
         x0 = torch.cat([x0, torch.full((block - len(tokens) % block,), kernel.mask_token_id)])
     scored = torch.zeros(x0.shape, dtype=torch.bool)

@@ -136,7 +136,8 @@ class Block(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features of t in [0, 1] and an MLP, added to every position (optional)."""
+    """Sinusoidal features of t in [0, 1] and an MLP, added to every position (optional): ``t`` (B,) gives (B, D),
+    one time per sequence; ``t`` (B, L) gives (B, L, D), one time per position (block diffusion's blocks)."""
 
     def __init__(self, n_embd: int, n_freq: int = 64):
         super().__init__()
@@ -144,8 +145,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * n_freq, n_embd), nn.SiLU(), nn.Linear(n_embd, n_embd))
 
     def forward(self, t):
-        angles = 1000.0 * t.float()[:, None] * self.freqs[None]  # (B, F)
-        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))  # (B, D)
+        angles = 1000.0 * t.float()[..., None] * self.freqs  # (B, F) or (B, L, F)
+        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))  # (B, D) or (B, L, D)
 
 
 class Transformer(Backbone):
@@ -255,13 +256,19 @@ class Transformer(Backbone):
             )
 
     def _embed(self, x: torch.Tensor, t: torch.Tensor | None, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings of ``x`` (B, L), plus the time's: ``t`` (B,) one time per sequence, or (B, L) one per
+        position (a block diffusion model's blocks at their own times); a time-agnostic model ignores ``t``."""
         h = self.embed(x)  # (B, L, D)
         if previous is not None:
             h = h + self.previous_embed(previous.to(self.previous_embed.weight.dtype))  # (B, L, D)
         if self.time_embed is not None:
             if t is None:
                 raise TokenDiffError("this model is time-conditioned: pass t to the forward call")
-            h = h + self.time_embed(t)[:, None, :]  # (B, L, D)
+            if t.dim() == 1:
+                h = h + self.time_embed(t)[:, None, :]  # (B, L, D) the same time at every position
+            else:
+                assert t.shape == x.shape, (t.shape, x.shape)  # one time per position
+                h = h + self.time_embed(t)  # (B, L, D)
         return self.drop(h)
 
     def _mask(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor | None:
@@ -306,7 +313,9 @@ class Transformer(Backbone):
 
         Exact for a block diffusion model whose cache holds the finished blocks before ``start`` (their keys do
         not depend on later blocks); for a bidirectional model a cache is an approximation (Fast-dLLM):
-        the cached keys were computed when other positions held other tokens.
+        the cached keys were computed when other positions held other tokens. ``t``: None, (B,) or (B, n) per
+        position; a time-conditioned block model's finished blocks are cached at ``t = 0``, the time of the clean
+        half in training (:meth:`forward_block_diffusion`).
         """
         return self._run(x, t, start, cache, keep=True)
 
@@ -348,11 +357,19 @@ class Transformer(Backbone):
     def forward_block_diffusion(self, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | None = None):
         """BD3-LM's training call: logits (B, L, V) of the noisy ``xt`` (B, L), each block of it seeing itself and
         the clean earlier blocks of ``x0`` (B, L); ``x0`` sees itself block-causally. One call over 2L tokens
-        (both halves at positions 0 .. L-1) gives every block's conditional at once."""
+        (both halves at positions 0 .. L-1) gives every block's conditional at once.
+
+        ``t``: the times of ``xt``, (B,) or (B, L) one per position (each block's own time, repeated over its
+        positions); a time-agnostic model (masks) ignores it. The clean half ``x0`` is at ``t = 0``: a clean
+        block *is* the diffusion state at time 0, so a sampler caches its finished blocks with the same call at
+        ``t = 0`` (:meth:`forward_cached`) and their keys and values are those seen in training."""
         if not self.block_diffusion:
             raise TokenDiffError("forward_block_diffusion needs a block diffusion model (model.block_diffusion=true)")
         B, L = xt.shape
         self._check_length(L)
+        if self.time_embed is not None and t is not None:  # (B, 2L): xt's times, then 0 for the clean half
+            t = t[:, None].expand(B, L) if t.dim() == 1 else t  # (B, L)
+            t = torch.cat([t, torch.zeros_like(t)], dim=1)  # (B, 2L)
         h = self._embed(torch.cat([xt, x0], dim=1), t)  # (B, 2L, D)
         cos = torch.cat([self.rope_cos[:L], self.rope_cos[:L]])  # (2L, hd/2)
         sin = torch.cat([self.rope_sin[:L], self.rope_sin[:L]])

@@ -17,6 +17,7 @@ __all__ = [
     "check_t_min",
     "check_estimator",
     "check_count_kernel",
+    "BLOCK_KERNELS",
     "check_block_kernel",
     "check_block_size",
 ]
@@ -50,12 +51,17 @@ def check_count_kernel(masked_diffusion: bool, kernel: str) -> None:
     )
 
 
-def check_block_kernel(masked_diffusion: bool, kernel: str) -> None:
-    """Block diffusion masks tokens within blocks: it needs MDLM's masked diffusion (the kernel's
-    ``masked_diffusion``); ``kernel`` names the one at hand (``diffusion.process``)."""
+BLOCK_KERNELS = ("absorbing", "uniform")  # the kernels block diffusion is defined and tested for
+
+
+def check_block_kernel(kernel: str) -> None:
+    """Block diffusion noises each block with a kernel of :data:`BLOCK_KERNELS`: masks (BD3-LM) or uniform noise
+    (DiffusionGemma's); ``kernel`` names the one at hand (``diffusion.process``, a kernel's ``name``). GIDD's
+    hybrid noise is refused: its block objective and sampler have not been checked."""
     _check(
-        masked_diffusion,
-        f"model.block_diffusion=true masks tokens within blocks: it needs diffusion.process=absorbing, not {kernel}",
+        kernel in BLOCK_KERNELS,
+        f"model.block_diffusion=true needs diffusion.process=absorbing or uniform (masks or uniform noise within "
+        f"blocks), not {kernel}",
     )
 
 

@@ -77,14 +77,18 @@ class DiffusionSampler:
     Block-wise sampling (``settings.block_size``, or always for a block diffusion model, with the model's
     own block size) denoises blocks left to right, each by the step rule, the earlier blocks fixed and the
     later ones masked; ``steps`` are split evenly across the blocks. A block is denoised within one context
-    window, so a block wider than the model's context is refused.
+    window, so a block wider than the model's context is refused. An ordinary model needs masks for it (its
+    later blocks are held masked); a block diffusion model never sees later blocks, so with uniform noise each
+    block starts from the prior and runs the step rule from t = 1 to 0, given the clean earlier blocks at t = 0.
     """
 
     def __init__(self, model: Backbone, kernel: Kernel, settings: SamplingSettings | None = None, **options):
         settings = replace(settings, **options) if settings is not None else SamplingSettings(**options)
         block_model = model.block_diffusion
         self.rule = step_rule(kernel, settings)  # refuses a strategy the kernel cannot follow
-        if settings.block_size is not None and not kernel.reveals_are_final:
+        # an ordinary model's blocks hold later blocks masked, which only masks can do; a block diffusion model
+        # never sees later blocks, and each of its blocks starts from the prior, whatever the kernel
+        if settings.block_size is not None and not kernel.reveals_are_final and not block_model:
             raise TokenDiffError(
                 f"sampling.block_size={settings.block_size}: block-wise sampling needs a block size >= 1 and masks "
                 f"that stay revealed (diffusion.process={kernel.name}); drop sampling.block_size"
@@ -114,11 +118,17 @@ class DiffusionSampler:
             self.visible = VisibleSubsets(settings.visible_limit, settings.visible_subsets, kernel.mask_token_id)
         self.model_calls = 0  # counted for the benchmark and the cache test
 
-    def model_logits(self, x: torch.Tensor, t: float, previous: torch.Tensor | None = None) -> torch.Tensor:
+    def model_logits(
+        self, x: torch.Tensor, t: float, previous: torch.Tensor | None = None, clean: int = 0
+    ) -> torch.Tensor:
         """The model's logits of ``x`` (B, L) at time ``t``, (B, L, V) (or, past ``visible_limit``, the log of
         its probabilities averaged over visible subsets). ``previous``: a self-conditioned model's previous
-        estimate of the clean tokens (B, L, V)."""
-        times = torch.full((x.shape[0],), t, device=x.device)
+        estimate of the clean tokens (B, L, V). ``clean``: the first positions are a block diffusion model's
+        finished blocks, which a time-conditioned model is told are at ``t = 0`` (as its training's clean half)."""
+        times = torch.full((x.shape[0],), t, device=x.device)  # (B,)
+        if clean and self.model.time_conditioning:
+            times = torch.full(x.shape, t, device=x.device)  # (B, L) one time per position
+            times[:, :clean] = 0.0
 
         def call(z):
             self.model_calls += 1

@@ -38,6 +38,9 @@ class BlockCache:
         self.mode = sampler.kv_cache  # auto: the exact cache here (an ordinary model's auto is none already)
         self.cache = None  # block diffusion: the KVCache of the window's finished blocks x[:, lo:a]
         self.span = (0, 0)
+        # the time of finished (clean) blocks: 0 for a time-conditioned block model, as the clean half of its
+        # training call (Transformer.forward_block_diffusion); none for a time-agnostic one
+        self.clean_time = 0.0 if self.model.time_conditioning else None
 
     def _call(self, x, t, start=0, cache=None):
         self.sampler.model_calls += 1
@@ -48,10 +51,14 @@ class BlockCache:
         """``(p0, p1, logits_fn)`` for the block ``a:end`` in the window ``lo:hi``."""
         if self.block_model:
             if self.mode == "none":  # uncached: the window's finished blocks and this block, every step
-                prefix = x[:, lo:a]
-                return a, end, lambda xp, t: self.sampler.model_logits(torch.cat([prefix, xp], 1), t)[:, a - lo :]
+                prefix = x[:, lo:a]  # (B, a - lo) finished blocks, at t = 0 for a time-conditioned model
+
+                def window_logits(xp, t):  # (B, end - a, V) of the block, run after its finished blocks
+                    return self.sampler.model_logits(torch.cat([prefix, xp], 1), t, clean=a - lo)[:, a - lo :]
+
+                return a, end, window_logits
             if self.span != (lo, a):  # first block, or the window slid: compute the finished blocks once
-                self.cache = self._call(x[:, lo:a], None)[1] if a > lo else None
+                self.cache = self._call(x[:, lo:a], self.clean_time)[1] if a > lo else None
                 self.span = (lo, a)
             state = {"cache": self.cache}
 
@@ -81,5 +88,5 @@ class BlockCache:
         unless the next window starts elsewhere."""
         if not self.block_model or self.mode == "none" or next_lo != lo:
             return
-        self.cache = self._call(x[:, a:end], None, a - lo, self.cache)[1]
+        self.cache = self._call(x[:, a:end], self.clean_time, a - lo, self.cache)[1]
         self.span = (lo, end)
