@@ -165,6 +165,7 @@ def test_ancestral_samples_follow_the_exact_law_of_their_steps(name):
 
     model.time_conditioning, model.block_size, model.vocab_size = True, L, V
     model.block_diffusion, model.supports_kv_cache = None, False  # the backbone protocol's declarations
+    model.self_conditioning = False
     out = DiffusionSampler(model, kernel, steps=100, cache=False).sample(torch.full((n, L), V), row_generators(0, n))
     counts = torch.zeros(len(law), dtype=torch.float64)
     index = {int(i): k for k, i in enumerate(toy.index(toy.clean))}

@@ -168,7 +168,8 @@ def test_a_kernel_and_model_that_cannot_work_is_one_line_and_exit_2(case, tmp_pa
 
 # model.time_conditioning=auto (the default): what the kernel needs where the model can be told t at all; where
 # a kernel that needs t meets a model that cannot take it, the error names that conflict. Rows:
-# (process, arch, causal, block diffusion) -> the resolved value, or a piece of the one-line error.
+# (process, arch, causal, block diffusion) -> the resolved value, or a piece of the one-line error. Block
+# diffusion's kernel rule (absorbing or uniform) is checked before its model rule.
 ARCH = {"transformer": [], "hf": ["model.arch=hf", "model.hf_config=x"], "image": ["+experiment=mnist"]}
 PROCESS = {
     "absorbing": ["diffusion.process=absorbing"],
@@ -178,7 +179,7 @@ PROCESS = {
 }
 NO_KERNEL, BLOCK_ARCH, BLOCK_MASKS = (
     "no diffusion kernel",
-    "needs the time-agnostic tokendiff",
+    "model.block_diffusion=true needs the tokendiff transformer",
     "needs diffusion.process",
 )
 HF, IMAGE = "Hugging Face backbone (model.arch=hf) is time-agnostic", "model.arch=image_conv is time-agnostic"
@@ -196,7 +197,7 @@ AUTO = {
     ("absorbing", "image", True, False): False,
     ("absorbing", "image", True, True): BLOCK_ARCH,
     ("uniform", "transformer", False, False): True,
-    ("uniform", "transformer", False, True): BLOCK_MASKS,
+    ("uniform", "transformer", False, True): True,  # uniform noise within blocks: told each block's time
     ("uniform", "transformer", True, False): NO_KERNEL,
     ("uniform", "transformer", True, True): BLOCK_ARCH,
     ("uniform", "hf", False, False): HF,
@@ -210,27 +211,27 @@ AUTO = {
     ("hybrid", "transformer", False, False): True,
     ("hybrid", "transformer", False, True): BLOCK_MASKS,
     ("hybrid", "transformer", True, False): NO_KERNEL,
-    ("hybrid", "transformer", True, True): BLOCK_ARCH,
+    ("hybrid", "transformer", True, True): BLOCK_MASKS,
     ("hybrid", "hf", False, False): HF,
     ("hybrid", "hf", False, True): HF,
     ("hybrid", "hf", True, False): NO_KERNEL,
-    ("hybrid", "hf", True, True): BLOCK_ARCH,
+    ("hybrid", "hf", True, True): BLOCK_MASKS,
     ("hybrid", "image", False, False): IMAGE,
     ("hybrid", "image", False, True): IMAGE,
     ("hybrid", "image", True, False): NO_KERNEL,
-    ("hybrid", "image", True, True): BLOCK_ARCH,
+    ("hybrid", "image", True, True): BLOCK_MASKS,
     ("hybrid p_uniform=0", "transformer", False, False): False,
     ("hybrid p_uniform=0", "transformer", False, True): BLOCK_MASKS,
     ("hybrid p_uniform=0", "transformer", True, False): NO_KERNEL,
-    ("hybrid p_uniform=0", "transformer", True, True): BLOCK_ARCH,
+    ("hybrid p_uniform=0", "transformer", True, True): BLOCK_MASKS,
     ("hybrid p_uniform=0", "hf", False, False): False,
-    ("hybrid p_uniform=0", "hf", False, True): BLOCK_ARCH,
+    ("hybrid p_uniform=0", "hf", False, True): BLOCK_MASKS,
     ("hybrid p_uniform=0", "hf", True, False): NO_KERNEL,
-    ("hybrid p_uniform=0", "hf", True, True): BLOCK_ARCH,
+    ("hybrid p_uniform=0", "hf", True, True): BLOCK_MASKS,
     ("hybrid p_uniform=0", "image", False, False): False,
-    ("hybrid p_uniform=0", "image", False, True): BLOCK_ARCH,
+    ("hybrid p_uniform=0", "image", False, True): BLOCK_MASKS,
     ("hybrid p_uniform=0", "image", True, False): NO_KERNEL,
-    ("hybrid p_uniform=0", "image", True, True): BLOCK_ARCH,
+    ("hybrid p_uniform=0", "image", True, True): BLOCK_MASKS,
 }
 
 
