@@ -17,3 +17,10 @@ class Interrupted(TokenDiffError):
     """Ctrl-C stopped the work; the message says what was saved and how to continue."""
 
     exit_status = 130
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an error's message (at most ``limit`` characters), or its type's name when it has
+    none: what a one-line message quotes of an error a library raised."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

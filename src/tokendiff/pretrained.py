@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from tokendiff.errors import TokenDiffError
+from tokendiff.errors import TokenDiffError, first_line
 
 __all__ = ["MAX_BLOCK", "MODEL_KEYS", "is_pretrained", "load_pretrained", "model_overrides"]
 
@@ -182,7 +182,7 @@ def _read_config(transformers, source: str, what: str) -> dict:
         with _quiet_hub():
             return read(source)[0]
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TokenDiffError(
             f"{what}={source!r} is no local folder, and the Hugging Face hub does not give it now (offline, or no "
             f"such model: {first}); download it where the network is (hf download {source} --local-dir <folder>) "
@@ -258,7 +258,7 @@ def _tokenizer(transformers, source: str, config: dict, trust: bool):
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
     except Exception as exc:  # a missing or damaged file surfaces as many kinds of error
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TokenDiffError(
             f"the tokenizer of {source} could not be loaded ({first}); save it beside the model "
             "(tokenizer.save_pretrained(folder))"
@@ -336,7 +336,7 @@ def _remote_model(transformers, source: str, m, tokenizer, what: str):
     except TokenDiffError:
         raise
     except Exception as exc:  # its own code may raise anything
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TokenDiffError(
             f"{what}={source!r} could not be loaded or run with its own code ({type(exc).__name__}: {first}); "
             f"tokendiff drives {KINDS}"

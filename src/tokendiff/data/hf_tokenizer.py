@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from tokendiff.errors import TokenDiffError
+from tokendiff.errors import TokenDiffError, first_line
 from tokendiff.extras import require
 
 __all__ = ["HFTokenizer", "HF_CONFIG_FILE"]
@@ -76,7 +76,7 @@ class HFTokenizer:
         try:
             return cls(transformers.AutoTokenizer.from_pretrained(name), name)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise TokenDiffError(
                 f"data.tokenizer_name={name!r} could not be loaded ({first}); give a hub id (online), a folder "
                 "written by save_pretrained, a tokenizer.json file, or download it first "

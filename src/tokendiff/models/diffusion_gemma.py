@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from tokendiff.errors import TokenDiffError
+from tokendiff.errors import TokenDiffError, first_line
 from tokendiff.extras import require
 from tokendiff.models.base import Backbone
 
@@ -230,7 +230,7 @@ def load_diffusion_gemma(folder: Path, device, dtype=None) -> DiffusionGemmaLM:
             str(folder), dtype=dtype if dtype is not None else "auto"
         )
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TokenDiffError(f"{folder} could not be loaded as a DiffusionGemma ({first}); save it again") from None
     tokenizer = None
     if (folder / "tokenizer_config.json").is_file():

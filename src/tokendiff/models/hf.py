@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tokendiff.errors import TokenDiffError
+from tokendiff.errors import TokenDiffError, first_line
 from tokendiff.extras import require
 from tokendiff.models.base import Backbone
 
@@ -248,7 +248,7 @@ def load_hf_backbone(
     except TokenDiffError:  # a ValueError too: _check_causal_architecture's, already one line
         raise
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TokenDiffError(
             f"{what}={str(source)!r} could not be loaded as a transformers "
             f"{'causal' if causal or adapt else 'masked'} LM ({first}); give a hub id (online), a folder written by "
