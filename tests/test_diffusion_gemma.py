@@ -295,7 +295,7 @@ def test_save_pretrained_loads_back_with_the_same_logits(hf_model, tmp_path):
         load_diffusion_gemma(other, "cpu")
 
 
-def test_tokendiff_sample_runs_on_a_diffusion_gemma_folder_and_eval_refuses_it(hf_model, tmp_path, capsys):
+def test_tokendiff_sample_runs_on_a_diffusion_gemma_folder(hf_model, tmp_path, capsys):
     from tokendiff.cli.main import main
 
     folder = tmp_path / "dg"
@@ -304,6 +304,79 @@ def test_tokendiff_sample_runs_on_a_diffusion_gemma_folder_and_eval_refuses_it(h
     assert main(["sample", f"checkpoint={folder}", "num_samples=2", "sampling.length=8", "sampling.steps=4"]) == 0
     out = capsys.readouterr().out
     assert out.count("----- sample") == 2
-    assert main(["eval", f"checkpoint={folder}", f"eval.data={folder}"]) == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' progress bar
-    assert last.startswith("tokendiff eval: error:") and "is a DiffusionGemma model" in last
+
+
+# ---------------------------------------------------------------- the bound: tokendiff eval and lm-eval
+def test_block_logits_are_the_two_pass_denoiser_given_bos_and_the_clean_canvases_before(hf_model):
+    # forward_block_diffusion (what the block objective scores) against canvas_logits by hand: canvas b given BOS
+    # and the clean canvases before it, its second pass fed the first pass's logits
+    model = DiffusionGemmaLM(hf_model)  # no tokenizer: tokendiff ids are the backbone's
+    g = torch.Generator().manual_seed(0)
+    x0, xt = torch.randint(5, V_HF, (2, 3 * CANVAS), generator=g), torch.randint(5, V_HF, (2, 3 * CANVAS), generator=g)
+    with torch.no_grad():
+        logits = model.forward_block_diffusion(xt, x0)  # (2, 12, V)
+        assert logits.shape == (2, 3 * CANVAS, V_HF)
+        for a in range(0, 3 * CANVAS, CANVAS):
+            context = torch.cat([torch.full((2, 1), BOS), x0[:, :a]], dim=1)
+            first = model.canvas_logits(context, xt[:, a : a + CANVAS])
+            second = model.canvas_logits(context, xt[:, a : a + CANVAS], first)
+            torch.testing.assert_close(logits[:, a : a + CANVAS], second, rtol=0, atol=1e-5)
+            assert (second - first).abs().max() > 1e-4  # the second pass is not the first
+        # a later clean canvas changes nothing before it; an earlier one changes what follows
+        later, earlier = x0.clone(), x0.clone()
+        later[:, -1], earlier[:, 0] = (x0[:, -1] + 1) % V_HF, (x0[:, 0] + 1) % V_HF
+        torch.testing.assert_close(model.forward_block_diffusion(xt, later), logits, rtol=0, atol=0)
+        assert (model.forward_block_diffusion(xt, earlier)[:, CANVAS:] - logits[:, CANVAS:]).abs().max() > 1e-4
+    with pytest.raises(TokenDiffError, match="multiple of 4"):
+        model.forward_block_diffusion(xt[:, :5], x0[:, :5])
+    with pytest.raises(TokenDiffError, match="exceed"):
+        model.forward_block_diffusion(torch.zeros(1, 128, dtype=torch.long), torch.zeros(1, 128, dtype=torch.long))
+
+
+def text_file(tmp_path, words: int = 3000):
+    g = torch.Generator().manual_seed(1)
+    picks = torch.randint(5, V_HF, (words,), generator=g).tolist()
+    path = tmp_path / "words.txt"
+    path.write_text(" ".join(WORDS[i] for i in picks))
+    return path
+
+
+def test_tokendiff_eval_prints_the_uniform_block_bound_of_a_diffusion_gemma(hf_model, tmp_path, capsys):
+    from tokendiff.cli.main import main
+
+    folder = tmp_path / "dg"
+    hf_model.save_pretrained(folder)
+    word_tokenizer().save(folder)
+    data = text_file(tmp_path)
+    args = ["eval", f"checkpoint={folder}", f"eval.data={data}", "eval.max_windows=2", "eval.num_draws=2"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    # windows of whole canvases after BOS (124 of the 128 positions), a finite bound with its error
+    assert out["tokens_per_sequence"] == 124 and out["sequences"] == 2 and out["draws"] == 2
+    assert 0 < out["nelbo_nats_per_token"] < 100 and out["nelbo_nats_per_token_stderr"] > 0
+    assert out["prior_nats_per_token"] > 0 and out["reconstruction_nats_per_token"] == 0.0
+    assert main(args + ["model.block_size=10"]) == 2  # not a whole number of canvases: one line
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("tokendiff eval: error:") and "whole number of this DiffusionGemma" in last
+
+
+def test_the_lm_eval_backend_scores_and_writes_with_a_diffusion_gemma(hf_model, tmp_path):
+    from lm_eval.api.instance import Instance
+
+    from tokendiff.evaluation.conditional import score_continuation
+    from tokendiff.harness.backend import TokendiffLM
+
+    folder = tmp_path / "dg"
+    hf_model.save_pretrained(folder)
+    word_tokenizer().save(folder)
+    lm = TokendiffLM(checkpoint=str(folder), mc_num=4, batch_size=4)
+    context, continuation = "w1 w2 w3 w4 w5", " w6 w7 w8"
+    request = Instance(request_type="loglikelihood", doc={}, arguments=(context, continuation), idx=0)
+    ((loglik, greedy),) = lm.loglikelihood([request])
+    ctx, cont = lm.tokenizer.encode(context), lm.tokenizer.encode(continuation)
+    nats = score_continuation(lm.model, lm.kernel, ctx, cont, window=lm.window, draws=4, seed=0, batch_size=4).nats
+    assert loglik == pytest.approx(-nats, rel=1e-9) and loglik < 0 and isinstance(greedy, bool)
+    gen = Instance(request_type="generate_until", doc={}, arguments=(context, {"until": ["\n"], "max_gen_toks": 6}),
+                   idx=0)  # fmt: skip
+    (text,) = lm.generate_until([gen])
+    assert isinstance(text, str) and 0 < len(text.split()) <= 6

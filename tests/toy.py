@@ -38,8 +38,9 @@ class Toy:
         """Base-K number of each state (B, L) -> (B,)."""
         return sum(z[:, i] * self.K ** (self.L - 1 - i) for i in range(self.L))
 
-    def loo_log_probs(self, z: torch.Tensor, t) -> torch.Tensor:
-        """(B, L, V) ``log p(x0_i | z^{-i})`` under ``q_t``; ``t`` a float or one time per row (B,)."""
+    def loo_log_probs(self, z: torch.Tensor, t, own: bool = False) -> torch.Tensor:
+        """(B, L, V) ``log p(x0_i | z^{-i})`` under ``q_t``; ``t`` a float or one time per row (B,). ``own=True``:
+        the full posterior ``log p(x0_i | z)`` instead (position i's own likelihood included)."""
         B, L, V = z.shape[0], self.L, self.V
         t = torch.as_tensor(t, dtype=torch.float64).expand(B)  # (B,)
         eye = torch.eye(V + 1, dtype=torch.float64)[:V]  # (V, K)
@@ -48,7 +49,7 @@ class Toy:
         for i in range(L):
             w = self.joint.expand(B, *self.joint.shape)  # (B, V, ..., V)
             for j in range(L):  # times q_t(z_j | x_j) for every other position j
-                if j != i:
+                if j != i or own:
                     shape = [B] + [1] * L
                     shape[1 + j] = V
                     qz = Q.gather(2, z[:, j].view(B, 1, 1).expand(B, V, 1)).squeeze(2)  # (B, V): q_t(z_j | v)

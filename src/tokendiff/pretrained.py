@@ -352,11 +352,22 @@ def _remote_model(transformers, source: str, m, tokenizer, what: str):
 
 def _load_diffusion_gemma(source: str, device, options: dict, what: str = "checkpoint"):
     """DiffusionGemma (:func:`tokendiff.models.diffusion_gemma.load_diffusion_gemma`) as a ``LoadedCheckpoint``:
-    a uniform-noise block model sampled by its own canvas loop, so ``kernel`` and ``objective`` are None
-    (``tokendiff eval`` and the lm-eval backend refuse it: tokendiff computes no bound of it yet)."""
+    a uniform-noise block model, sampled by its own canvas loop (:mod:`tokendiff.samplers.canvas`) and scored by
+    the uniform block-diffusion NELBO over its canvases (``kernel``: uniform noise over the tokenizer's tokens,
+    tokendiff's default schedule ``alpha(t) = 1 - (1 - 1e-3) t``; ``objective``: block diffusion with blocks of
+    ``canvas_length``).
+
+    Which schedule: the model takes no time input (it reads the noise level off the canvas), and the
+    continuous-time NELBO of a time-agnostic denoiser depends on the schedule only through its end points
+    ``alpha(0) = 1`` and ``alpha(1)`` (the rest is a change of the time variable), so any such schedule gives the
+    same bound; it bounds ``-log p`` of the reverse process built from the model's two-pass self-conditioned
+    denoiser (its prior term, ``alpha(1) = 1e-3``, is printed apart)."""
     from tokendiff.checkpoint import LoadedCheckpoint
     from tokendiff.configs import config_from_dict
     from tokendiff.models.diffusion_gemma import load_diffusion_gemma
+    from tokendiff.objectives import BlockDiffusionObjective
+    from tokendiff.processes import UniformKernel
+    from tokendiff.schedules import make_schedule
 
     if not Path(source).is_dir():
         raise TokenDiffError(
@@ -374,13 +385,23 @@ def _load_diffusion_gemma(source: str, device, options: dict, what: str = "check
         raise TokenDiffError(
             f"{what}={source!r} holds no tokenizer (tokenizer_config.json); save the model's tokenizer into the folder"
         )
-    block = options.get("block_size") or min(model.block_size, MAX_BLOCK)
-    # the config gives the commands their defaults (the length); its diffusion section is the default one and
-    # unused: the kernel is the model's own canvas loop (None here), not a config's
+    C = model.canvas_length
+    # whole canvases after BOS (what tokendiff eval scores); sampling lengths are free
+    block = options.get("block_size") or max(C, (min(model.block_size, MAX_BLOCK) - 1) // C * C)
+    if block % C:
+        raise TokenDiffError(
+            f"model.block_size={block} is not a whole number of this DiffusionGemma's canvases of {C} tokens; use "
+            f"{max(C, block // C * C)} (sampling.length sets the length of samples)"
+        )
     settings = {
         "model": {"arch": "hf", "hf_name": source, "block_size": block, "time_conditioning": False},
         "data": {"tokenizer": "hf", "tokenizer_name": source},
         "checkpoint": source,
     }
     cfg = config_from_dict(settings, source=f"{what}={source}")
-    return LoadedCheckpoint(Path(source), cfg, model, None, None, model.tokenizer, -1)
+    # the config gives the commands their defaults (the length); its diffusion section (the default one) is not
+    # the model's: a Hugging Face backbone config cannot name uniform noise, which needs a time input that
+    # DiffusionGemma does without. The kernel is built here.
+    kernel = UniformKernel(model.vocab_size, make_schedule("log_linear"))
+    objective = BlockDiffusionObjective(kernel, C)
+    return LoadedCheckpoint(Path(source), cfg, model, kernel, objective, model.tokenizer, -1)

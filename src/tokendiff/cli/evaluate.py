@@ -40,11 +40,6 @@ def cmd_eval(args):
     ckpt = load_checkpoint(
         cfg.checkpoint, device=device, weights_file=weights, model_options=model_overrides(cfg, overrides)
     )
-    if ckpt.objective is None:  # DiffusionGemma: sampled by its own loop, no bound computed here
-        raise TokenDiffError(
-            f"checkpoint={str(ckpt.path)!r} is a DiffusionGemma model, whose bound tokendiff does not compute yet; "
-            "sample it with tokendiff sample"
-        )
     if cfg.eval.data and ckpt.tokenizer.kind == "binary_image":
         raise TokenDiffError("eval.data is for text models; an image model is evaluated on its own test set")
     if cfg.eval.data:  # zero-shot: another corpus, in the checkpoint's tokenizer (the data.* keys say how to read it)

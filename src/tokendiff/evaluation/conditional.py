@@ -22,7 +22,9 @@ harness asks of a language model (lm-evaluation-harness's ``loglikelihood`` and 
     revealed (the bound is then on the marginal of the tokens given).
   * Other kernels (uniform, hybrid): the whole bound of :mod:`tokendiff.objectives.bound` restricted to the
     continuation: importance-weighted times on (0, 1], ``x_t ~ q_t`` on the continuation, the kernel's
-    NELBO terms there, the prior term and, when ``alpha(0) < 1``, the reconstruction term.
+    NELBO terms there, the prior term and, when ``alpha(0) < 1``, the reconstruction term. Block diffusion
+    with uniform noise (ours, DiffusionGemma) does this block by block: every block its own time, given the
+    clean earlier blocks, all blocks in one call (:func:`_block_totals`).
 
 Draws depend only on ``(seed, tokens, scored_from)`` (:func:`request_seed`), never on the batch size, the
 order of requests or the process that scores them.
@@ -42,10 +44,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.bound import starts_clean
 from tokendiff.objectives.times import importance_times
 from tokendiff.processes.absorbing import scored_nll
+from tokendiff.processes.denoisers import loo_from_posterior
 
 __all__ = ["ContinuationScore", "request_seed", "windows", "score_continuation", "score_tokens"]
 
@@ -123,12 +125,9 @@ def score_tokens(
     if kernel is None:
         return ContinuationScore(float(_exact(model, x0.to(device), scored_from)), 0.0, n, 1)
     block = model.block_diffusion
-    if block and not kernel.masked_diffusion:  # its bound needs every block's own time and clean earlier blocks
-        raise TokenDiffError(
-            f"scoring a block diffusion model of {kernel.name} noise is not supported yet (masked block diffusion "
-            "is); sample it with tokendiff sample, or evaluate it with tokendiff eval"
-        )
     g = torch.Generator().manual_seed(request_seed(seed, tokens, scored_from))
+    if block and not kernel.masked_diffusion:
+        return _summary(_block_totals(model, kernel, x0, scored_from, draws, g, batch_size, device), n)
     if block and len(tokens) % block:  # masks that are never revealed fill the last block
         x0 = torch.cat([x0, torch.full((block - len(tokens) % block,), kernel.mask_token_id)])
     scored = torch.zeros(x0.shape, dtype=torch.bool)
@@ -164,6 +163,48 @@ def score_tokens(
             recon = kernel.reconstruction_terms(model(z0, zero.float().to(device)), x, z0).double().cpu()
             totals[a : a + tb.shape[0]] += recon[:, scored].sum(1)
     return _summary(totals, n)
+
+
+def _block_totals(model, kernel, x0, scored_from: int, draws: int, g, batch_size: int, device) -> torch.Tensor:
+    """(D,) nats over the continuation ``x0[scored_from:]`` of a block model without masks (uniform noise: ours,
+    DiffusionGemma): every block its own importance-weighted time, ``x_t ~ q_t`` on the continuation's positions
+    (the context stays clean, in its own blocks and inside a shared one), the kernel's terms there given the clean
+    earlier blocks (:meth:`~tokendiff.objectives.BlockDiffusionObjective.kernel_terms`), plus the prior term.
+
+    A window that is not a whole number of blocks is filled on the right with uniformly drawn tokens, drawn
+    again in every draw and never scored: for each filling the bound is that of a model of the continuation,
+    so its average bounds the mixture over fillings (Jensen)."""
+    from tokendiff.objectives.block import BlockDiffusionObjective
+
+    block = model.block_diffusion
+    objective = BlockDiffusionObjective(kernel, block)
+    n_tokens = x0.shape[0]
+    L = -(-n_tokens // block) * block
+    keep = torch.zeros(L, dtype=torch.bool)
+    keep[:scored_from] = True  # the clean context
+    scored = torch.zeros(L, dtype=torch.bool)
+    scored[scored_from:n_tokens] = True
+    prior = float(kernel.prior_terms(x0[None])[0][scored[:n_tokens]].double().sum())
+    blocks = L // block
+    totals = torch.zeros(draws, dtype=torch.float64)
+    # the model's device draws x_t (kernel_terms corrupts there), seeded from the request's generator
+    on_device = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+    for a in range(0, draws, batch_size):
+        b = min(batch_size, draws - a)
+        t, w = importance_times(b * blocks, kernel.small_time_order, g)  # float64 times and weights, per block
+        t, w = t.view(b, blocks), w.view(b, blocks).repeat_interleave(block, dim=1)  # (b, blocks), (b, L)
+        filling = torch.randint(0, kernel.vocab_size, (b, L - n_tokens), generator=g)
+        x = torch.cat([x0.expand(b, -1), filling], dim=1)  # (b, L)
+        terms = objective.kernel_terms(model, x.to(device), t.to(device), on_device, keep.to(device).expand(b, -1))
+        totals[a : a + b] = (terms.double().cpu() * w)[:, scored].sum(1) + prior
+        if not starts_clean(kernel):  # the t = 0 term, every block at t = 0 given the clean earlier ones
+            z0 = torch.where(keep, x, kernel.corrupt(x, torch.zeros(b, dtype=torch.float64), g))
+            logits = model.forward_block_diffusion(z0.to(device), x.to(device), torch.zeros(b, L, device=device))
+            if getattr(model, "predicts_posterior", False):
+                logits = loo_from_posterior(kernel, logits, z0.to(device), 0.0)
+            recon = kernel.reconstruction_terms(logits, x.to(device), z0.to(device)).double().cpu()
+            totals[a : a + b] += recon[:, scored].sum(1)
+    return totals
 
 
 def _summary(totals: torch.Tensor, n: int) -> ContinuationScore:

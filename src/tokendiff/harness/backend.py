@@ -34,7 +34,9 @@ from tokendiff.checkpoint import load_checkpoint
 from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.conditional import request_seed, score_continuation
 from tokendiff.harness.settings import harness_settings
+from tokendiff.models.diffusion_gemma import DiffusionGemmaLM
 from tokendiff.samplers.autoregressive import AutoregressiveSampler
+from tokendiff.samplers.canvas import CanvasSettings, continue_rows, end_ids
 from tokendiff.samplers.diffusion import DiffusionSampler
 from tokendiff.samplers.settings import SamplingSettings
 
@@ -84,10 +86,6 @@ class TokendiffLM(LM):
             backend = "nccl" if self._device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
         self.ckpt = load_checkpoint(self.s.checkpoint, device=self._device, model_options=model_options)
-        if self.ckpt.objective is None:  # DiffusionGemma: sampled by its own loop, no likelihood computed here
-            raise TokenDiffError(
-                f"{self.ckpt.path} is a DiffusionGemma model, whose likelihood tokendiff does not compute yet"
-            )
         if self.ckpt.tokenizer.kind == "binary_image":
             raise TokenDiffError(f"{self.ckpt.path} is an image model; lm-eval's tasks need a text model")
         self.model, self.kernel, self.tokenizer = self.ckpt.model, self.ckpt.kernel, self.ckpt.tokenizer
@@ -201,6 +199,12 @@ class TokendiffLM(LM):
                 logits = self.model(tokens[None, :-1], None)[0, first - 1 :]  # (n, V)
             return bool((logits.argmax(-1) == tokens[first:]).all())
         ctx = context[-(self.model.block_size - n) :] if self.model.block_size > n else []
+        if isinstance(self.model, DiffusionGemmaLM):  # its own canvas loop, greedy
+            settings = CanvasSettings.from_generation_config(self.model.backbone.generation_config)
+            gens = [torch.Generator().manual_seed(request_seed(self.s.seed, ctx, n))]
+            with self.autocast():
+                out, _ = continue_rows(self.model, ctx, 1, n, settings, gens, greedy=True, device=self._device)
+            return out[0].tolist() == continuation
         mask = self.kernel.mask_token_id
         x = torch.tensor([ctx + [mask] * n], device=self._device)
         strategy = "confidence" if self.kernel.reveals_are_final else "ancestral"
@@ -259,6 +263,8 @@ class TokendiffLM(LM):
             new = out[:, -length:] if length else out[:, :0]
             prefix = [row[:1] for row in first.tolist()] if batch[0][0] == 0 else [[] for _ in batch]
             return [self._decode(p + row) for p, row in zip(prefix, new.tolist())]
+        if isinstance(self.model, DiffusionGemmaLM):  # its own canvas loop and generation config
+            return self._generate_canvases(batch, length, temperature, gens)
         block = settings.get("block_size") or self.model.block_diffusion
         if block is None and self.kernel.reveals_are_final:
             block = min(BLOCK, self.model.block_size)
@@ -284,6 +290,30 @@ class TokendiffLM(LM):
         with self.autocast():
             out = sampler.sample(x, gens, stop_id=self.tokenizer.eos_id)
         return [self._decode(row[len(c) :]) for c, row in zip(context, out.tolist())]
+
+    def _generate_canvases(self, batch, length: int, temperature: float, gens) -> list[str]:
+        """A DiffusionGemma's continuations: canvases after each context (left-truncated so that context and
+        continuation fit the model's positions), ``sampling.steps`` its denoising steps when set."""
+        steps = self.s.sampling.get("steps")
+        overrides = {} if steps is None else {"max_denoising_steps": int(steps)}
+        settings = CanvasSettings.from_generation_config(self.model.backbone.generation_config, **overrides)
+        room = self.model.block_size - 1 - length  # positions left for the context after BOS and the new tokens
+        if room < 0:
+            raise TokenDiffError(
+                f"max_gen_toks={length} does not fit this DiffusionGemma's {self.model.block_size} positions; "
+                f"ask for at most {self.model.block_size - 1}"
+            )
+        texts, ends = [], end_ids(self.model, self.tokenizer)
+        for job, g in zip(batch, gens):  # one row each: the contexts differ
+            context = job[4][-room:] if room else []
+            with self.autocast():
+                out, _ = continue_rows(
+                    self.model, context, 1, length, settings, [g], greedy=temperature == 0, device=self._device
+                )
+            row = out[0].tolist()
+            cut = next((j for j, token in enumerate(row) if token in ends), len(row))
+            texts.append(self.tokenizer.decode(row[:cut]))
+        return texts
 
     def _decode(self, ids: list[int]) -> str:
         eos = self.tokenizer.eos_id

@@ -101,6 +101,9 @@ class DiffusionGemmaLM(Backbone):
     supports_kv_cache = False  # no forward_cached(): its cache is the encoder's (encode / decoder_logits)
     encoder_cache = True  # the context is encoded once into a KV cache that every denoising step reads
     noise = "uniform"  # the kernel it was trained with: uniform over its whole vocabulary, no mask token
+    # its logits are the full posterior p(x0_i | x_t) (cross-entropy at every canvas position), not the leave-one-out
+    # law tokendiff's uniform NELBO reads; the block objective converts them (tokendiff.processes.denoisers)
+    predicts_posterior = True
 
     def __init__(self, backbone, vocab_size: int | None = None, mask_id: int | None = None, tokenizer=None):
         super().__init__()
@@ -196,6 +199,49 @@ class DiffusionGemmaLM(Backbone):
         previous = None if previous_logits is None else self.to_backbone_logits(previous_logits)
         logits = self.decoder_logits(self.to_backbone_ids(canvas), cache, context.shape[1], previous)  # (B, C, V_hf)
         return self.to_tokendiff_logits(logits)  # (B, C, V)
+
+    def context_id(self) -> int:
+        """The backbone id that opens every context when tokendiff scores a text from its start (BOS; else PAD)."""
+        first = self.facts.bos_id if self.facts.bos_id is not None else self.facts.pad_id
+        if first is None:
+            raise TokenDiffError(
+                "this DiffusionGemma's config names no bos_token_id (nor pad_token_id) to open a context with; "
+                "set text_config.bos_token_id in its config.json"
+            )
+        return int(first)
+
+    def forward_block_diffusion(
+        self, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, L, V) of every canvas of ``xt`` (B, L) given the clean canvases of ``x0`` (B, L) before it, in
+        tokendiff ids: what :class:`~tokendiff.objectives.BlockDiffusionObjective` scores (``L`` a multiple of
+        ``canvas_length``; ``t`` is ignored: the model reads the noise level off the canvas).
+
+        The context of canvas ``b`` is BOS (:meth:`context_id`) and the clean canvases ``x0_<b``, written into the
+        encoder's cache one canvas at a time, as the sampler commits them. The denoiser is the fixed two-pass
+        self-conditioned one (a first pass without a previous estimate, a second fed the first's logits), so
+        that a bound computed from it is the bound of one model, not of a random mixture."""
+        B, L = xt.shape
+        C = self.canvas_length
+        if L % C:
+            raise TokenDiffError(
+                f"a sequence of {L} tokens is not a whole number of DiffusionGemma canvases of {C}; "
+                f"use a length that is a multiple of {C} (model.block_size)"
+            )
+        if L + 1 > self.block_size:
+            raise TokenDiffError(
+                f"{L} tokens and BOS exceed this DiffusionGemma's {self.block_size} positions; use model.block_size <= "
+                f"{(self.block_size - 1) // C * C}"
+            )
+        noisy, clean = self.to_backbone_ids(xt), self.to_backbone_ids(x0)
+        cache = self.encode(torch.full((B, 1), self.context_id(), dtype=torch.long, device=xt.device))
+        out = []
+        for a in range(0, L, C):
+            first = self.decoder_logits(noisy[:, a : a + C], cache, a + 1)  # (B, C, V_hf) positions after BOS
+            out.append(self.to_tokendiff_logits(self.decoder_logits(noisy[:, a : a + C], cache, a + 1, first)))
+            if a + C < L:
+                cache = self.encode(clean[:, a : a + C], cache, start=a + 1)
+        return torch.cat(out, dim=1)  # (B, L, V)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (B, P + C): context then one canvas -> the canvas' logits (B, C, V); ``t`` is ignored."""

@@ -32,6 +32,7 @@ from tokendiff.objectives.rules import check_block_kernel, check_block_size, che
 from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times
 from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
+from tokendiff.processes.denoisers import loo_from_posterior
 
 __all__ = ["BlockDiffusionObjective"]
 
@@ -41,7 +42,10 @@ class BlockDiffusionObjective(Objective):
 
     Args:
         kernel: the absorbing kernel (masks within each block, a time-agnostic model: ``t`` is not passed) or the
-            uniform one (``model.forward_block_diffusion(xt, x0, t)`` with ``t`` (B, L) each block's time).
+            uniform one (``model.forward_block_diffusion(xt, x0, t)`` with ``t`` (B, L) each block's time). A model
+            whose ``predicts_posterior`` is true (DiffusionGemma) predicts the full posterior ``p(x0_i | x_t)``; its
+            logits are turned into the leave-one-out law the kernel's NELBO reads
+            (:func:`~tokendiff.processes.denoisers.loo_from_posterior`).
         block_size: tokens per block ``B``; the sequence length must be a multiple of it.
         t_min: block times are drawn from ``[t_min, 1]`` (see :class:`~tokendiff.objectives.clean.CleanObjective`).
         antithetic: stratify the ``batch x blocks`` times (in a random order over the blocks).
@@ -80,27 +84,33 @@ class BlockDiffusionObjective(Objective):
         weight = weight if t.dtype == torch.float64 else weight.float()
         return scored_nll(logits, x0, masked, weight)
 
-    def _kernel_terms(self, model, x0: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
+    def kernel_terms(self, model, x0: torch.Tensor, t: torch.Tensor, generator, keep=None) -> torch.Tensor:
         """The kernel's NELBO integrand of every token at its block's time, (B, L); ``t`` (B, blocks).
 
         Each block is one row of the kernel's calls (``corrupt`` and ``nelbo_terms`` take one time per row):
         ``x_t`` of block ``b`` is drawn from ``q_{t_b}(. | x0_b)``, and its terms are scored with the logits of
-        block ``b`` given the clean earlier blocks. The model is told the times per position (B, L)."""
+        block ``b`` given the clean earlier blocks. The model is told the times per position (B, L).
+        ``keep`` (B, L) bool: positions left clean in ``x_t`` (a context that conditional scoring conditions on;
+        their terms are not part of any bound and are the caller's to drop)."""
         B, L = x0.shape
         rows = x0.reshape(-1, self.block_size)  # (B * blocks, bs) one block per row
         row_t = t.reshape(-1)  # (B * blocks,)
         xt = self.kernel.corrupt(rows, row_t, generator)  # (B * blocks, bs)
+        if keep is not None:
+            xt = torch.where(keep.reshape(rows.shape), rows, xt)
         times = t.repeat_interleave(self.block_size, dim=1)  # (B, L) each token its block's time
         logits = model.forward_block_diffusion(xt.view(B, L), x0, times.float())  # (B, L, V)
         logits = logits.reshape(rows.shape[0], self.block_size, -1)  # (B * blocks, bs, V)
+        if getattr(model, "predicts_posterior", False):  # the NELBO reads the leave-one-out law
+            logits = loo_from_posterior(self.kernel, logits, xt, row_t)
         return self.kernel.nelbo_terms(logits, rows, xt, row_t).view(B, L)  # (B, L), float64 when t is
 
     def _block_terms(self, model, x0: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
         """Every token's term at its block's time ``t`` (B, blocks): masks keep BD3-LM's own code (:meth:`_terms`),
-        other kernels use their NELBO integrand (:meth:`_kernel_terms`)."""
+        other kernels use their NELBO integrand (:meth:`kernel_terms`)."""
         if self.kernel.masked_diffusion:
             return self._terms(model, x0, t, generator)
-        return self._kernel_terms(model, x0, t, generator)
+        return self.kernel_terms(model, x0, t, generator)
 
     def loss_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
         """Per-token terms (B, L) at each block's time: for masks ``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked
@@ -137,7 +147,10 @@ class BlockDiffusionObjective(Objective):
         def decoder(z0):  # (B, L, V) every block at t = 0, each given the clean earlier ones
             if self.kernel.masked_diffusion:  # a time-agnostic model: no t
                 return model.forward_block_diffusion(z0, x0)
-            return model.forward_block_diffusion(z0, x0, torch.zeros(z0.shape, device=z0.device))
+            logits = model.forward_block_diffusion(z0, x0, torch.zeros(z0.shape, device=z0.device))
+            if getattr(model, "predicts_posterior", False):  # the kernel's decoder term reads the leave-one-out law
+                logits = loo_from_posterior(self.kernel, logits, z0, 0.0)
+            return logits
 
         return BoundTerms(
             above=torch.where(below, torch.zeros_like(terms), terms),  # (B, L)

@@ -295,6 +295,45 @@ def sample_canvases(
     return CanvasOutput(tokens=tokens, model_calls=calls, steps=steps)
 
 
+def continue_rows(
+    model: DiffusionGemmaLM,
+    context: list[int],
+    rows: int,
+    new: int,
+    settings: CanvasSettings,
+    generators: list[torch.Generator],
+    *,
+    greedy: bool = False,
+    device="cpu",
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """``new`` tokens written after ``context`` (tokendiff ids, the same for the ``rows`` rows, row ``i`` drawn with
+    ``generators[i]``): (rows, <= new) tokendiff ids, cut to ``new``, after EOS padded as the model pads; and the
+    model calls made. The context starts with the model's BOS (added unless it is there).
+    ``callback(step, x)`` sees the rows' tokens (tokendiff ids) at each step."""
+    facts = model.facts
+    ids = model.to_backbone_ids(torch.tensor(context, dtype=torch.long))  # (P,)
+    if facts.bos_id is not None and (len(ids) == 0 or ids[0].item() != facts.bos_id):
+        ids = torch.cat([torch.tensor([facts.bos_id]), ids])
+    if len(ids) == 0:
+        raise TokenDiffError("this DiffusionGemma has no BOS token to start from; give a prompt")
+    watch = None
+    if callback is not None:
+        watch = lambda step, x: callback(step, model.from_backbone_ids(x))  # noqa: E731
+    noise = RowNoise(generators, greedy=greedy)
+    batch = ids.unsqueeze(0).repeat(rows, 1).to(device)  # (rows, P)
+    out = sample_canvases(
+        model, batch, new, settings, noise, eos_ids=facts.eos_ids, pad_id=facts.pad_id, callback=watch
+    )
+    return model.from_backbone_ids(out.tokens[:, len(ids) : len(ids) + new]), out.model_calls
+
+
+def end_ids(model: DiffusionGemmaLM, tokenizer) -> set[int]:
+    """The tokendiff ids a text ends at: the tokenizer's EOS, and those the model's generation config names."""
+    ends = {int(e) for e in model.from_backbone_ids(torch.tensor(model.facts.eos_ids, dtype=torch.long)).tolist()}
+    return (ends | {tokenizer.eos_id}) - {None, model.vocab_size}
+
+
 def generate_canvas_text(
     model: DiffusionGemmaLM,
     tokenizer,
@@ -324,7 +363,6 @@ def generate_canvas_text(
             "DiffusionGemma writes canvases after a prompt; templates need a masked model: use prompt="
         )
     settings = CanvasSettings.from_generation_config(model.backbone.generation_config, max_denoising_steps=steps)
-    facts = model.facts
     ids = tokenizer.encode(unescape(prompt)) if prompt else []
     new = length - len(ids)
     if new < 1:
@@ -332,27 +370,15 @@ def generate_canvas_text(
             f"prompt is {len(ids)} tokens, not shorter than the sequence length {length}; "
             "shorten the prompt or raise sampling.length"
         )
-    context = model.to_backbone_ids(torch.tensor(ids, dtype=torch.long))  # (P,)
-    if facts.bos_id is not None and (len(ids) == 0 or context[0].item() != facts.bos_id):
-        context = torch.cat([torch.tensor([facts.bos_id]), context])
-    if len(context) == 0:
-        raise TokenDiffError("this DiffusionGemma has no BOS token to start from; give a prompt")
-    # a text ends at its first EOS: the tokenizer's, or one of those the model's generation config names
-    ends = {int(e) for e in model.from_backbone_ids(torch.tensor(facts.eos_ids, dtype=torch.long)).tolist()}
-    ends = (ends | {tokenizer.eos_id}) - {None, model.vocab_size}
+    ends = end_ids(model, tokenizer)
     texts, calls = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
-        noise = RowNoise(row_generators(seed, n, start), greedy=temperature == 0)
-        watch = None
-        if callback is not None and start == 0:
-            watch = lambda step, x: callback(step, model.from_backbone_ids(x))  # noqa: E731
-        rows = context.unsqueeze(0).repeat(n, 1).to(device)  # (n, P)
-        out = sample_canvases(
-            model, rows, new, settings, noise, eos_ids=facts.eos_ids, pad_id=facts.pad_id, callback=watch
-        )
-        calls += out.model_calls
-        written = model.from_backbone_ids(out.tokens[:, len(context) : len(context) + new])  # (n, <= new)
+        written, used = continue_rows(
+            model, ids, n, new, settings, row_generators(seed, n, start), greedy=temperature == 0, device=device,
+            callback=callback if start == 0 else None,
+        )  # fmt: skip
+        calls += used
         for row in written.cpu().tolist():
             cut = next((j for j, token in enumerate(row) if token in ends), len(row))
             texts.append(tokenizer.decode(ids + row[:cut]))

@@ -25,6 +25,7 @@ import torch
 
 from tokendiff.errors import TokenDiffError
 from tokendiff.processes.base import Kernel
+from tokendiff.processes.denoisers import posterior_from_loo
 from tokendiff.samplers.loo_corrector import LeaveOneOutCorrector
 from tokendiff.samplers.noise import gumbel_argmax
 from tokendiff.samplers.settings import SamplingSettings
@@ -33,18 +34,6 @@ from tokendiff.samplers.step import StepInput
 __all__ = ["DDIMStep", "posterior_from_loo", "posterior_routes", "take_routes"]
 
 CLEAN, STAY, NOISE = 0, 1, 2  # the routes, in diffusers' order
-
-
-def posterior_from_loo(kernel: Kernel, log_loo: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
-    """``log p(x0 | x_t)`` (B, L, V) from the leave-one-out ``log p(x0 | x_t^{-i})`` (B, L, V) of ``x_t = x`` (B, L)
-    at time ``t``: times the likelihood ``q_t(x_t^i | x0) = alpha_t 1[x0 = x_t^i] + m_t(x_t^i)``, renormalized."""
-    tt = torch.tensor([t], dtype=torch.float64)
-    alpha, m = kernel.alpha(tt)[0], kernel.noise(tt)[0].to(x.device)  # (), (K,)
-    V = log_loo.shape[-1]
-    likelihood = m[x].unsqueeze(-1).expand(*x.shape, V).clone()  # (B, L, V) the noise part, the same for every x0
-    real = x < V  # a mask (hybrid noise) is never a clean token
-    likelihood[real] += alpha * torch.nn.functional.one_hot(x[real], V).double()
-    return torch.log_softmax(log_loo.double() + torch.log(likelihood), dim=-1)
 
 
 def posterior_routes(x: torch.Tensor, x0: torch.Tensor, alpha_t: float, alpha_s: float, support: int) -> torch.Tensor:
