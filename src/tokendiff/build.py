@@ -19,6 +19,7 @@ from tokendiff.objectives import (
     AutoregressiveObjective,
     BlockDiffusionObjective,
     CleanObjective,
+    ResponseObjective,
     NaiveObjective,
 )
 from tokendiff.processes import AbsorbingKernel, HybridKernel, UniformKernel
@@ -59,6 +60,10 @@ def build_dataset(cfg: Config):
             d.limit,
             d.clean_fraction if corrupted else 0.0,
         )
+    if d.format == "chat":
+        from tokendiff.data.corpora import resolve_chat
+
+        return resolve_chat(d, cfg.model.block_size, cfg.training.init_from)
     named_by_file = d.input and d.dataset == "shakespeare_char"  # the default: the file names the corpus
     name = safe_name(Path(d.input).expanduser().resolve().stem) if named_by_file else d.dataset
     return resolve_dataset(
@@ -117,6 +122,8 @@ def build_objective(cfg: Config, kernel, vocab_size: int):
             consistency_reveal=a.consistency_reveal,
             consistency_max_masked=a.consistency_max_masked,
         )
+    if cfg.data.format == "chat":  # the response given its prompt (the config refused what does not apply)
+        return ResponseObjective(kernel, t_min=d.t_min, antithetic=d.antithetic, estimator=d.estimator)
     if cfg.model.block_diffusion:
         return BlockDiffusionObjective(kernel, d.block_size, t_min=d.t_min, antithetic=d.antithetic)
     return CleanObjective(kernel, t_min=d.t_min, antithetic=d.antithetic, estimator=d.estimator)

@@ -68,7 +68,7 @@ def cmd_eval(args):
     split = data.split(split_name)
     seq_len = sequence_length(ckpt.config, ckpt.objective)
     windows = split.windows(seq_len, cfg.eval.max_windows)
-    if len(windows) == 0:
+    if len(windows[0] if isinstance(windows, tuple) else windows) == 0:  # chat examples: (ids, roles)
         raise TokenDiffError(f"the {split_name} split has fewer than {seq_len} tokens; nothing to evaluate")
     result = evaluate_likelihood(
         ckpt.model,

@@ -28,6 +28,15 @@ def cmd_sample(args):
     if ckpt.tokenizer.kind == "binary_image":
         return _sample_images(cfg, ckpt, device)
     s = cfg.sampling
+    prompt, chat = cfg.prompt, None
+    if s.chat:  # the prompt is a user turn in the chat template; the answer is what is printed
+        from tokendiff.data.chat import chat_template
+        from tokendiff.samplers.text import unescape
+
+        if not cfg.prompt or cfg.template:
+            raise TokenDiffError("sampling.chat=true writes prompt=... as a user turn; give prompt= (and no template=)")
+        chat = chat_template(ckpt.tokenizer)
+        prompt = chat.prompt_ids([{"role": "user", "content": unescape(cfg.prompt)}])  # token ids
     if s.output:  # checked before the work, so a bad path costs nothing
         from tokendiff.viz.files import check_output_file
 
@@ -57,13 +66,18 @@ def cmd_sample(args):
             **sampling_options(s),
             num_samples=cfg.num_samples,
             length=s.length or ckpt.config.model.block_size,
-            prompt=cfg.prompt,
+            prompt=prompt,
             template=cfg.template,
             seed=cfg.seed,
             device=device,
             callback=callback,
         )
     seconds = time.perf_counter() - start
+    if chat is not None:  # the answers alone, each cut where the template ends a turn
+        from tokendiff.data.chat import response_end
+
+        head = ckpt.tokenizer.decode(prompt)
+        texts = [response_end(chat, t[len(head) :] if t.startswith(head) else t) for t in texts]
     if s.output:
         made_by = dict(checkpoint=ckpt.path, step=ckpt.step, seed=cfg.seed, prompt=cfg.prompt, template=cfg.template)
         write_samples(s.output, texts, **made_by, sampling=to_dict(cfg)["sampling"])

@@ -75,6 +75,14 @@ class Config:
             f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
         )
         self._check_adaptation()
+        if self.data.format == "chat":  # fine-tuning on responses (tokendiff.objectives.response)
+            check(
+                not m.causal and not m.block_diffusion and d.objective == "clean" and d.estimator != "bound",
+                "data.format=chat fine-tunes a diffusion LM on its responses (diffusion.objective=clean, "
+                "diffusion.estimator=time or count, no block diffusion); here model.causal="
+                f"{m.causal}, model.block_diffusion={m.block_diffusion}, diffusion.objective={d.objective}, "
+                f"diffusion.estimator={d.estimator}",
+            )
         if m.arch != "transformer":  # transformers backbones and the image networks take no time
             self._check_time_agnostic_backbone()
         if m.time_conditioning is None:  # auto: what the kernel needs, where the model may be told t at all

@@ -17,10 +17,11 @@ from tokendiff.data.sources import HubDataset, LocalFiles, PlainText
 from tokendiff.data.text import PreparedText, prepare_corpus
 from tokendiff.errors import TokenDiffError
 
-__all__ = ["DATASETS", "resolve_dataset", "resolve_eval_corpus", "cache_name"]
+__all__ = ["DATASETS", "resolve_dataset", "resolve_eval_corpus", "resolve_chat", "cache_name"]
 
 DATASETS = {"shakespeare_char": ("tinyshakespeare", "char"), "shakespeare": ("tinyshakespeare", "bpe")}
 RESERVED = {*DATASETS, "hf"}  # data.dataset values that never name a prepared corpus
+CHAT_EXAMPLE = "shakespeare_chat"  # data.format=chat without data.input: "Who speaks next?" (data/play_chat.py)
 
 
 def cache_name(name: str, tokenizer, vocab_size: int, val_fraction: float, digest: str) -> str:
@@ -195,3 +196,42 @@ def resolve_eval_corpus(
         )
     root = prepared_dir() / cache_name(name, tokenizer, 0, val_fraction, source.digest())
     return _cached(root, lambda: prepare_corpus(source, root, tokenizer, 0, val_fraction, 1, num_proc))
+
+
+def resolve_chat(data, block_size: int, init_from: str | None):
+    """``data.format=chat``: the examples of ``data.input`` (:mod:`tokendiff.data.chat`), packed to ``block_size``
+    tokens, prepared once into the cache. Their tokenizer is the one of the checkpoint ``init_from`` fine-tunes
+    (what fine-tuning needs: the base model's ids), else ``data.tokenizer`` (characters and BPE trained on the
+    examples rendered with the plain template, or a pretrained one)."""
+    from tokendiff.data.chat import PreparedChat, chat_template, file_digest, prepare_chat, read_chat_file
+    from tokendiff.data.tokenizers import load_tokenizer, train_tokenizer
+
+    if data.input is None and data.dataset == CHAT_EXAMPLE:  # the example made from the play
+        from tokendiff.data.play_chat import write_who_speaks_next
+
+        text = _known_text("shakespeare_char", data.data_dir).text
+        paths = [write_who_speaks_next(text, prepared_dir() / "shakespeare_chat" / "who_speaks_next.jsonl")]
+    else:
+        paths = [Path(data.input).expanduser()]
+    if not paths[0].is_file():
+        raise TokenDiffError(f"data.input={data.input} is not a file; data.format=chat reads one .jsonl file")
+    if init_from:
+        from tokendiff.checkpoint import resolve_checkpoint
+
+        tok = load_tokenizer(resolve_checkpoint(init_from, "training.init_from"))
+    elif data.tokenizer == "hf":
+        from tokendiff.data.hf_tokenizer import HFTokenizer
+
+        tok = HFTokenizer.from_name(data.tokenizer_name, data_dir(data.data_dir))
+    else:  # trained on the examples as the plain template writes them
+        rendered = "".join(
+            "".join(f"{m['role'].title()}:\n{m['content']}\n\n" for m in messages) + "Assistant:\n"
+            for messages in read_chat_file(paths[0])
+        )
+        tok = train_tokenizer(data.tokenizer, rendered, data.vocab_size)
+    name = safe_name(paths[0].resolve().stem)
+    digest = f"{file_digest(paths)}-L{block_size}-{data.chat_padding}-{chat_template(tok).kind}"
+    root = prepared_dir() / cache_name(f"chat-{name}", tok, data.vocab_size, data.val_fraction, digest)
+    if (root / "meta.json").exists():
+        return PreparedChat(root)
+    return prepare_chat(paths, root, tok, block_size, data.chat_padding, data.val_fraction)

@@ -108,6 +108,10 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
+    def from_hf_ids(self, ids: list[int]) -> list[int]:
+        """The tokenizer's own ids (e.g. a chat template's, special tokens included) -> tokendiff ids."""
+        return [self._from_hf_id(int(h)) for h in ids]
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """``encode`` of each text, in one call of the (Rust) tokenizer, which encodes a batch on several threads."""
         # split_special_tokens: a literal "[MASK]" or "<|endoftext|>" in the text stays text

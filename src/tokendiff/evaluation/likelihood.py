@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from tokendiff.objectives import EVAL_T_MIN, likelihood_objective
+from tokendiff.data.chat import RESPONSE
+from tokendiff.objectives import EVAL_T_MIN, CleanObjective, likelihood_objective
 from tokendiff.objectives.times import IMPORTANCE_SHARE
 
 __all__ = ["LikelihoodResult", "evaluate_likelihood"]
@@ -96,9 +97,15 @@ def evaluate_likelihood(
     all windows (deterministic for a given number of processes).
     """
     estimator = likelihood_objective(objective)
+    roles = None  # chat examples (ids, roles): the bound of each response given its prompt, per response token
+    if isinstance(windows, tuple):
+        windows, roles = windows
+    if roles is None and getattr(estimator, "takes_roles", False):  # a fine-tuned model on plain text: the whole
+        estimator = CleanObjective(estimator.kernel, t_min=0.0, antithetic=False)  # sequence's NELBO
     rank, world = shard
     if world > 1:
         windows = windows[rank::world]
+        roles = None if roles is None else roles[rank::world]
         seed = int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
     generator = torch.Generator(device=device).manual_seed(seed)
     exact = estimator.kernel is None  # autoregressive: no randomness
@@ -106,22 +113,35 @@ def evaluate_likelihood(
     per_seq = torch.zeros(windows.shape[0], draws, dtype=torch.float64)  # v_nd, nats per token
     parts = torch.zeros(windows.shape[0], 2, dtype=torch.float64)  # below t_min, reconstruction (draw means)
     prior = torch.zeros(windows.shape[0], dtype=torch.float64)  # nats per token, the same in every draw
+    # the scored positions of each row, and how many: every position, or a chat example's response
+    scored = torch.ones(windows.shape, dtype=torch.bool) if roles is None else roles == RESPONSE  # (N, L)
+    counts = scored.sum(1).double()  # (N,)
     if not exact:
-        prior = torch.cat([estimator.kernel.prior_terms(w).double().mean(1) for w in windows.split(batch_size)])
+        prior = torch.cat(
+            [(estimator.kernel.prior_terms(w).double().cpu() * s).sum(1) for w, s in zip(windows.split(batch_size),
+                                                                                        scored.split(batch_size))]
+        ) / counts  # fmt: skip
+    extra = {} if roles is None else {"roles": None}
     for d in range(draws):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size].to(device)  # (b, L)
             rows = slice(start, start + x.shape[0])
+            if roles is not None:
+                extra["roles"] = roles[rows].to(device)
+            n = counts[rows]  # (b,)
             with autocast():
                 if exact:
-                    terms = estimator.loss_terms(model, x, generator).double()  # (b, L')
+                    terms = estimator.loss_terms(model, x, generator, **extra).double()  # (b, L')
+                    n = torch.full_like(n, terms.shape[1]) if roles is None else n
                 else:
-                    bound = estimator.bound_terms(model, x, generator, split=t_min, share=importance_share)
+                    bound = estimator.bound_terms(model, x, generator, split=t_min, share=importance_share, **extra)
                     terms = bound.total()  # (b, L)
-                    below, recon = bound.below.mean(1).cpu(), bound.reconstruction.mean(1).cpu()
+                    below, recon = bound.below.sum(1).cpu() / n, bound.reconstruction.sum(1).cpu() / n
                     parts[rows] += torch.stack([below, recon], 1) / draws
-            per_seq[rows, d] = terms.mean(dim=1).cpu() + prior[rows]
+            per_seq[rows, d] = terms.sum(dim=1).cpu() / n + prior[rows]
     tokens_per_sequence = windows.shape[1] - estimator.extra_tokens
+    if roles is not None:  # the responses' mean length: what the per-token figures are per
+        tokens_per_sequence = round(counts.mean().item())
     if world > 1:  # every process's rows (and their prior terms), in rank order
         joined = gather([(per_seq, prior, parts)])
         per_seq = torch.cat([p[0].cpu() for p in joined])

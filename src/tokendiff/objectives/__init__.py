@@ -6,6 +6,7 @@ from tokendiff.objectives.base import Objective
 from tokendiff.objectives.block import BlockDiffusionObjective
 from tokendiff.objectives.clean import CleanObjective
 from tokendiff.objectives.naive import NaiveObjective
+from tokendiff.objectives.response import ResponseObjective
 
 __all__ = [
     "Objective",
@@ -14,6 +15,7 @@ __all__ = [
     "AmbientObjective",
     "AutoregressiveObjective",
     "BlockDiffusionObjective",
+    "ResponseObjective",
     "likelihood_objective",
 ]
 
@@ -30,6 +32,8 @@ def likelihood_objective(objective: Objective) -> Objective:
     show). The autoregressive objective is exact and used as it is (``loss_terms``)."""
     if objective.kernel is None:
         return objective
+    if isinstance(objective, ResponseObjective):  # the response's NELBO given its prompt
+        return ResponseObjective(objective.kernel, t_min=0.0, antithetic=False, estimator="time")
     if isinstance(objective, BlockDiffusionObjective):  # the sum of the blocks' NELBOs
         return BlockDiffusionObjective(objective.kernel, objective.block_size, t_min=0.0, antithetic=False)
     return CleanObjective(objective.kernel, t_min=0.0, antithetic=False, estimator="time")

@@ -363,7 +363,7 @@ def generate_canvas_text(
             "DiffusionGemma writes canvases after a prompt; templates need a masked model: use prompt="
         )
     settings = CanvasSettings.from_generation_config(model.backbone.generation_config, max_denoising_steps=steps)
-    ids = tokenizer.encode(unescape(prompt)) if prompt else []
+    ids = list(prompt) if isinstance(prompt, list) else tokenizer.encode(unescape(prompt)) if prompt else []
     new = length - len(ids)
     if new < 1:
         raise TokenDiffError(

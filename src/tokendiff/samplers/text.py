@@ -77,8 +77,9 @@ def parse_template(template: str, max_tokens: int) -> list[str | int]:
         pos = match.end()
 
 
-def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = None, template: str | None = None):
-    """The starting sequence (L,): fixed tokens where given, ``mask_id`` where the model writes."""
+def initial_tokens(tokenizer, length: int, mask_id: int, prompt=None, template: str | None = None):
+    """The starting sequence (L,): fixed tokens where given, ``mask_id`` where the model writes. ``prompt``: text,
+    or a list of token ids."""
     if prompt and template:
         raise TokenDiffError("give either prompt=... (a prefix) or template=... (with [MASK] gaps), not both")
     if template:
@@ -93,7 +94,10 @@ def initial_tokens(tokenizer, length: int, mask_id: int, prompt: str | None = No
                 "shorten it or raise sampling.length (past model.block_size with sampling.block_size)"
             )
         return torch.tensor(ids, dtype=torch.long)
-    ids = tokenizer.encode(unescape(prompt)) if prompt else []
+    if isinstance(prompt, list):  # token ids already (a chat template's, special tokens included)
+        ids = [int(i) for i in prompt]
+    else:
+        ids = tokenizer.encode(unescape(prompt)) if prompt else []
     if len(ids) >= length:
         raise TokenDiffError(
             f"prompt is {len(ids)} tokens, not shorter than the sequence length {length}; "

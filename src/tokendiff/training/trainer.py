@@ -293,9 +293,13 @@ class Trainer:
         for micro in range(t.grad_accum):
             g_data = step_generator(t.seed, self.step, micro, 0, "cpu", self.rank, self.world)
             g = step_generator(t.seed, self.step, micro, 1, self.device, self.rank, self.world)
-            x = self.train_split.batch(t.batch_size, self.seq_len, g_data).to(self.device)  # (B, L)
+            x = self.train_split.batch(t.batch_size, self.seq_len, g_data)  # (B, L), or chat examples and roles
+            roles = None
+            if isinstance(x, tuple):  # data.format=chat: the prompt/response roles go with the tokens
+                x, roles = x[0], x[1].to(self.device)
+            x = x.to(self.device)
             with self.accelerator.accumulate(self.model):
-                terms = self._loss_terms(x, g, progress)  # (B, L)
+                terms = self._loss_terms(x, g, progress, roles)  # (B, L)
                 loss = terms.mean()
                 self.accelerator.backward(loss)
                 losses.append(loss.detach())
@@ -320,13 +324,14 @@ class Trainer:
             self.ar_stage.switch(self)
         return StepStats(loss_value, lr, grad_norm)
 
-    def _loss_terms(self, x, g, progress):
+    def _loss_terms(self, x, g, progress, roles=None):
+        extra = {} if roles is None else {"roles": roles}  # chat examples: the response objective's roles
         if self._compile_checked:
-            return self.objective.loss_terms(self.forward, x, g, progress)
+            return self.objective.loss_terms(self.forward, x, g, progress, **extra)
         # torch.compile fails only at its first call (e.g. no C++ compiler): fall back to eager, say so
         state = g.get_state()
         try:
-            terms = self.objective.loss_terms(self.forward, x, g, progress)
+            terms = self.objective.loss_terms(self.forward, x, g, progress, **extra)
         except Exception as exc:  # inductor raises many kinds; any failure here means "cannot compile"
             print(
                 f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
@@ -336,7 +341,7 @@ class Trainer:
             self.forward = self.model
             self.compiled = False
             g.set_state(state)
-            terms = self.objective.loss_terms(self.forward, x, g, progress)
+            terms = self.objective.loss_terms(self.forward, x, g, progress, **extra)
         self._compile_checked = True
         return terms
 

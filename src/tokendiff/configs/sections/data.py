@@ -8,6 +8,7 @@ from typing import Optional
 from tokendiff.configs.sections.checks import check
 from tokendiff.data.text import check_val_fraction
 from tokendiff.data import corruption
+from tokendiff.data.chat import check_chat_padding
 
 __all__ = ["DataConfig"]
 
@@ -34,6 +35,10 @@ class DataConfig:
     corruption_seed: int = 0  # seeds the fixed observation mask of every training image
     clean_fraction: float = 0.0  # diffusion.objective=naive: this share of the training images kept clean (a control)
     limit: Optional[int] = None  # mnist: use only the first N training images (quick experiments, tests)
+    # text: a corpus of documents | chat: prompt/response examples for fine-tuning (data.input=<file>.jsonl with
+    # messages, or prompt and response fields; the loss scores the response only: tokendiff.data.chat)
+    format: str = "text"
+    chat_padding: str = "eos"  # chat: after the response, eos (scored, LLaDA) | mask (held masked, unscored)
 
     def __post_init__(self):
         check(
@@ -65,3 +70,10 @@ class DataConfig:
             f"data.num_proc={self.num_proc} must lie in [1, 256] (or unset)",
         )
         check_val_fraction(self.val_fraction)  # the corpus preparation's rule
+        check(self.format in ("text", "chat"), f"data.format={self.format!r} is unknown; use text or chat")
+        check_chat_padding(self.chat_padding)  # the chat data's rule
+        check(
+            self.format != "chat" or self.input is not None or self.dataset == "shakespeare_chat",
+            "data.format=chat reads prompt/response examples from data.input=<file>.jsonl (or the example made from "
+            "the play: data.dataset=shakespeare_chat); give it",
+        )

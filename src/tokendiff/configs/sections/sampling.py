@@ -38,6 +38,7 @@ class SamplingConfig:
     corrector_selection: str = "lowest_log_margin"  # lowest_log_margin | lowest_maxprob | lowest_current_prob | random
     corrector_tau: float = 1.0  # temperature of the choice of positions (lower: greedier)
     length: Optional[int] = None  # tokens per sample; default model.block_size
+    chat: bool = False  # prompt=... is a user turn in the chat template; the answer alone is printed
     batch_size: int = 16  # samples generated at once (the output does not depend on it)
     live: bool = False  # text: watch sample 0 denoise in the terminal (rich, on stderr)
     trajectory: Optional[str] = None  # write the denoising process: text .txt/.html/.gif, images .gif/.png
