@@ -329,6 +329,11 @@ class ChatSplit:
         n = self.ids.shape[0] if not max_windows else min(self.ids.shape[0], max_windows)
         return self._rows(np.arange(n))
 
+    def prompt_ids(self, i: int) -> list[int]:
+        """The prompt of example ``i`` (its ids up to the response)."""
+        roles = np.asarray(self.roles[i])
+        return [int(t) for t in np.asarray(self.ids[i])[roles == PROMPT]]
+
     def _rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.from_numpy(np.asarray(self.ids[rows], dtype=np.int64))
         roles = torch.from_numpy(np.asarray(self.roles[rows], dtype=np.uint8))

@@ -62,8 +62,11 @@ def nelbo_of_windows(
     return result.to_dict()
 
 
-def sample_texts(model, kernel, tokenizer, sampling, *, num_samples: int, length: int, seed: int, device) -> list[str]:
-    """``num_samples`` samples of ``length`` tokens with the ``sampling`` section's options."""
+def sample_texts(
+    model, kernel, tokenizer, sampling, *, num_samples: int, length: int, seed: int, device, prompt=None
+) -> list[str]:
+    """``num_samples`` samples of ``length`` tokens with the ``sampling`` section's options; ``prompt``: token
+    ids every sample starts with (a chat run's validation prompt), or None."""
     with in_eval_mode(model):
         texts, _ = generate(
             model,
@@ -73,6 +76,7 @@ def sample_texts(model, kernel, tokenizer, sampling, *, num_samples: int, length
             length=length,
             seed=seed,
             device=device,
+            prompt=prompt,
             **sampling_options(sampling),
         )
     return texts
@@ -95,6 +99,6 @@ def eval_line(step: int, val: dict, seq_len: int) -> str:
     line = f"step {step}: val loss {val['nelbo_nats_per_token']:.4f} nats/token"
     if val["bits_per_char"] is not None:
         line += f", val bpc {val['bits_per_char']:.4f}, val ppl {val['perplexity']:.3f}"
-    else:
-        line += f" ({val['nelbo_nats_per_token'] * seq_len:.2f} nats/sequence)"
+    else:  # per sequence: of its scored tokens (a chat example's response)
+        line += f" ({val['nelbo_nats_per_token'] * val['tokens_per_sequence']:.2f} nats/sequence)"
     return line

@@ -173,6 +173,9 @@ class Trainer:
         """A few samples for the log (the main process only; the others return [])."""
         if not self.is_main:
             return []
+        prompt = None
+        if hasattr(self.val_split, "prompt_ids"):  # a chat run answers its first validation prompt
+            prompt = self.val_split.prompt_ids(0)
         return sample_texts(
             self.inference_model(),
             self.objective.kernel,
@@ -182,6 +185,7 @@ class Trainer:
             length=self.sampling.length or self.block_size,
             seed=self.step,
             device=self.device,
+            prompt=prompt,
         )
 
     # ------------------------------------------------------------------ loop
