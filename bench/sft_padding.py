@@ -98,8 +98,8 @@ def measure(ckpt, reference, args) -> dict:
         stats = text_quality(reference.model, answer_ids) if reference is not None else text_statistics(answer_ids)
         row |= {k: v for k, v in stats.items() if k != "tokens"}
         out["lengths"][str(length)] = row
-        print(json.dumps({"checkpoint": str(ckpt.path), "length": length, **{k: v for k, v in row.items()
-                                                                             if k != "examples"}}), flush=True)  # fmt: skip
+        shown = {k: v for k, v in row.items() if k != "examples"}
+        print(json.dumps({"checkpoint": str(ckpt.path), "length": length, **shown}), flush=True)
     return out
 
 
