@@ -146,7 +146,8 @@ def order(argv: list[str]) -> int:
     if command == "train":
         return 1 if any(a.startswith("resume=") for a in args) else 0
     # prepare first: it needs no run, and a training line may name a corpus a prepare line recorded
-    return {"prepare": -1, "sample": 3, "eval": 4, "score": 5, "lm-eval": 6}[command]
+    # merge: after the training lines (it reads a LoRA run), before the samples and evaluations of what it wrote
+    return {"prepare": -1, "merge": 2, "sample": 3, "eval": 4, "score": 5, "lm-eval": 6}[command]
 
 
 def test_every_bash_command_of_the_readme_is_run_or_named():
@@ -155,7 +156,7 @@ def test_every_bash_command_of_the_readme_is_run_or_named():
     others = {shlex.join(argv) for argv in commands if not is_tokendiff(argv)}
     assert others == NOT_TOKENDIFF, "a README bash command that is neither tokendiff nor known setup"
     assert set(SKIP) <= {shlex.join(argv) for argv in tokendiff_commands()}, "SKIP names a command the README lacks"
-    commands = ("prepare", "train", "sample", "eval", "score", "demo", "lm-eval")
+    commands = ("prepare", "train", "sample", "eval", "score", "demo", "lm-eval", "merge")
     assert all(argv[0] in commands for argv in tokendiff_commands())
 
 

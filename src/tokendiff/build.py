@@ -172,7 +172,8 @@ class TrainingParts:
 
 
 def build_training(cfg: Config) -> TrainingParts:
-    """Data, model (initialised from ``training.seed``), kernel and objective of a training config.
+    """Data, model (initialised from ``training.seed``; with ``training.lora.r``, LoRA adapters on it and
+    everything else frozen), kernel and objective of a training config.
 
     Applies ``training.n_epochs`` to ``cfg.training`` (it needs the corpus size).
     """
@@ -182,6 +183,11 @@ def build_training(cfg: Config) -> TrainingParts:
     derived = cfg.training.apply_epochs(data.split("train").epoch_size(seq_len))  # the MNIST seed counts epochs
     torch.manual_seed(cfg.training.seed)  # initialisation; every later draw has its own seeded generator
     model = build_model(cfg, tokenizer.vocab_size, tokenizer)
+    lora = cfg.training.lora
+    if lora.r:  # adapters on a frozen base, whose weights the trainer loads from training.init_from
+        from tokendiff.training.lora import attach
+
+        attach(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
     kernel = build_kernel(cfg, tokenizer.vocab_size)
     objective = build_objective(cfg, kernel, tokenizer.vocab_size)
     return TrainingParts(data, tokenizer, model, kernel, objective, derived)

@@ -15,6 +15,15 @@ Layout of one checkpoint (``<output_dir>/checkpoints/step_000500`` or ``<output_
     training_state/          what resume needs: raw weights, optimizer moments, step, RNG
         model.safetensors  optimizer.safetensors  state.json   (tokendiff.checkpoint_state: their contents)
 
+A LoRA run (``training.lora.r > 0``) writes the adapter, not the weights: no ``model.safetensors`` and no
+``model/``, but ``adapter/`` in peft's format (``adapter_model.safetensors``, the EMA adapter when EMA is on, and
+``adapter_config.json``; ``PeftModel.from_pretrained(base, "<ckpt>/adapter")`` loads it onto the base), and
+``training_state/model.safetensors`` holds the raw adapter in the same format. The base is referenced, not
+copied: ``config.json``'s ``lora`` entry names the base checkpoint (``training.init_from``, resolved: an absolute
+path and one relative to the checkpoint) or the pretrained ``model.hf_name``, with the sha256 of the base weights
+(:func:`tokendiff.training.lora.base_sha256`). Loading rebuilds the base, checks the fingerprint (a changed base is
+refused) and puts the adapter on it unmerged; ``tokendiff merge`` writes a full-weights checkpoint of it.
+
 A checkpoint is built in a hidden sibling directory and renamed into place in one step, so a crash
 mid-write leaves the previous checkpoints untouched and never a half-written one.
 """
@@ -22,6 +31,7 @@ mid-write leaves the previous checkpoints untouched and never a half-written one
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +69,10 @@ __all__ = [
     "TrainingState",
     "load_training_state",
     "load_into",
+    "lora_record",
+    "load_lora_model",
+    "load_lora_base",
+    "lora_base_dir",
 ]
 
 FINAL = "final"
@@ -69,6 +83,9 @@ OBJECTIVE_STATE = "objective.safetensors"  # in training_state/: an objective's 
 SCHEDULER_CONFIG = "scheduler_config.json"
 TRAINING_STATE = "training_state"
 EXPORT_DIR = "model"  # model.arch=hf: the backbone as save_pretrained writes it (transformers can load it)
+ADAPTER_DIR = "adapter"  # a LoRA run: the adapter in peft's format (PeftModel.save_pretrained's file names)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def _write_json(path: Path, data) -> None:
@@ -105,9 +122,12 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise TokenDiffError(f"{path} is corrupted ({exc}); use another checkpoint") from None
 
 
-def checkpoint_record(config_dict: dict, *, step: int, tokenizer, num_parameters: int) -> dict:
-    """The content of ``config.json``: the resolved config and what loading checks against it."""
-    return {
+def checkpoint_record(
+    config_dict: dict, *, step: int, tokenizer, num_parameters: int, lora: dict | None = None
+) -> dict:
+    """The content of ``config.json``: the resolved config and what loading checks against it; ``lora``: a LoRA
+    checkpoint's reference to its base (:func:`lora_record`)."""
+    record = {
         "tokendiff_version": __version__,
         "step": step,
         "vocab_size": tokenizer.vocab_size,
@@ -115,17 +135,42 @@ def checkpoint_record(config_dict: dict, *, step: int, tokenizer, num_parameters
         "tokenizer_fingerprint": tokenizer.fingerprint(),
         "config": config_dict,
     }
+    if lora is not None:
+        record["lora"] = lora
+    return record
+
+
+def lora_record(*, base_checkpoint, base_model: str | None, base_sha256: str, target: Path, trainable: int) -> dict:
+    """``config.json``'s ``lora`` entry: where the base of a LoRA checkpoint at ``target`` is and its fingerprint.
+
+    ``base_checkpoint``: ``training.init_from`` (a run or checkpoint directory, resolved here to the checkpoint,
+    recorded as an absolute path and as one relative to ``target``, so that a run moved together with its base
+    still finds it), or None for the pretrained ``base_model`` (``model.hf_name``) as transformers loads it."""
+    absolute = relative = None
+    if base_checkpoint is not None:
+        base = resolve_checkpoint(base_checkpoint, "training.init_from").resolve()
+        absolute = str(base)
+        relative = os.path.relpath(base, Path(target).resolve())
+    return {
+        "adapter": ADAPTER_DIR,
+        "base_checkpoint": absolute,
+        "base_checkpoint_relative": relative,
+        "base_model": None if absolute else base_model,
+        "base_sha256": base_sha256,
+        "trainable_parameters": trainable,
+    }
 
 
 def save_checkpoint(
     target: Path,
     *,
     config: dict,
-    weights: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor] | None,
     kernel,
     tokenizer,
     training_state: dict | None = None,
     export=None,
+    adapter: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``target`` atomically (replacing an older one of that name).
 
@@ -133,11 +178,18 @@ def save_checkpoint(
     an autoregressive model, which has none). ``training_state``: ``{"model": raw weights,
     "optimizer": flat tensors (:func:`optimizer_tensors`), "state": JSON dict}``. ``export``: called with
     the checkpoint's ``model/`` folder (before the rename) to write the backbone in another format.
+    ``adapter``: a LoRA checkpoint's ``{"weights": peft-format tensors, "config": adapter_config.json}``, written
+    to ``adapter/``; its ``weights`` is then None (the base is referenced in ``config``, not copied).
     """
     target = Path(target)
     with staged_directory(target) as tmp:  # renamed into place (replacing an older one) once complete
         _write_json(tmp / CONFIG, config)
-        save_file(_tensors(weights), str(tmp / WEIGHTS))
+        if weights is not None:
+            save_file(_tensors(weights), str(tmp / WEIGHTS))
+        if adapter is not None:
+            (tmp / ADAPTER_DIR).mkdir()
+            save_file(_tensors(adapter["weights"]), str(tmp / ADAPTER_DIR / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+            (tmp / ADAPTER_DIR / ADAPTER_CONFIG).write_text(json.dumps(adapter["config"], indent=2, sort_keys=True))
         if kernel is not None:
             _write_json(tmp / SCHEDULER_CONFIG, {**kernel.to_config(), "tokendiff_version": __version__})
         tokenizer.save(tmp)
@@ -241,14 +293,78 @@ def load_checkpoint(
     kernel = None if cfg.model.causal else read_kernel(ckpt, cfg, vocab_size)
     if kernel is not None:  # the config says what the kernel is: scheduler_config.json is its record
         cfg = record_kernel(cfg, kernel)
-    exported = ckpt / EXPORT_DIR if cfg.model.arch == "hf" else None
-    if exported is not None and not (exported / "config.json").exists():
-        raise TokenDiffError(f"{exported / 'config.json'} is missing: not a complete tokendiff checkpoint")
-    model = build_model(cfg, vocab_size, tokenizer, saved=exported)
-    load_into(model, load_weights(ckpt / weights_file), ckpt / weights_file)
+    if saved.get("lora") is not None:  # an adapter on a base it references: both, unmerged
+        model = load_lora_model(ckpt, saved, cfg, vocab_size, tokenizer, weights_file)
+    else:
+        exported = ckpt / EXPORT_DIR if cfg.model.arch == "hf" else None
+        if exported is not None and not (exported / "config.json").exists():
+            raise TokenDiffError(f"{exported / 'config.json'} is missing: not a complete tokendiff checkpoint")
+        model = build_model(cfg, vocab_size, tokenizer, saved=exported)
+        load_into(model, load_weights(ckpt / weights_file), ckpt / weights_file)
     model.to(device).eval()
     objective = build_objective(cfg, kernel, vocab_size)
     return LoadedCheckpoint(ckpt, cfg, model, kernel, objective, tokenizer, step)
+
+
+def lora_base_dir(ckpt: Path, record: dict) -> Path | None:
+    """The base checkpoint a LoRA checkpoint's ``config.json`` (``record``) names: at its absolute path, else at
+    its path relative to ``ckpt``; None for a pretrained base (``model.hf_name``), which the config rebuilds."""
+    lora = record.get("lora")
+    if not isinstance(lora, dict) or not isinstance(lora.get("base_sha256"), str):
+        raise TokenDiffError(f"{Path(ckpt) / CONFIG}: its lora entry is damaged; put back the file saved with it")
+    absolute, relative = lora.get("base_checkpoint"), lora.get("base_checkpoint_relative")
+    if absolute is None:
+        return None
+    for candidate in [Path(absolute)] + ([Path(ckpt) / relative] if relative else []):
+        if (candidate / CONFIG).exists():
+            return candidate
+    raise TokenDiffError(
+        f"{ckpt} is a LoRA adapter on the base checkpoint {absolute}, which is missing; put that checkpoint back "
+        f"(or beside this run as {relative})"
+    )
+
+
+def load_lora_base(model: torch.nn.Module, ckpt: Path, record: dict, base: Path | None) -> None:
+    """Put the base weights of LoRA checkpoint ``ckpt`` into the adapted ``model`` (from ``base``; None: the
+    pretrained weights it was built with) and check their fingerprint against ``record``'s: an adapter on another
+    base than its own is refused."""
+    from tokendiff.training import lora
+
+    where = str(base) if base is not None else f"model.hf_name={record['config']['model'].get('hf_name')}"
+
+    def different(detail: str) -> TokenDiffError:
+        return TokenDiffError(
+            f"{ckpt} is a LoRA checkpoint with a different base: {where} is not the model its adapter was trained "
+            f"on ({detail}); put back that base checkpoint, or train the adapter again on this one"
+        )
+
+    if base is not None:
+        bad = lora.load_base_state(model, load_weights(base / WEIGHTS))
+        if bad:
+            raise different(f"its weights do not fit, e.g. {bad[0]}")
+    expected = record["lora"].get("base_sha256")
+    actual = lora.base_sha256(model)
+    if actual != expected:
+        raise different(f"weights sha256 {actual[:12]}, recorded {str(expected)[:12]}")
+
+
+def load_lora_model(ckpt: Path, record: dict, cfg: Config, vocab_size: int, tokenizer, weights_file: str = WEIGHTS):
+    """The base model of a LoRA checkpoint with its adapter (unmerged): ``adapter/adapter_model.safetensors`` (the
+    EMA adapter) for ``weights_file=model.safetensors``, the raw one for ``training_state/model.safetensors``."""
+    from tokendiff.build import build_model
+    from tokendiff.training import lora
+
+    base = lora_base_dir(ckpt, record)
+    exported = base / EXPORT_DIR if base is not None and cfg.model.arch == "hf" else None
+    model = build_model(cfg, vocab_size, tokenizer, saved=exported)  # the architecture (hf: pretrained weights)
+    config = read_json(ckpt / ADAPTER_DIR / ADAPTER_CONFIG)
+    if not isinstance(config, dict):
+        raise TokenDiffError(f"{ckpt / ADAPTER_DIR / ADAPTER_CONFIG} is not a peft adapter config; put it back")
+    lora.attach_from_config(model, config)
+    load_lora_base(model, ckpt, record, base)
+    adapter = ckpt / ADAPTER_DIR / ADAPTER_WEIGHTS if weights_file == WEIGHTS else ckpt / weights_file
+    lora.load_adapter_state(model, load_weights(adapter), adapter)
+    return model
 
 
 def read_kernel(ckpt: Path, cfg: Config, vocab_size: int):
@@ -341,6 +457,11 @@ def init_weights_from(model: torch.nn.Module, path, tokenizer, adapt: bool = Fal
     ckpt = resolve_checkpoint(path, "training.init_from")
     record = read_json(ckpt / CONFIG)
     record = record if isinstance(record, dict) else {}
+    if record.get("lora") is not None:
+        raise TokenDiffError(
+            f"training.init_from={path} is a LoRA checkpoint (an adapter, not weights); merge it first: "
+            f"tokendiff merge checkpoint={path} output_dir=<dir>, then training.init_from=<dir>"
+        )
     expected = record.get("tokenizer_fingerprint")
     if expected is not None and expected != tokenizer.fingerprint():
         raise TokenDiffError(
@@ -359,7 +480,14 @@ def init_weights_from(model: torch.nn.Module, path, tokenizer, adapt: bool = Fal
             f"training.init_from={path} is an autoregressive model; add model.adapt=a2d to adapt it into a "
             "diffusion LM (bidirectional attention, e.g. with model.logit_shift=true)"
         )
-    state, own = load_weights(ckpt / WEIGHTS), model.state_dict()
+    adapted = _is_lora(model)  # a LoRA run: the weights go into the frozen base under its adapters
+    if adapted:
+        from tokendiff.training.lora import base_state
+
+        own = base_state(model)
+    else:
+        own = model.state_dict()
+    state = load_weights(ckpt / WEIGHTS)
     wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
     unexpected = [k for k in state if k not in own]
     if wrong or unexpected:
@@ -370,8 +498,19 @@ def init_weights_from(model: torch.nn.Module, path, tokenizer, adapt: bool = Fal
             f"training.init_from={path}: its weights do not fit this model ({name}: {shapes}); use the same model.* "
             "sizes as that checkpoint"
         )
-    model.load_state_dict(state)
+    if adapted:
+        from tokendiff.training.lora import load_base_state
+
+        load_base_state(model, state)
+    else:
+        model.load_state_dict(state)
     return ckpt
+
+
+def _is_lora(model: torch.nn.Module) -> bool:
+    from tokendiff.training.lora import is_lora
+
+    return is_lora(model)
 
 
 def load_training_state(ckpt: Path) -> TrainingState:
@@ -386,9 +525,10 @@ def load_training_state(ckpt: Path) -> TrainingState:
             "checkpoint of the run"
         )
     objective = load_weights(root / OBJECTIVE_STATE) if (root / OBJECTIVE_STATE).exists() else {}
+    adapter = Path(ckpt) / ADAPTER_DIR / ADAPTER_WEIGHTS  # a LoRA checkpoint's EMA adapter
     return TrainingState(
         load_weights(root / WEIGHTS),
-        load_weights(Path(ckpt) / WEIGHTS),
+        load_weights(adapter if adapter.exists() else Path(ckpt) / WEIGHTS),
         load_weights(root / OPTIMIZER),
         state,
         objective,

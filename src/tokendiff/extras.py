@@ -1,7 +1,7 @@
 """Optional integrations: import them on first use, or say which extra installs them.
 
 The base install stays light (torch, accelerate, tokenizers); Hugging Face ``transformers`` and
-``datasets`` come with ``pip install 'tokendiff[hf]'``.
+``datasets`` come with ``pip install 'tokendiff[hf]'``, peft (LoRA adapters) with ``'tokendiff[lora]'``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tokendiff.errors import TokenDiffError
 
 __all__ = ["require"]
 
-EXTRA_OF = {"transformers": "hf", "datasets": "hf", "wandb": "wandb", "lm_eval": "eval"}
+EXTRA_OF = {"transformers": "hf", "datasets": "hf", "wandb": "wandb", "lm_eval": "eval", "peft": "lora"}
 
 
 def require(module: str, why: str):

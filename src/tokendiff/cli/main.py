@@ -1,4 +1,4 @@
-"""``tokendiff <command> [key=value ...]``: prepare, train, sample, eval, score, demo, lm-eval.
+"""``tokendiff <command> [key=value ...]``: prepare, train, sample, eval, score, demo, lm-eval, merge.
 
 This module reads the command, dispatches to it (``cli/train.py``, ``cli/sample.py``,
 ``cli/evaluate.py``), prints ``--help`` from the config schema, and keeps the promise of every command:
@@ -16,6 +16,7 @@ import sys
 
 from tokendiff.cli.evaluate import cmd_eval, cmd_score
 from tokendiff.cli.lm_eval import cmd_lm_eval
+from tokendiff.cli.merge import cmd_merge
 from tokendiff.cli.sample import cmd_demo, cmd_sample
 from tokendiff.cli.train import cmd_prepare, cmd_train
 from tokendiff.errors import Interrupted, TokenDiffError
@@ -30,6 +31,7 @@ commands:
   score     sample quality under an autoregressive run: tokendiff score samples=s.jsonl reference=out/ar
   demo      a browser page that streams the denoising:  tokendiff demo checkpoint=out demo.port=7860
   lm-eval   score with lm-evaluation-harness:          tokendiff lm-eval checkpoint=out tasks=[lambada] mc_num=32
+  merge     fold a LoRA adapter into its base:         tokendiff merge checkpoint=out/lora output_dir=out/merged
 
 Every key=value is a Hydra override of the config in tokendiff/configs/sections/;
 presets: +experiment=quickstart (A2D) | quickstart_mdlm | shakespeare_char | shakespeare_char_ar
@@ -39,7 +41,7 @@ presets: +experiment=quickstart (A2D) | quickstart_mdlm | shakespeare_char | sha
 
 COMMANDS = {
     "prepare": cmd_prepare, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "score": cmd_score,
-    "demo": cmd_demo, "lm-eval": cmd_lm_eval,
+    "demo": cmd_demo, "lm-eval": cmd_lm_eval, "merge": cmd_merge,
 }  # fmt: skip
 
 # the config keys each command reads, for `tokendiff <command> --help`
@@ -54,6 +56,7 @@ COMMAND_KEYS = {
     "score": (["system"], ["samples", "reference"]),
     "demo": (["sampling", "system"], ["checkpoint", "prompt", "seed"]),
     "lm-eval": ([], []),
+    "merge": ([], ["checkpoint", "output_dir", "overwrite"]),
 }
 EXTRA_HELP = {  # keys a command reads that are not config keys
     "lm-eval": (

@@ -56,6 +56,17 @@ def trainer_from_config(cfg, model, objective, tokenizer, data, resume_from=None
     )
 
 
+def lora_base(init_from: str, resume_from=None):
+    """The base checkpoint of a LoRA run, as an absolute path: ``training.init_from`` resolved (a run directory to
+    its newest checkpoint) for a new run; for a resumed one, where its checkpoint found its base (which may be by
+    the path relative to it, after the run and its base were moved together)."""
+    from tokendiff.checkpoint import CONFIG, lora_base_dir, read_json, resolve_checkpoint
+
+    if resume_from is not None:
+        return lora_base_dir(resume_from, read_json(resume_from / CONFIG))
+    return resolve_checkpoint(init_from, "training.init_from").resolve()
+
+
 def cmd_train(args):
     from tokendiff.build import build_dataset, build_training, default_device
     from tokendiff.checkpoint import load_checkpoint
@@ -73,6 +84,8 @@ def cmd_train(args):
     else:
         cfg, _ = load_config(args)
     prefer_given_steps(cfg, overrides)
+    if cfg.training.lora.r and cfg.training.init_from:  # the base, found once: what every checkpoint references
+        cfg.training.init_from = str(lora_base(cfg.training.init_from, resume_from))
     device = default_device(cfg.system.device)  # a clear error for a device this machine does not have
     # where the run writes, decided (not yet made) before any work: a resumed run continues in its own
     # directory; the directory is created only once everything else has been checked, below
@@ -104,6 +117,10 @@ def cmd_train(args):
         f"train {len(data.split('train')):,} sequences/tokens, val {len(data.split('val')):,}; output {run}",
         flush=True,
     )
+    if cfg.training.lora.r:
+        from tokendiff.training.lora import describe
+
+        say(f"tokendiff: {describe(model)}; base frozen: {cfg.training.init_from or cfg.model.hf_name}", flush=True)
     overwrite = cfg.overwrite
     cfg.output_dir, cfg.overwrite = str(run), False  # what the checkpoints record
     trainer = trainer_from_config(cfg, model, objective, tokenizer, data, resume_from)  # all its checks

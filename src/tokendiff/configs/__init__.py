@@ -81,8 +81,8 @@ def compose_config(overrides: list[str]) -> Config:
 def resume_target(overrides: list[str]) -> str | None:
     """The run or checkpoint that ``resume=`` names (None: a new run).
 
-    A resumed run continues in its own run directory with its own model, so ``output_dir=`` and
-    ``model.*=`` beside ``resume=`` are refused rather than ignored.
+    A resumed run continues in its own run directory with its own model, so ``output_dir=``, ``model.*=`` and
+    ``training.lora.*=`` beside ``resume=`` are refused rather than ignored.
     """
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
     if resume:
@@ -91,6 +91,9 @@ def resume_target(overrides: list[str]) -> str | None:
         changed = [o.split("=", 1)[0] for o in overrides if o.startswith("model.")]
         if changed:
             raise TokenDiffError(f"a resumed run keeps its model; drop {changed[0]}= (or start a new run)")
+        changed = [o.split("=", 1)[0] for o in overrides if o.lstrip("+~").startswith("training.lora.")]
+        if changed:
+            raise TokenDiffError(f"a resumed run keeps its LoRA adapters; drop {changed[0]}= (or start a new run)")
     return resume
 
 
@@ -175,11 +178,15 @@ def describe_keys(sections: list[str], top_level: list[str]) -> str:
             value = f.default if f.default is not dataclasses.MISSING else getattr(obj, f.name)
             return "auto" if value is None and "auto" in comments.get(f.name, "") else value
 
-        return [
-            f"  {prefix + f.name + '=' + str(default(f)):<40} {comments.get(f.name, '')}".rstrip()
-            for f in dataclasses.fields(obj)
-            if (names is None or f.name in names) and not dataclasses.is_dataclass(getattr(obj, f.name))
-        ]
+        lines = []
+        for f in dataclasses.fields(obj):
+            if names is not None and f.name not in names:
+                continue
+            if dataclasses.is_dataclass(getattr(obj, f.name)):  # a nested section (training.lora.*)
+                lines += lines_of(getattr(obj, f.name), f"{prefix}{f.name}.")
+            else:
+                lines.append(f"  {prefix + f.name + '=' + str(default(f)):<40} {comments.get(f.name, '')}".rstrip())
+        return lines
 
     config, out = schema.Config(), []
     for section in sections:

@@ -74,6 +74,7 @@ class Config:
             m.causal or d.objective == "clean" or d.process == "absorbing",
             f"diffusion.objective={d.objective} learns from masked observations and needs diffusion.process=absorbing",
         )
+        self._check_lora()
         self._check_adaptation()
         if self.data.format == "chat":  # fine-tuning on responses (tokendiff.objectives.response)
             check(
@@ -211,6 +212,23 @@ class Config:
             t.attention_anneal_iters == 0 or (m.adapt == "a2d" and m.arch == "transformer"),
             f"training.attention_anneal_iters={t.attention_anneal_iters} opens an adapted model's causal attention "
             "step by step: it needs model.adapt=a2d and model.arch=transformer",
+        )
+
+    def _check_lora(self) -> None:
+        """training.lora.r > 0 trains adapters on a frozen base: that base must be trained weights (a checkpoint
+        or a pretrained transformers model), never the random initialisation, which no adapter can fix."""
+        m, t = self.model, self.training
+        if not t.lora.r:
+            return
+        check(
+            t.ar_share == 0,
+            f"training.lora.r={t.lora.r} with training.ar_share={t.ar_share}: the autoregressive stage would train "
+            "the base itself; train the base first, then its adapters with training.init_from=<that run>",
+        )
+        check(
+            t.init_from is not None or (m.arch == "hf" and m.hf_name is not None),
+            f"training.lora.r={t.lora.r} trains adapters on a frozen base model: add training.init_from=<the base run "
+            "or checkpoint> (or, with model.arch=hf, model.hf_name=<a pretrained model>)",
         )
 
     def _check_corrupted_data(self) -> None:

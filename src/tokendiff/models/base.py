@@ -50,3 +50,11 @@ class Backbone(nn.Module):
     self_conditioning: bool = False
     exports_pretrained: bool = False
     logit_shift: bool = False  # position i's token read from position i - 1's output (Dream; model.logit_shift)
+    # LoRA (training.lora): the layers adapters go on when training.lora.target_modules is null, as peft matches
+    # names (a module whose name is or ends with one); None: no default of the backbone's own
+    lora_targets: tuple[str, ...] | None = None
+
+    def lora_root(self) -> nn.Module:
+        """The module LoRA adapters are injected into, their names (in ``adapter_model.safetensors``) relative
+        to it: the backbone itself, or the transformers model a wrapper holds (so that peft knows its type)."""
+        return self

@@ -123,6 +123,11 @@ class HFMaskedLM(Backbone):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def lora_root(self) -> torch.nn.Module:
+        """LoRA goes into the transformers model: peft picks its default layers by its ``model_type``, and the
+        adapter loads onto it with ``PeftModel.from_pretrained``."""
+        return self.backbone
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         B, L = x.shape
         if L > self.block_size:

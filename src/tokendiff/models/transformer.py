@@ -165,6 +165,7 @@ class Transformer(Backbone):
     """
 
     supports_kv_cache = True  # forward_cached(): keys and values of other positions from a cache
+    lora_targets = ("qkv", "proj", "gate_up", "down")  # LoRA's default layers: every attention and MLP linear
 
     def __init__(
         self,

@@ -70,9 +70,10 @@ class MuonAdamW(torch.optim.Optimizer):
     micro-batches of gradient accumulation); its parts hold the groups and the state, so the base class's
     ``__init__``, which would own them, is not called."""
 
-    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):  # noqa: B026
-        self.parts = (muon, adamw)
-        self.defaults = adamw.defaults
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer | None):  # noqa: B026
+        # adamw None: every trainable parameter is a hidden matrix (a LoRA run's adapters)
+        self.parts = (muon,) if adamw is None else (muon, adamw)
+        self.defaults = (adamw or muon).defaults
 
     @property
     def param_groups(self) -> list[dict]:
@@ -86,7 +87,8 @@ class MuonAdamW(torch.optim.Optimizer):
         return [sum(len(g["params"]) for g in part.param_groups) for part in self.parts]
 
     def __repr__(self) -> str:
-        return f"MuonAdamW({self._counts()[0]} matrices with Muon, {self._counts()[1]} parameters with AdamW)"
+        counts = self._counts() + [0]
+        return f"MuonAdamW({counts[0]} matrices with Muon, {counts[1]} parameters with AdamW)"
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None

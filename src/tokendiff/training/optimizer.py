@@ -54,11 +54,15 @@ def muon_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def build_optimizer(model: torch.nn.Module, training, fused: bool):
-    """``torch.optim.AdamW`` over :func:`param_groups`, or :class:`MuonAdamW` for ``training.optimizer=muon``."""
+    """``torch.optim.AdamW`` over :func:`param_groups`, or :class:`MuonAdamW` for ``training.optimizer=muon``.
+
+    Only trainable parameters are optimized (and hold moments): a LoRA run's frozen base has none, its adapters'
+    matrices go to Muon like any other hidden matrix."""
     betas = (training.beta1, training.beta2)
-    if training.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups(model, training.weight_decay), training.learning_rate, betas, fused=fused)
-    matrices = muon_matrices(model)
+    matrices = muon_matrices(model) if training.optimizer == "muon" else []
+    if not matrices:  # adamw, or muon on a model whose trainable weights hold no hidden matrix
+        groups = [g for g in param_groups(model, training.weight_decay) if g["params"]]
+        return torch.optim.AdamW(groups, training.learning_rate, betas, fused=fused)
     device = next(model.parameters()).device
     muon = Muon(
         matrices,
@@ -68,7 +72,7 @@ def build_optimizer(model: torch.nn.Module, training, fused: bool):
         ns_dtype=getattr(torch, resolve_dtype("auto", device)[0]),  # bf16 only where its matmul is native
     )
     groups = [g for g in param_groups(model, training.weight_decay, exclude=matrices) if g["params"]]
-    adamw = torch.optim.AdamW(groups, training.learning_rate, betas, fused=fused)
+    adamw = torch.optim.AdamW(groups, training.learning_rate, betas, fused=fused) if groups else None
     return MuonAdamW(muon, adamw)
 
 

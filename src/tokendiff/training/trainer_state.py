@@ -4,11 +4,16 @@ A checkpoint holds the EMA weights (or the raw ones without EMA) for sampling an
 resume, the raw weights, the optimizer moments, the objective's tensors (e.g. EM's imputation buffer), the
 torch RNG streams of every process (dropout) and the step. Only the main process writes; with several
 processes the checkpoint also records each one's weights hash (data parallelism keeps them bitwise equal).
+
+A LoRA run (:mod:`tokendiff.training.lora`) writes its adapters instead of the weights (raw and EMA, in peft's
+format) and a reference to its frozen base with the base's fingerprint (:func:`tokendiff.checkpoint.lora_record`);
+resuming it loads the base again from there, checked, then the adapters.
 """
 
 from __future__ import annotations
 
 import hashlib
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,16 +21,25 @@ import torch
 from accelerate.utils import gather_object
 
 from tokendiff.checkpoint import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    CONFIG,
     OPTIMIZER,
     TRAINING_STATE,
     WEIGHTS,
     checkpoint_record,
     load_into,
+    load_lora_base,
     load_training_state,
+    lora_base_dir,
+    lora_record,
     optimizer_tensors,
+    read_json,
     restore_optimizer,
     save_checkpoint,
 )
+from tokendiff.errors import TokenDiffError
+from tokendiff.training import lora
 
 if TYPE_CHECKING:
     from tokendiff.training.trainer import Trainer
@@ -68,6 +82,19 @@ def save_state(trainer: Trainer, target: Path) -> Path:
     }
     model = trainer.inference_model()
     export = (lambda d: model.export(d, trainer.tokenizer)) if model.exports_pretrained else None
+    weights, raw, adapter, base = model.state_dict(), trainer.raw_model.state_dict(), None, None
+    if lora.is_lora(trainer.raw_model):  # the adapters and a reference to the frozen base, not the weights
+        config = lora.adapter_config(model)
+        base = lora_record(
+            base_checkpoint=trainer.training.init_from,
+            base_model=trainer.config_dict["model"].get("hf_name"),
+            base_sha256=_base_sha256(trainer.raw_model),
+            target=target,
+            trainable=lora.trainable_parameters(trainer.raw_model),
+        )
+        config["base_model_name_or_path"] = base["base_checkpoint"] or base["base_model"]  # peft's own field
+        weights, raw, export = None, lora.adapter_state(trainer.raw_model), None
+        adapter = {"weights": lora.adapter_state(model), "config": config}
     path = save_checkpoint(
         target,
         config=checkpoint_record(
@@ -75,28 +102,53 @@ def save_state(trainer: Trainer, target: Path) -> Path:
             step=trainer.step,
             tokenizer=trainer.tokenizer,
             num_parameters=trainer.raw_model.num_parameters(),
+            lora=base,
         ),
-        weights=trainer.inference_model().state_dict(),
+        weights=weights,
         kernel=trainer.diffusion_objective.kernel,  # the run's kernel, in an autoregressive stage too
         tokenizer=trainer.tokenizer,
         training_state={
-            "model": trainer.raw_model.state_dict(),
+            "model": raw,
             "optimizer": optimizer_tensors(trainer.optimizer.state_dict()),
             "state": state,
             "objective": trainer.diffusion_objective.state_tensors(),  # e.g. EM's imputation buffer
         },
         export=export,
+        adapter=adapter,
     )
     trainer.accelerator.wait_for_everyone()
     return path
 
 
+_BASE_SHA256: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _base_sha256(model: torch.nn.Module) -> str:
+    """The fingerprint of a LoRA run's base, hashed once per model: the base is frozen for the whole run."""
+    if model not in _BASE_SHA256:
+        _BASE_SHA256[model] = lora.base_sha256(model)
+    return _BASE_SHA256[model]
+
+
 def load_state(trainer: Trainer, ckpt: Path) -> None:
     """Put the state of checkpoint ``ckpt`` into ``trainer``: weights, optimizer, RNG streams, step."""
     saved = load_training_state(ckpt)
-    load_into(trainer.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS)
-    if trainer.ema is not None:
-        load_into(trainer.ema.module, saved.ema_weights, ckpt / WEIGHTS)
+    record = read_json(ckpt / CONFIG)
+    adapted = lora.is_lora(trainer.raw_model)
+    if adapted != (isinstance(record, dict) and record.get("lora") is not None):
+        raise TokenDiffError(
+            f"{ckpt} {'has no' if adapted else 'holds'} LoRA adapters, and a resumed run keeps its own: drop "
+            "training.lora.*= (or start a new run with training.init_from)"
+        )
+    if adapted:  # the frozen base from its checkpoint (checked), then the adapters; the EMA shares the base
+        load_lora_base(trainer.raw_model, ckpt, record, lora_base_dir(ckpt, record))
+        lora.load_adapter_state(trainer.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS)
+        if trainer.ema is not None:
+            lora.load_adapter_state(trainer.ema.module, saved.ema_weights, ckpt / ADAPTER_DIR / ADAPTER_WEIGHTS)
+    else:
+        load_into(trainer.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS)
+        if trainer.ema is not None:
+            load_into(trainer.ema.module, saved.ema_weights, ckpt / WEIGHTS)
     state = saved.state
     if trainer.ema is not None:
         trainer.ema.updates = int(state.get("ema_updates", 0))

@@ -7,9 +7,33 @@ from typing import List, Optional
 
 from tokendiff.configs.sections.checks import check
 
-__all__ = ["TrainingConfig", "SystemConfig", "LoggingConfig", "OPTIMIZERS"]
+__all__ = ["TrainingConfig", "LoraSettings", "SystemConfig", "LoggingConfig", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adamw", "muon")  # training.optimizer (tokendiff.training.optimizer builds them)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft, ``pip install 'tokendiff[lora]'``): train low-rank updates of a frozen base model
+    (``training.init_from``, or ``model.arch=hf`` with ``model.hf_name``); :mod:`tokendiff.training.lora`."""
+
+    r: int = 0  # LoRA rank: train rank-r adapters on a frozen base (e.g. 8); 0 = off, every weight trains
+    alpha: float = 8.0  # adapters' scale: their update is multiplied by alpha / r (peft's lora_alpha)
+    dropout: float = 0.0  # dropout on the adapters' input (peft's lora_dropout)
+    # null: the attention and MLP linears of model.arch=transformer (qkv, proj, gate_up, down); for model.arch=hf
+    # peft's defaults for its model type (bert: query, value; llama: q_proj, v_proj), else every linear but the head
+    target_modules: Optional[List[str]] = None  # layers to adapt, e.g. [qkv,proj] (peft's matching); null: defaults
+
+    def __post_init__(self):
+        check(0 <= self.r <= 65536, f"training.lora.r={self.r} must lie in [0, 65536], e.g. 8 (0 turns LoRA off)")
+        check(self.alpha > 0, f"training.lora.alpha={self.alpha} must be > 0, e.g. 16")
+        check(0.0 <= self.dropout < 1.0, f"training.lora.dropout={self.dropout} must lie in [0, 1), e.g. 0.05")
+        targets = self.target_modules
+        check(
+            targets is None or (len(targets) > 0 and all(isinstance(t, str) and t.strip() for t in targets)),
+            f"training.lora.target_modules={targets} must be a list of module names, e.g. [qkv,proj], or null "
+            "for the backbone's defaults",
+        )
 
 
 @dataclass
@@ -46,6 +70,7 @@ class TrainingConfig:
     # init_from); 0: start from training.init_from. Each stage warms up (at most a tenth of it) and decays on its own
     ar_share: float = 0.0
     seed: int = 1337
+    lora: LoraSettings = field(default_factory=LoraSettings)  # training.lora.*: LoRA adapters (r=0: off)
 
     def __post_init__(self):
         check(self.n_epochs is None or self.n_epochs >= 1, f"training.n_epochs={self.n_epochs} must be >= 1")
