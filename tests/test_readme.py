@@ -39,6 +39,12 @@ NOT_TOKENDIFF = {
     "torchrun --standalone --nproc_per_node 2 -m tokendiff train +experiment=quickstart system.device=cpu "
     "output_dir=out/ddp2",
     "accelerate launch --multi_gpu --num_processes 4 -m tokendiff train +experiment=small",
+    # sharded training: tests/test_fsdp.py launches it with torchrun and with accelerate launch --use_fsdp on 2 CPU
+    # processes (and this test runs the README's system.num_processes=2 system.fsdp=true line); the accelerate
+    # line's 4 GPUs are not in CI
+    "torchrun --standalone --nproc_per_node 2 -m tokendiff train +experiment=quickstart system.device=cpu "
+    "system.fsdp=true output_dir=out/fsdp2",
+    "accelerate launch --use_fsdp --fsdp_version 2 --num_processes 4 -m tokendiff train +experiment=small",
     # lm-evaluation-harness: lm-eval's own command line with the tokendiff backend, and two processes;
     # tests/test_harness.py runs both (python -m tokendiff.harness, and torchrun on 2 CPU processes)
     "tokendiff-lm-eval --model tokendiff --model_args checkpoint=out/quickstart,mc_num=32 --tasks td_choice "

@@ -432,8 +432,9 @@ def _from_format_1(record: dict, path: Path) -> dict:
     }
 
 
-def load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
-    """``model.load_state_dict(state)``, or a clear error naming ``path`` when the shapes or names differ."""
+def load_into(model: torch.nn.Module, state: dict, path: Path, load=None) -> None:
+    """``model.load_state_dict(state)``, or a clear error naming ``path`` when the shapes or names differ.
+    ``load``: how the checked ``state`` goes in instead (a sharded model: :func:`tokendiff.training.fsdp.load_full`)."""
     expected = model.state_dict()
     wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -446,7 +447,7 @@ def load_into(model: torch.nn.Module, state: dict, path: Path) -> None:
             f"{path} does not fit the model of its config.json ({detail}); the checkpoint is damaged or "
             "its config.json was edited"
         )
-    model.load_state_dict(state)
+    (load or model.load_state_dict)(state)
 
 
 def init_weights_from(model: torch.nn.Module, path, tokenizer, adapt: bool = False) -> Path:

@@ -30,11 +30,13 @@ def optimizer_tensors(state_dict: dict) -> dict[str, torch.Tensor]:
 
 
 def restore_optimizer(
-    optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], path: Path | str = OPTIMIZER
+    optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], path: Path | str = OPTIMIZER, load=None
 ) -> None:
     """Load moments saved by :func:`optimizer_tensors`; hyper-parameters come from the current config.
 
-    A name or shape that does not fit the optimizer's parameters is a clear error naming ``path``."""
+    A name or shape that does not fit the optimizer's parameters is a clear error naming ``path``. ``load``: how
+    the checked moments, ``{param index: {name: tensor}}``, go in instead of ``optimizer.load_state_dict`` (a
+    sharded model's optimizer: :func:`tokendiff.training.fsdp.load_full_optimizer`)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for key, value in flat.items():
@@ -48,6 +50,9 @@ def restore_optimizer(
                 f"{path} does not fit the model ({detail}); the checkpoint is damaged, resume from another one"
             )
         state.setdefault(index, {})[parts[2]] = value
+    if load is not None:
+        load(state)
+        return
     current = optimizer.state_dict()
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 

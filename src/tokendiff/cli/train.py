@@ -72,6 +72,7 @@ def cmd_train(args):
     from tokendiff.checkpoint import load_checkpoint
     from tokendiff.cli.launch import check_process_count, is_launched_worker, launch_workers
     from tokendiff.configs import compose_resume_config, prefer_given_steps, resume_target
+    from tokendiff.training.fsdp import launched_with_fsdp
     from tokendiff.training.run_directory import check_run_directory, create_run_directory, run_directory_of
 
     overrides, _ = split_args(args)
@@ -84,6 +85,9 @@ def cmd_train(args):
     else:
         cfg, _ = load_config(args)
     prefer_given_steps(cfg, overrides)
+    if not cfg.system.fsdp and launched_with_fsdp():  # accelerate launch --use_fsdp: tokendiff's own sharding
+        cfg.system.fsdp = True  # and its rules; the checkpoints record it, so that a resumed run shards too
+        cfg.check_fsdp()
     if cfg.training.lora.r and cfg.training.init_from:  # the base, found once: what every checkpoint references
         cfg.training.init_from = str(lora_base(cfg.training.init_from, resume_from))
     device = default_device(cfg.system.device)  # a clear error for a device this machine does not have
@@ -110,7 +114,8 @@ def cmd_train(args):
     data, tokenizer, model, kernel, objective = parts.data, parts.tokenizer, parts.model, parts.kernel, parts.objective
     kind = "autoregressive" if kernel is None else f"{kernel.name} diffusion ({cfg.diffusion.objective})"
     if procs.num_processes > 1:
-        kind += f" on {procs.num_processes} processes ({procs.distributed_type.value}; batch_size per process)"
+        engine = "FSDP2, sharded" if cfg.system.fsdp else procs.distributed_type.value
+        kind += f" on {procs.num_processes} processes ({engine}; batch_size per process)"
     say(
         f"tokendiff: {kind} {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters "
         f"({model.num_parameters():,}); vocab {tokenizer.vocab_size} ({tokenizer.kind}); "

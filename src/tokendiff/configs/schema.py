@@ -76,6 +76,8 @@ class Config:
         )
         self._check_lora()
         self._check_adaptation()
+        if self.system.fsdp:
+            self.check_fsdp()
         if self.data.format == "chat":  # fine-tuning on responses (tokendiff.objectives.response)
             check(
                 not m.causal and not m.block_diffusion and d.objective == "clean" and d.estimator != "bound",
@@ -212,6 +214,49 @@ class Config:
             t.attention_anneal_iters == 0 or (m.adapt == "a2d" and m.arch == "transformer"),
             f"training.attention_anneal_iters={t.attention_anneal_iters} opens an adapted model's causal attention "
             "step by step: it needs model.adapt=a2d and model.arch=transformer",
+        )
+
+    def check_fsdp(self) -> None:
+        """system.fsdp=true (or accelerate launch --use_fsdp, which ``tokendiff train`` turns into it): what sharded
+        training (:mod:`tokendiff.training.fsdp`) cannot honour. Each forward call of a sharded model is a collective,
+        so every process must make the same calls. The ambient objective and self-conditioning decide per process
+        (per batch, per coin) how many calls to make."""
+        m, t, s, d = self.model, self.training, self.system, self.diffusion
+        why = "system.fsdp=true (or accelerate launch --use_fsdp) shards"
+        check(
+            m.arch == "transformer",
+            f"{why} tokendiff's transformer only (each block a unit), not model.arch={m.arch}; use "
+            "model.arch=transformer, or drop system.fsdp for data parallelism",
+        )
+        check(
+            t.optimizer != "muon",
+            f"{why} every matrix across the processes, and training.optimizer=muon orthogonalizes whole matrices; "
+            "use training.optimizer=adamw, or drop system.fsdp",
+        )
+        check(
+            not t.lora.r,
+            f"{why} the model, and training.lora.r={t.lora.r} (adapters on a frozen base the EMA shares) is not "
+            "supported with it; drop system.fsdp (LoRA's adapters are small: data parallelism suffices)",
+        )
+        check(
+            s.compile is not True,
+            f"{why} the model, and system.compile=true is not supported with it; use system.compile=false "
+            "(or leave it unset: a sharded run does not compile)",
+        )
+        check(
+            s.dtype != "float16",
+            f"{why} the gradients, and system.dtype=float16's loss scaling is not supported with it; use "
+            "system.dtype=bfloat16",
+        )
+        check(
+            not m.self_conditioning,
+            f"{why} the model, and model.self_conditioning=true makes a first pass on some batches only (a coin per "
+            "process), while every process must make the same calls; drop one of them",
+        )
+        check(
+            d.objective != "ambient",
+            f"{why} the model, and diffusion.objective=ambient calls it as often as each process's batch needs, "
+            "while every process must make the same calls; use diffusion.objective=naive or drop system.fsdp",
         )
 
     def _check_lora(self) -> None:

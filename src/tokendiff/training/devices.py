@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -10,6 +11,7 @@ from accelerate.state import AcceleratorState
 
 from tokendiff.build import default_device, resolve_dtype
 from tokendiff.errors import TokenDiffError
+from tokendiff.training.fsdp import accelerate_without_fsdp
 
 __all__ = ["MIXED_PRECISION", "check_precision", "make_accelerator"]
 
@@ -22,12 +24,14 @@ def check_precision(system) -> None:
         raise TokenDiffError("system.dtype=float16 needs a CUDA GPU; on a CPU use system.dtype=bfloat16")
 
 
-def make_accelerator(system, grad_accum: int) -> tuple[Accelerator, str]:
+def make_accelerator(system, grad_accum: int, fsdp: bool = False) -> tuple[Accelerator, str]:
     """The Accelerator of a run with ``system`` (a :class:`~tokendiff.configs.SystemConfig`) and
     ``grad_accum`` micro-batches per step, and the compute dtype it resolved (``system.dtype=auto``).
 
-    Sets the CPU threads and the current CUDA device first. Refuses the sharded engines (FSDP, DeepSpeed,
-    Megatron-LM): the EMA weights and checkpoints are built and tested for data parallelism only.
+    Sets the CPU threads and the current CUDA device first. ``fsdp``: the run shards its model itself
+    (:mod:`tokendiff.training.fsdp`), so accelerate's own FSDP (``accelerate launch --use_fsdp``) is kept out of
+    this Accelerator. Refuses DeepSpeed and Megatron-LM: the EMA weights and checkpoints are built and tested for
+    data parallelism and tokendiff's FSDP only.
     """
     device = system.device
     if system.threads:
@@ -43,16 +47,17 @@ def make_accelerator(system, grad_accum: int) -> tuple[Accelerator, str]:
     # process (tests, notebooks, sweeps) each get their own precision. Interleaving two live trainers
     # is not supported (accelerate's gradient-accumulation state is process-wide too).
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(
-        cpu=device == "cpu",
-        mixed_precision=MIXED_PRECISION[dtype],
-        gradient_accumulation_steps=grad_accum,
-    )
+    with accelerate_without_fsdp() if fsdp else contextlib.nullcontext():
+        accelerator = Accelerator(
+            cpu=device == "cpu",
+            mixed_precision=MIXED_PRECISION[dtype],
+            gradient_accumulation_steps=grad_accum,
+        )
     engine = accelerator.distributed_type.value
-    if engine in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):  # sharded engines: EMA, checkpoints not tested
+    if engine in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):  # other sharded engines: EMA, checkpoints not tested
         raise TokenDiffError(
             f"accelerate launched this run with {engine}; tokendiff's EMA weights and checkpoints are built and "
-            "tested for data parallelism only (DDP: accelerate launch --multi_gpu, or torchrun); launch without "
-            f"{engine}"
+            "tested for data parallelism (DDP: accelerate launch --multi_gpu, or torchrun) and for its own FSDP "
+            f"(system.fsdp=true, or accelerate launch --use_fsdp) only; launch without {engine}"
         )
     return accelerator, dtype

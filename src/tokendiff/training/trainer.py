@@ -13,6 +13,8 @@ different data and a run is exactly reproducible for a given number of processes
 is per process. Gradients are averaged by accelerate. Only the main process writes checkpoints, logs,
 samples and wandb; evaluation is split across the processes and gathered; every decision to stop
 (``training.max_minutes``, Ctrl-C) is taken by all processes together (``tests/test_distributed.py``).
+``system.fsdp=true`` shards the weights, gradients, moments and EMA across the processes instead
+(:mod:`tokendiff.training.fsdp`, ``tests/test_fsdp.py``).
 
 The trainer reads the config sections it is given (``training``, ``system``, ``logging``, ``sampling``) and
 a few plain values; the whole config tree stays with the CLI (:func:`tokendiff.cli.train.trainer_from_config`),
@@ -21,6 +23,7 @@ which also hands over its resolved JSON form for the checkpoints to record (the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from tqdm.auto import tqdm
 
 from tokendiff.checkpoint import CHECKPOINTS, FINAL, init_weights_from
 from tokendiff.errors import Interrupted, TokenDiffError
+from tokendiff.training import fsdp
 from tokendiff.training.devices import check_precision, make_accelerator
 from tokendiff.training.ema import EMA
 from tokendiff.training.interrupts import interrupts_between_steps
@@ -112,19 +116,33 @@ class Trainer:
         self.val_split = data.split("val")
         check_precision(system)
         check_logging(logging)
-        self.accelerator, self.dtype = make_accelerator(system, training.grad_accum)
+        self.fsdp = fsdp.fsdp_requested(system)  # shard the model (FSDP2) instead of copying it to each process
+        self.accelerator, self.dtype = make_accelerator(system, training.grad_accum, fsdp=self.fsdp)
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
+        if self.fsdp and self.world == 1:
+            raise TokenDiffError(
+                "system.fsdp=true shards the model across processes, and this run has one: add "
+                "system.num_processes=2 (or launch with torchrun --nproc_per_node 2), or set system.fsdp=false"
+            )
         if training.init_from and resume_from is None:  # a new run from another run's weights
             init_weights_from(model, training.init_from, tokenizer, adapt=adapt)
         self.raw_model = model.to(self.device)
-        self.ema = EMA(self.raw_model, training.ema) if training.ema > 0 else None
+        self.ema = EMA(self.raw_model, training.ema) if training.ema > 0 else None  # before sharding: it copies
+        if self.fsdp:  # the EMA sharded as the model is, so that its update is local
+            for module in [self.raw_model] + ([self.ema.module] if self.ema is not None else []):
+                fsdp.shard(module)
         # the objective's imputations, if it draws any (EM), come from the EMA weights
         objective.bind_imputer(self.ema.module if self.ema is not None else self.raw_model)
         fused = self.device.type in ("cpu", "cuda")
-        optimizer = build_optimizer(self.raw_model, training, fused)
-        self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
+        optimizer = build_optimizer(self.raw_model, training, fused)  # after sharding: over the shards
+        if self.fsdp:  # accelerate would wrap the sharded model in DDP: it gets the optimizer only
+            self.model, self.optimizer = self.raw_model, self.accelerator.prepare(optimizer)
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(self.raw_model, optimizer)
+        # accelerate's prepare runs the model's forward under mixed precision; an unprepared sharded one needs it here
+        self.autocast = self.accelerator.autocast if self.fsdp else contextlib.nullcontext
         self.step = 0
         self.last_eval: dict | None = None
         self.last_checkpoint: Path | None = None  # the newest periodic checkpoint of this session
@@ -135,8 +153,8 @@ class Trainer:
         compile_model = system.compile
         if compile_model is None:  # auto: where it pays for its compilation time (docs/benchmarks.md)
             steps_left = training.max_iters - self.step
-            compile_model = self.device.type == "cuda" or (
-                self.device.type == "cpu" and steps_left >= AUTO_COMPILE_MIN_STEPS
+            compile_model = not self.fsdp and (
+                self.device.type == "cuda" or (self.device.type == "cpu" and steps_left >= AUTO_COMPILE_MIN_STEPS)
             )
         self.compiled = bool(compile_model)
         self.forward = torch.compile(self.model) if compile_model else self.model
@@ -155,28 +173,33 @@ class Trainer:
     def evaluate(self, num_batches: int | None = None, split: str = "val") -> dict:
         """Validation NELBO on a fixed set of windows (the same every time, so curves are comparable)."""
         t = self.training
+        num_windows = (num_batches or t.eval_iters) * t.batch_size
+        shard = (self.rank, self.world)
+        if self.fsdp:  # every process must make as many forward calls
+            shard = fsdp.eval_shard(num_windows, t.batch_size, self.rank, self.world)
         return nelbo_of_windows(
             self.inference_model(),
             self.objective,
             self.val_split if split == "val" else self.train_split,
-            num_windows=(num_batches or t.eval_iters) * t.batch_size,
+            num_windows=num_windows,
             seq_len=self.seq_len,
             batch_size=t.batch_size,
             seed=t.seed,
             t_min=self.eval_t_min,
             device=self.device,
             autocast=self.accelerator.autocast,
-            shard=(self.rank, self.world),
+            shard=shard,
         )
 
     def sample(self, num_samples: int = 2) -> list[str]:
-        """A few samples for the log (the main process only; the others return [])."""
-        if not self.is_main:
+        """A few samples for the log (the main process only; the others return []). A sharded model's forward
+        calls are collectives, so every process then draws the same samples, and only the main one keeps them."""
+        if not self.is_main and not self.fsdp:
             return []
         prompt = None
         if hasattr(self.val_split, "prompt_ids"):  # a chat run answers its first validation prompt
             prompt = self.val_split.prompt_ids(0)
-        return sample_texts(
+        texts = sample_texts(
             self.inference_model(),
             self.objective.kernel,
             self.tokenizer,
@@ -187,6 +210,7 @@ class Trainer:
             device=self.device,
             prompt=prompt,
         )
+        return texts if self.is_main else []
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
@@ -303,7 +327,8 @@ class Trainer:
                 x, roles = x[0], x[1].to(self.device)
             x = x.to(self.device)
             with self.accelerator.accumulate(self.model):
-                terms = self._loss_terms(x, g, progress, roles)  # (B, L)
+                with self.autocast():
+                    terms = self._loss_terms(x, g, progress, roles)  # (B, L)
                 loss = terms.mean()
                 self.accelerator.backward(loss)
                 losses.append(loss.detach())
@@ -360,8 +385,8 @@ class Trainer:
 
     def _clip(self) -> float:
         params = self.raw_model.parameters()
-        if self.training.grad_clip > 0:
-            return float(self.accelerator.clip_grad_norm_(params, self.training.grad_clip))
+        if self.training.grad_clip > 0 or self.fsdp:  # max_norm inf: a sharded model's norm, not clipped
+            return float(self.accelerator.clip_grad_norm_(params, self.training.grad_clip or math.inf))
         norms = [p.grad.detach().norm() for p in params if p.grad is not None]
         return float(torch.stack(norms).norm()) if norms else 0.0
 

@@ -4,6 +4,8 @@ A checkpoint holds the EMA weights (or the raw ones without EMA) for sampling an
 resume, the raw weights, the optimizer moments, the objective's tensors (e.g. EM's imputation buffer), the
 torch RNG streams of every process (dropout) and the step. Only the main process writes; with several
 processes the checkpoint also records each one's weights hash (data parallelism keeps them bitwise equal).
+A sharded run (``system.fsdp=true``) gathers its whole weights and moments into the same files
+(:mod:`tokendiff.training.fsdp`): its processes hold different shards, so no hashes are compared.
 
 A LoRA run (:mod:`tokendiff.training.lora`) writes its adapters instead of the weights (raw and EMA, in peft's
 format) and a reference to its frozen base with the base's fingerprint (:func:`tokendiff.checkpoint.lora_record`);
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +42,7 @@ from tokendiff.checkpoint import (
     save_checkpoint,
 )
 from tokendiff.errors import TokenDiffError
-from tokendiff.training import lora
+from tokendiff.training import fsdp, lora
 
 if TYPE_CHECKING:
     from tokendiff.training.trainer import Trainer
@@ -63,9 +66,14 @@ def save_state(trainer: Trainer, target: Path) -> Path:
     # dropout streams of every process: the CPU one, and the one of its own GPU
     rank_rngs = gather_object([(rng, cuda_rng)]) if trainer.world > 1 else None
     # data parallelism keeps the processes' weights bitwise equal; the checkpoint records that it did
-    hashes = gather_object([weights_sha256(trainer.raw_model)]) if trainer.world > 1 else None
+    hashes = gather_object([weights_sha256(trainer.raw_model)]) if trainer.world > 1 and not trainer.fsdp else None
     if hashes and len(set(hashes)) > 1 and trainer.is_main:
         print(f"warning: the processes' weights differ at step {trainer.step} (sha256 {hashes})", flush=True)
+    gathered = None
+    if trainer.fsdp:  # whole tensors from the shards: collectives, so every process takes part (the main one gets them)
+        raw = fsdp.full_state(trainer.raw_model)
+        ema = fsdp.full_state(trainer.ema.module) if trainer.ema is not None else raw
+        gathered = (ema, raw, fsdp.full_optimizer(trainer.raw_model, trainer.optimizer.optimizer))
     if not trainer.is_main:
         trainer.accelerator.wait_for_everyone()
         return target
@@ -82,7 +90,12 @@ def save_state(trainer: Trainer, target: Path) -> Path:
     }
     model = trainer.inference_model()
     export = (lambda d: model.export(d, trainer.tokenizer)) if model.exports_pretrained else None
-    weights, raw, adapter, base = model.state_dict(), trainer.raw_model.state_dict(), None, None
+    if gathered is not None:
+        weights, raw, optimizer = gathered
+    else:
+        weights, raw = model.state_dict(), trainer.raw_model.state_dict()
+        optimizer = optimizer_tensors(trainer.optimizer.state_dict())
+    adapter, base = None, None
     if lora.is_lora(trainer.raw_model):  # the adapters and a reference to the frozen base, not the weights
         config = lora.adapter_config(model)
         base = lora_record(
@@ -109,7 +122,7 @@ def save_state(trainer: Trainer, target: Path) -> Path:
         tokenizer=trainer.tokenizer,
         training_state={
             "model": raw,
-            "optimizer": optimizer_tensors(trainer.optimizer.state_dict()),
+            "optimizer": optimizer,
             "state": state,
             "objective": trainer.diffusion_objective.state_tensors(),  # e.g. EM's imputation buffer
         },
@@ -145,14 +158,17 @@ def load_state(trainer: Trainer, ckpt: Path) -> None:
         lora.load_adapter_state(trainer.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS)
         if trainer.ema is not None:
             lora.load_adapter_state(trainer.ema.module, saved.ema_weights, ckpt / ADAPTER_DIR / ADAPTER_WEIGHTS)
-    else:
-        load_into(trainer.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS)
+    else:  # a sharded model takes the whole tensors (every process has read them) and keeps its shard
+        sharded = (lambda module: partial(fsdp.load_full, module)) if trainer.fsdp else (lambda module: None)
+        load_into(trainer.raw_model, saved.raw_weights, ckpt / TRAINING_STATE / WEIGHTS, sharded(trainer.raw_model))
         if trainer.ema is not None:
-            load_into(trainer.ema.module, saved.ema_weights, ckpt / WEIGHTS)
+            load_into(trainer.ema.module, saved.ema_weights, ckpt / WEIGHTS, sharded(trainer.ema.module))
     state = saved.state
     if trainer.ema is not None:
         trainer.ema.updates = int(state.get("ema_updates", 0))
-    restore_optimizer(trainer.optimizer.optimizer, saved.optimizer, ckpt / TRAINING_STATE / OPTIMIZER)
+    optimizer = trainer.optimizer.optimizer
+    moments = partial(fsdp.load_full_optimizer, trainer.raw_model, optimizer) if trainer.fsdp else None
+    restore_optimizer(optimizer, saved.optimizer, ckpt / TRAINING_STATE / OPTIMIZER, moments)
     world, rank = trainer.world, trainer.rank
     saved_world = state.get("world_size", 1)
     rank_rngs = state.get("rank_torch_rng_states")

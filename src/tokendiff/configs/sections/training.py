@@ -127,6 +127,9 @@ class SystemConfig:
     threads: Optional[int] = None  # CPU threads; default torch's choice
     # gloo on CPUs, one GPU each with CUDA; torchrun / accelerate launch set their own count instead
     num_processes: int = 1  # train: start this many data-parallel processes from one command (1: this one)
+    # with system.num_processes>1 or torchrun: the parameters, gradients, optimizer moments and EMA are sharded across
+    # the processes instead of copied to each (tokendiff.training.fsdp); accelerate launch --use_fsdp sets it too
+    fsdp: bool = False  # train: shard the model, its gradients, moments and EMA across the processes (FSDP2)
 
     def __post_init__(self):
         check(
