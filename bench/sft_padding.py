@@ -3,7 +3,8 @@
 For each ``--checkpoints`` run (fine-tuned with ``data.format=chat``), the first ``--prompts`` prompts of its
 validation split are answered ``--samples`` times each, with ``tokendiff.samplers.text.generate`` in the chat
 template (what ``tokendiff sample sampling.chat=true`` does), at each ``--lengths`` (a length past the model's
-context is written block by block, ``--block``). Per run and length:
+context is written block by block, ``--block``; at every length with ``--always-block``, as LLaDA samples).
+Per run and length:
 
 - ``format``: the share of answers in the play's layout, a speaker's name on its own line then words;
 - ``ended``: the share of generations in which the answer ends (the template's end marker) within the length;
@@ -42,7 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 SPEAKER = re.compile(r"^[A-Z][A-Za-z' ]*:\n\S")  # "ROMEO:\nwords"
 
 
-def answers_of(ckpt, prompts, samples: int, length: int, block: int | None, strategy: str, temperature: float):
+def answers_of(
+    ckpt, prompts, samples: int, length: int, block: int | None, strategy: str, temperature: float, always_block=False
+):
     """(answers, tails, ended flags, seconds) of ``samples`` generations per prompt."""
     template = chat_template(ckpt.tokenizer)
     answers, tails, ended = [], [], []
@@ -51,7 +54,7 @@ def answers_of(ckpt, prompts, samples: int, length: int, block: int | None, stra
         texts, _ = generate(
             ckpt.model, ckpt.kernel, ckpt.tokenizer, num_samples=samples, length=length, prompt=prompt, seed=i,
             steps=length, strategy=strategy, temperature=temperature,
-            block_size=block if length > ckpt.config.model.block_size else None,
+            block_size=block if (length > ckpt.config.model.block_size or always_block) else None,
         )  # fmt: skip
         head = ckpt.tokenizer.decode(prompt)
         for text in texts:
@@ -81,7 +84,7 @@ def measure(ckpt, reference, args) -> dict:
     }
     for length in args.lengths:
         answers, tails, ended, seconds = answers_of(
-            ckpt, prompts, args.samples, length, args.block, args.strategy, args.temperature
+            ckpt, prompts, args.samples, length, args.block, args.strategy, args.temperature, args.always_block
         )
         tok = ckpt.tokenizer
         answer_ids = [tok.encode(a) for a in answers if a]
@@ -111,6 +114,7 @@ def main():
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 512])
     p.add_argument("--block", type=int, default=128, help="block-wise sampling past the model's context")
+    p.add_argument("--always-block", action="store_true", help="block-wise sampling at every length (LLaDA's way)")
     p.add_argument("--strategy", default="confidence")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "sft_padding.json"))

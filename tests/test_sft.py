@@ -186,17 +186,22 @@ def chat_file(tmp_path, n=40):
     return write_jsonl(tmp_path / "pairs.jsonl", rows)
 
 
-def test_fine_tuning_trains_evaluates_and_answers_in_chat_from_the_cli(tmp_path, capsys):
+@pytest.mark.parametrize("padding", ["mask", "eos"])
+def test_fine_tuning_trains_evaluates_and_answers_in_chat_from_the_cli(tmp_path, capsys, padding):
     data = chat_file(tmp_path)
     out = tmp_path / "sft"
-    args = ["train", "data.format=chat", f"data.input={data}", f"output_dir={out}", "training.max_iters=3", *CHAT_TINY]
+    args = ["train", "data.format=chat", f"data.input={data}", f"output_dir={out}", "training.max_iters=3", *CHAT_TINY,
+            f"data.chat_padding={padding}"]  # fmt: skip
     code, _, err = run(capsys, *args)
     assert code == 0, err
     code, printed, err = run(capsys, "eval", f"checkpoint={out}", "eval.num_draws=2")
     assert code == 0, err
     result = json.loads(printed)
-    # per response token: a response is "ab ab\n\n" .. "abc abc\n\n" plus the scored newline padding
-    assert result["tokens_per_sequence"] > 0 and math.isfinite(result["nelbo_nats_per_token"])
+    # per response token: a response is "ab ab\n\n" (7 characters) .. "abc abc\n\n" (9), and with eos padding the
+    # newlines that fill the 48 positions after "User:\nsay ab\n\nAssistant:\n" too
+    scored = result["tokens_per_sequence"]
+    assert (7 <= scored <= 9) if padding == "mask" else (scored > 9)
+    assert math.isfinite(result["nelbo_nats_per_token"])
     assert result["bits_per_char"] is None
     code, printed, err = run(capsys, "sample", f"checkpoint={out}", "prompt=say ab", "sampling.chat=true",
                              "num_samples=2", "sampling.steps=8")  # fmt: skip

@@ -26,12 +26,15 @@ not fit is left out and counted). Each position has a role (:data:`PROMPT`, :dat
 the prompt is never noised and never scored; the response is noised and scored. What follows the response
 is set by ``data.chat_padding``:
 
+- ``mask`` (the default): positions held masked at every time and never scored (:data:`PAD`), so the model is
+  only ever taught the one end marker, never a run of easy padding tokens; what it writes past its end
+  marker is cut;
 - ``eos`` (LLaDA's recipe): EOS tokens (a newline for a tokenizer without EOS) to the end, scored as part of
-  the response, so the model learns the length of its answers from the masks it must fill;
-- ``mask``: positions held masked at every time and never scored (:data:`PAD`), so the model is only ever
-  taught the one end marker, never a run of easy padding tokens; what it writes past its end marker is cut.
-  LLaDA#108 traces the repetition of long generations to EOS padding learned as text; ``docs/sft.md``
-  measures both on the example.
+  the response, so the model learns the length of its answers from the masks it must fill.
+  LLaDA#108 traces the repetition of long generations to EOS padding learned as text. On the example
+  (``docs/sft.md``) EOS padding made every answer empty under confidence decoding, at 256 and 512 tokens
+  (the padding, the easiest prediction, is revealed first and then fills the answer too); held masks gave
+  answers in the asked format every time.
 
 The prepared directory holds ``{split}.bin`` (the examples' tokens, row after row) and ``{split}_roles.bin``
 (their roles, ``uint8``), ``meta.json`` (``"format": "chat"``, the length, the padding, examples kept and
@@ -220,7 +223,7 @@ def file_digest(paths: list[Path]) -> str:
 
 
 def prepare_chat(
-    paths: list[Path], out_dir: Path, tokenizer, length: int, padding: str = "eos", val_fraction: float = 0.1
+    paths: list[Path], out_dir: Path, tokenizer, length: int, padding: str = "mask", val_fraction: float = 0.1
 ) -> "PreparedChat":
     """Render, tokenize and pack the examples of ``paths`` into ``out_dir`` (built beside it, renamed in one
     step). The last ``val_fraction`` of the examples (at least one) are the validation split."""

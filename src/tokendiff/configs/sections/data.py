@@ -38,7 +38,7 @@ class DataConfig:
     # text: a corpus of documents | chat: prompt/response examples for fine-tuning (data.input=<file>.jsonl with
     # messages, or prompt and response fields; the loss scores the response only: tokendiff.data.chat)
     format: str = "text"
-    chat_padding: str = "eos"  # chat: after the response, eos (scored, LLaDA) | mask (held masked, unscored)
+    chat_padding: str = "mask"  # chat: after the response, mask (held masked, unscored) | eos (scored, LLaDA)
 
     def __post_init__(self):
         check(
