@@ -94,6 +94,7 @@ def test_the_plain_template_splits_prompt_and_response_and_packs_roles():
 def test_a_tokenizers_own_chat_template_is_used_and_its_special_tokens_kept():
     transformers = pytest.importorskip("transformers")
     from tokendiff.data.hf_tokenizer import HFTokenizer
+    from tokendiff.harness.backend import TokendiffLM
 
     words = ["[PAD]", "[UNK]", "[MASK]", "<s>", "</s>", "<|user|>", "<|assistant|>", "hi", "ho", "there"]
     hf = transformers.BertTokenizer(
@@ -112,6 +113,13 @@ def test_a_tokenizers_own_chat_template_is_used_and_its_special_tokens_kept():
     names = lambda ids: [words[i + (i >= 2)] if i < 2 else words[i + 1] for i in ids]  # noqa: E731  tokendiff ids skip [MASK]
     assert names(prompt) == ["<|user|>", "hi", "<|assistant|>"]  # special tokens are tokens, not text
     assert names(response) == ["ho", "</s>"] and response[-1] == tok.eos_id
+    # lm-eval's --apply_chat_template: the backend writes the template as text and reads its special tokens back
+    # as tokens, so that the harness's prompts are the ids the model was fine-tuned on
+    lm = TokendiffLM.__new__(TokendiffLM)
+    lm.tokenizer = tok
+    text = lm.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert text == "<|user|> hi<|assistant|>" and lm._encode(text) == prompt
+    assert tok.encode(text) != prompt  # without it, the special tokens would be split into text
 
 
 # ---------------------------------------------------------------- the objective
@@ -210,6 +218,12 @@ def test_fine_tuning_trains_evaluates_and_answers_in_chat_from_the_cli(tmp_path,
     assert len(answers) == 2 and all("User:" not in a and "\n\n" not in a for a in answers)  # the answer alone
     code, _, err = run(capsys, "sample", f"checkpoint={out}", "sampling.chat=true")
     assert code == 2 and "give prompt=" in err
+    # lm-eval's --apply_chat_template writes the plain template the run was fine-tuned with
+    from tokendiff.harness.backend import TokendiffLM
+
+    lm = TokendiffLM(checkpoint=str(out), mc_num=2)
+    assert lm.apply_chat_template([{"role": "user", "content": "say ab"}]) == "User:\nsay ab\n\nAssistant:\n"
+    assert lm.tokenizer_name.startswith("tokendiff-char-") and "Assistant:" in lm.chat_template(True)
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,8 @@ __all__ = [
     "PreparedChat",
     "ChatSplit",
     "response_end",
+    "plain_text",
+    "PLAIN_TEMPLATE",
 ]
 
 PROMPT, RESPONSE, PAD = 0, 1, 2  # the role of a position: kept clean | noised and scored | held masked, unscored
@@ -132,7 +134,7 @@ class ChatTemplate:
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The ids of ``messages`` followed by the assistant's header: what the model answers."""
         if self.kind == PLAIN:
-            return self.tokenizer.encode("".join(_plain_turn(m) for m in messages) + "Assistant:\n")
+            return self.tokenizer.encode(plain_text(messages))
         return self._hf(messages, add_generation_prompt=True)
 
     def example_ids(self, messages: list[dict]) -> tuple[list[int], list[int]]:
@@ -170,7 +172,16 @@ def _flat(content: str) -> str:
 
 
 def _plain_turn(message: dict) -> str:
-    return f"{ROLES[message['role']]}:\n{_flat(message['content'])}\n\n"
+    role = ROLES.get(message["role"], str(message["role"]).title())
+    return f"{role}:\n{_flat(message['content'])}\n\n"
+
+
+PLAIN_TEMPLATE = "User:\n{content}\n\nAssistant:\n{content}\n\n"  # what the plain template writes, for a reader
+
+
+def plain_text(messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """``messages`` in the plain template (as text), followed by the assistant's header when asked."""
+    return "".join(_plain_turn(m) for m in messages) + ("Assistant:\n" if add_generation_prompt else "")
 
 
 def chat_template(tokenizer) -> ChatTemplate:

@@ -105,7 +105,12 @@ class HFTokenizer:
         m = self.hf_mask_id
         return torch.where(ids == self.vocab_size, m, ids + (ids >= m).long())
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, specials: bool = False) -> list[int]:
+        """Ids of ``text``; ``specials``: read the tokenizer's special tokens in it as tokens (a chat template's
+        output), not as text."""
+        if specials:
+            hf = self.tokenizer(text, add_special_tokens=False, split_special_tokens=False, verbose=False)["input_ids"]
+            return self.from_hf_ids(hf)
         return self.encode_batch([text])[0]
 
     def from_hf_ids(self, ids: list[int]) -> list[int]:

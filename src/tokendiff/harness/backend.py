@@ -30,6 +30,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from tokendiff.build import resolve_dtype
+from tokendiff.data.chat import PLAIN_TEMPLATE, plain_text
+from tokendiff.data.chat import chat_template as chat_template_of
 from tokendiff.checkpoint import load_checkpoint
 from tokendiff.errors import TokenDiffError
 from tokendiff.evaluation.conditional import request_seed, score_continuation
@@ -134,16 +136,43 @@ class TokendiffLM(LM):
         }
 
     # ----- tokens
+    # ----- chat templates (lm-eval's --apply_chat_template): the template a chat run was fine-tuned with
+    @property
+    def tokenizer_name(self) -> str:
+        return f"tokendiff-{self.tokenizer.kind}-{self.tokenizer.fingerprint()[:16]}"
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The tokenizer's own template, or a description of tokendiff's plain one (tokendiff.data.chat)."""
+        template = chat_template_of(self.tokenizer)
+        return template.tokenizer.tokenizer.chat_template if template.kind == "hf" else PLAIN_TEMPLATE
+
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        """The conversation as the model was fine-tuned on it (``data.format=chat``): the tokenizer's own template,
+        or the plain one. Special tokens of a tokenizer's template are read as tokens from then on."""
+        template = chat_template_of(self.tokenizer)
+        self._specials = template.kind == "hf"
+        if template.kind == "hf":
+            return template.tokenizer.tokenizer.apply_chat_template(
+                chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        return plain_text(chat_history, add_generation_prompt)
+
+    def _encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; after a chat template was applied, its special tokens are tokens."""
+        if getattr(self, "_specials", False):
+            return self.tokenizer.encode(text, specials=True)
+        return self.tokenizer.encode(text)
+
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation ids as the harness's own models split them: trailing spaces of the context
         move to the continuation, and the continuation is what encoding both adds to the context."""
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self.tokenizer.encode(context + continuation)
-        ctx = self.tokenizer.encode(context) if context else []
+        whole = self._encode(context + continuation)
+        ctx = self._encode(context) if context else []
         if whole[: len(ctx)] != ctx:  # a merge across the boundary: encode the two apart
-            return ctx, self.tokenizer.encode(continuation)
+            return ctx, self._encode(continuation)
         return ctx, whole[len(ctx) :]
 
     def _score(self, context: list[int], continuation: list[int]):
@@ -176,7 +205,7 @@ class TokendiffLM(LM):
 
     def loglikelihood_rolling(self, requests) -> list[float]:
         started = time.perf_counter()
-        out = [-self._score([], self.tokenizer.encode(req.args[0])).nats for req in requests]
+        out = [-self._score([], self._encode(req.args[0])).nats for req in requests]
         self._timed("loglikelihood_rolling", started, len(requests))
         return out
 
@@ -226,7 +255,7 @@ class TokendiffLM(LM):
             temperature = kwargs.pop("temperature", None)
             if temperature is None:
                 temperature = 0.0 if kwargs.get("do_sample") is False else self.sampling["temperature"]
-            ids = self.tokenizer.encode(context) if context else []
+            ids = self._encode(context) if context else []
             jobs.append((len(ids), length, float(temperature), i, ids, until))
         texts: list[str | None] = [None] * len(requests)
         jobs.sort(key=lambda j: j[:3])  # equal shapes and settings batch together
