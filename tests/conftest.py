@@ -16,6 +16,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with the process's thread count: a run started in-process (``main(["train", ...])``) sets
+    ``torch.set_num_threads`` for the whole process (``system.threads``, or accelerate on several CPU processes),
+    and a float32 training's trajectory depends on the count (the reductions' order)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Prepared corpora go to one temporary cache per test session, never the user's."""
     monkeypatch.setenv("TOKENDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "prepared"))
