@@ -47,6 +47,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_timing import time_train_steps  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ALLOCATORS = {"glibc_default": {}, "mmap_threshold_64k": {"MALLOC_MMAP_THRESHOLD_": "65536"}}
 MODEL = ["+experiment=small", "model.n_layer=8", "model.n_embd=512", "model.n_head=8", "model.block_size=128"]
@@ -97,13 +100,7 @@ def measure(args, engine: str) -> dict | None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the whole model and the data
     trainer = trainer_from_config(cfg, parts.model, parts.objective, parts.tokenizer, parts.data)
     del parts
-    for _ in range(args.warmup):
-        trainer.train_step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        trainer.train_step()
-        times.append(time.perf_counter() - start)
+    times = time_train_steps(trainer, args.warmup, args.steps)
     model = trainer.raw_model
     params = list(model.parameters())
     ema = list(trainer.ema.module.parameters()) if trainer.ema is not None else []

@@ -37,6 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_timing import time_train_steps  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -85,13 +88,7 @@ def measure(args, variant: str, base: str) -> dict:
     cfg.output_dir = tempfile.mkdtemp(prefix=f"lora_memory-{variant}-")
     parts = build_training(cfg)
     trainer = trainer_from_config(cfg, parts.model, parts.objective, parts.tokenizer, parts.data)
-    for _ in range(args.warmup):
-        trainer.train_step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        trainer.train_step()
-        times.append(time.perf_counter() - start)
+    times = time_train_steps(trainer, args.warmup, args.steps)
     model = trainer.raw_model
     trainable = [p for p in model.parameters() if p.requires_grad]
     params = tensor_bytes(list(model.parameters()) + list(trainer.ema.module.parameters() if trainer.ema else []))

@@ -83,16 +83,20 @@ def test_two_processes_write_one_run(two_process_runs):
     assert len(state["rank_torch_rng_states"]) == 2
 
 
-def test_two_processes_equal_one_process_on_the_union_of_their_batches(two_process_runs):
-    tmp, common, _ = two_process_runs
-    cfg = compose_config([*common, "training.max_iters=4"])
+def train_on_the_union(common: list[str], steps: int = 4, ema=None):
+    """One process trained for ``steps`` on the union of what 2 processes draw, by the trainer's own rules (the
+    seeded initialisation, the draws, the learning rate, clipping): what 2 data-parallel or sharded processes must
+    equal, since both average the processes' gradients. Returns the model, optimizer, EMA (``ema``: its class, or
+    None), the training split, the training section and the sequence length."""
+    cfg = compose_config([*common, f"training.max_iters={steps}"])
     parts = build_training(cfg)  # the same seeded initialisation as the launched run
     model, objective, split, t = parts.model, parts.objective, parts.data.split("train"), cfg.training
     opt = torch.optim.AdamW(
         param_groups(model, t.weight_decay), lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=True
     )
+    average = ema(model, t.ema) if ema is not None else None
     seq_len = cfg.model.block_size
-    for step in range(4):
+    for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, t.learning_rate, t.min_lr, t.warmup_iters, t.max_iters)
         losses = []
@@ -100,10 +104,18 @@ def test_two_processes_equal_one_process_on_the_union_of_their_batches(two_proce
             x = split.batch(t.batch_size, seq_len, step_generator(t.seed, step, 0, 0, "cpu", rank, 2))
             g = step_generator(t.seed, step, 0, 1, "cpu", rank, 2)
             losses.append(objective.loss_terms(model, x, g).mean())
-        torch.stack(losses).mean().backward()  # DDP averages the processes' gradients
+        torch.stack(losses).mean().backward()  # the processes' gradients, averaged
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if average is not None:
+            average.update(model)
+    return model, opt, average, split, t, seq_len
+
+
+def test_two_processes_equal_one_process_on_the_union_of_their_batches(two_process_runs):
+    tmp, common, _ = two_process_runs
+    model, _, _, split, t, seq_len = train_on_the_union(common)
     launched = raw_weights(tmp / "straight")
     reference = model.state_dict()
     assert set(launched) == set(reference)

@@ -15,15 +15,11 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_distributed import TEXT, TINY, raw_weights, stderr_lines, tokendiff, torchrun
+from test_distributed import TEXT, TINY, raw_weights, stderr_lines, tokendiff, torchrun, train_on_the_union
 
-from tokendiff.build import build_training
 from tokendiff.cli.main import main
-from tokendiff.configs import compose_config
 from tokendiff.training.ema import EMA
 from tokendiff.training.fsdp import eval_shard
-from tokendiff.training.optimizer import learning_rate, param_groups
-from tokendiff.training.step_rng import step_generator
 
 # two blocks: two sharded units besides the root (embedding, final norm, head)
 SHARDED = [a for a in TINY if not a.startswith("model.n_layer=")] + ["model.n_layer=2", "system.fsdp=true"]
@@ -66,27 +62,8 @@ def fsdp_runs(tmp_path_factory):
 def test_two_sharded_processes_equal_one_process_on_the_union_of_their_batches(fsdp_runs):
     tmp, common, straight, _ = fsdp_runs
     assert straight.stdout.count("FSDP2, sharded") == 1  # the main process speaks
-    cfg = compose_config([*common, "training.max_iters=4"])
-    parts = build_training(cfg)  # the same seeded initialisation as the launched run
-    model, objective, split, t = parts.model, parts.objective, parts.data.split("train"), cfg.training
-    opt = torch.optim.AdamW(
-        param_groups(model, t.weight_decay), lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=True
-    )
-    ema = EMA(model, t.ema)
-    seq_len = cfg.model.block_size
-    for step in range(4):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, t.learning_rate, t.min_lr, t.warmup_iters, t.max_iters)
-        losses = []
-        for rank in range(2):  # what each process draws, by the trainer's own rule
-            x = split.batch(t.batch_size, seq_len, step_generator(t.seed, step, 0, 0, "cpu", rank, 2))
-            g = step_generator(t.seed, step, 0, 1, "cpu", rank, 2)
-            losses.append(objective.loss_terms(model, x, g).mean())
-        torch.stack(losses).mean().backward()  # FSDP's reduce-scatter averages the processes' gradients
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
+    # FSDP's reduce-scatter averages the processes' gradients, as DDP does
+    model, opt, ema, _, _, _ = train_on_the_union(common, ema=EMA)
     final = tmp / "straight" / "final"
     # the checkpoint holds whole tensors under the plain model's names: the shards were gathered
     for launched, reference in (

@@ -8,41 +8,21 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 pytest.importorskip("peft")
 
+from test_training import TINY as TRAINING_TINY  # noqa: E402
+from test_training import assert_same_weights, weights  # noqa: E402
 from tokendiff.checkpoint import load_checkpoint  # noqa: E402
 from tokendiff.cli.main import main  # noqa: E402
 from tokendiff.training import lora  # noqa: E402
 
-TINY = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=32",
-    "training.batch_size=4",
-    "training.eval_iters=1",
-    "training.warmup_iters=0",
-    "training.eval_interval=0",
-    "training.sample_interval=0",
-    "training.log_interval=1",
-    "sampling.steps=4",
-    "system.device=cpu",
-    "system.dtype=float32",
-]
+# test_training.py's tiny run, from the first step at the full learning rate and in float32
+TINY = [a for a in TRAINING_TINY if not a.startswith("training.warmup_iters=")]
+TINY += ["training.warmup_iters=0", "system.dtype=float32"]
 # a large rate, so that 3 steps move the adapters far from their start (B = 0) and the comparisons mean something
 LORA = ["training.lora.r=4", "training.lora.dropout=0.1", "training.learning_rate=0.02", "training.min_lr=0.001"]
-
-
-def weights(path):
-    return load_file(str(path))
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def one_error_line(capsys) -> str:
@@ -107,7 +87,7 @@ def test_only_the_adapters_train(runs, tmp_path):
     for k in before.keys() - adapters:
         assert torch.equal(before[k], after[k]), k
     assert all(not torch.equal(before[k], after[k]) for k in adapters if ".lora_B" in k)
-    assert_same(lora.base_state(model), weights(runs / "base" / "final" / "model.safetensors"))
+    assert_same_weights(lora.base_state(model), weights(runs / "base" / "final" / "model.safetensors"))
     # the EMA copy shares the frozen base rather than holding a second copy of it
     ema_base = {id(p) for n, p in trainer.ema.module.named_parameters() if ".lora_" not in n}
     assert ema_base == {id(p) for n, p in model.named_parameters() if ".lora_" not in n}
@@ -147,7 +127,7 @@ def test_stopped_and_resumed_lora_run_ends_with_the_same_adapters(runs, tmp_path
         "training_state/model.safetensors",
         "training_state/optimizer.safetensors",
     ):
-        assert_same(weights(a / "final" / name), weights(b / "final" / name))
+        assert_same_weights(weights(a / "final" / name), weights(b / "final" / name))
     step3 = weights(a / "checkpoints/step_000003/training_state/model.safetensors")
     final = weights(a / "final/training_state/model.safetensors")
     assert any(not torch.equal(step3[k], final[k]) for k in step3)  # steps 4-6 did move the adapters

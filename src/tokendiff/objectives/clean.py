@@ -7,7 +7,7 @@ import torch
 from tokendiff.objectives.base import Objective
 from tokendiff.objectives.bound import BoundTerms, reconstruction_terms
 from tokendiff.objectives.rules import check_count_kernel, check_estimator, check_t_min
-from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times, stratified_uniform
+from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_counts, sample_times
 from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
 from tokendiff.processes.draws import random_subset
@@ -100,12 +100,7 @@ class CleanObjective(Objective):
     def _count_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The ``count`` estimator (class docstring): exactly ``k`` masked tokens, each weighted ``L / k``."""
         B, L = x0.shape
-        u = (
-            stratified_uniform(B, generator, x0.device)
-            if self.antithetic
-            else torch.rand(B, generator=generator, device=x0.device)
-        )
-        k = (u * L).long().clamp_max(L - 1) + 1  # (B,) uniform over 1..L
+        k = sample_counts(torch.full((B,), L, device=x0.device), self.antithetic, generator, x0.device)  # (B,) 1..L
         u = torch.rand(B, L, generator=generator, device=x0.device)  # (B, L)
         masked = random_subset(u, None, k[:, None])  # (B, L): a uniformly drawn set of exactly k positions
         xt = torch.where(masked, torch.full_like(x0, self.kernel.mask_token_id), x0)

@@ -26,7 +26,7 @@ from tokendiff.errors import TokenDiffError
 from tokendiff.objectives.base import Objective
 from tokendiff.objectives.bound import BoundTerms, starts_clean
 from tokendiff.objectives.rules import check_count_kernel, check_t_min
-from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_times, stratified_uniform
+from tokendiff.objectives.times import IMPORTANCE_SHARE, importance_times, sample_counts, sample_times
 from tokendiff.processes.absorbing import scored_nll
 from tokendiff.processes.base import Kernel
 from tokendiff.processes.draws import random_subset
@@ -93,12 +93,7 @@ class ResponseObjective(Objective):
     def _count_terms(self, model, x0, roles, response, generator):
         B, L = x0.shape
         n = response.sum(1)  # (B,) response tokens per row
-        u = (
-            stratified_uniform(B, generator, x0.device)
-            if self.antithetic
-            else torch.rand(B, generator=generator, device=x0.device)
-        )
-        k = (u * n).long().clamp_max(n - 1) + 1  # (B,) uniform over 1..n
+        k = sample_counts(n, self.antithetic, generator, x0.device)  # (B,) uniform over 1..n
         scores = torch.rand(B, L, generator=generator, device=x0.device)  # (B, L)
         masked = random_subset(scores, response, k[:, None])  # exactly k of the response's positions
         xt = torch.where(masked, torch.full_like(x0, self.kernel.mask_token_id), x0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["stratified_uniform", "sample_times", "importance_times", "IMPORTANCE_SHARE"]
+__all__ = ["stratified_uniform", "sample_times", "sample_counts", "importance_times", "IMPORTANCE_SHARE"]
 
 # share of evaluation's times drawn from the power law packed toward t = 0; measured on trained 15-minute
 # Shakespeare models (bench/eval_importance_share.py, docs/kernels.md): the standard error of the hybrid
@@ -26,6 +26,14 @@ def sample_times(
     """``n`` times uniform in ``[t_min, 1]``, shape (n,); stratified over the batch when ``antithetic``."""
     u = stratified_uniform(n, generator, device) if antithetic else torch.rand(n, generator=generator, device=device)
     return t_min + (1.0 - t_min) * u
+
+
+def sample_counts(n, antithetic: bool, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """The count estimator's masked counts: ``k`` uniform on ``1..n`` per row, (B,) int64; ``n`` a (B,) tensor of
+    positions per row. ``antithetic``: the rows' uniforms stratified over the batch."""
+    B = n.shape[0]
+    u = stratified_uniform(B, generator, device) if antithetic else torch.rand(B, generator=generator, device=device)
+    return (u * n).long().clamp_max(n - 1) + 1
 
 
 def importance_times(
