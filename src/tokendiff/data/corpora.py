@@ -203,7 +203,7 @@ def resolve_chat(data, block_size: int, init_from: str | None):
     tokens, prepared once into the cache. Their tokenizer is the one of the checkpoint ``init_from`` fine-tunes
     (what fine-tuning needs: the base model's ids), else ``data.tokenizer`` (characters and BPE trained on the
     examples rendered with the plain template, or a pretrained one)."""
-    from tokendiff.data.chat import PreparedChat, chat_template, file_digest, prepare_chat, read_chat_file
+    from tokendiff.data.chat import PreparedChat, chat_template, file_digest, plain_text, prepare_chat, read_chat_file
     from tokendiff.data.tokenizers import load_tokenizer, train_tokenizer
 
     if data.input is None and data.dataset == CHAT_EXAMPLE:  # the example made from the play
@@ -224,10 +224,7 @@ def resolve_chat(data, block_size: int, init_from: str | None):
 
         tok = HFTokenizer.from_name(data.tokenizer_name, data_dir(data.data_dir))
     else:  # trained on the examples as the plain template writes them
-        rendered = "".join(
-            "".join(f"{m['role'].title()}:\n{m['content']}\n\n" for m in messages) + "Assistant:\n"
-            for messages in read_chat_file(paths[0])
-        )
+        rendered = "".join(plain_text(messages) for messages in read_chat_file(paths[0]))
         tok = train_tokenizer(data.tokenizer, rendered, data.vocab_size)
     name = safe_name(paths[0].resolve().stem)
     digest = f"{file_digest(paths)}-L{block_size}-{data.chat_padding}-{chat_template(tok).kind}"

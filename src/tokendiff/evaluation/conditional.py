@@ -47,7 +47,6 @@ import torch.nn.functional as F
 from tokendiff.objectives.bound import starts_clean
 from tokendiff.objectives.times import importance_times
 from tokendiff.processes.absorbing import scored_nll
-from tokendiff.processes.denoisers import loo_from_posterior
 
 __all__ = ["ContinuationScore", "request_seed", "windows", "score_continuation", "score_tokens"]
 
@@ -198,11 +197,9 @@ def _block_totals(model, kernel, x0, scored_from: int, draws: int, g, batch_size
         terms = objective.kernel_terms(model, x.to(device), t.to(device), on_device, keep.to(device).expand(b, -1))
         totals[a : a + b] = (terms.double().cpu() * w)[:, scored].sum(1) + prior
         if not starts_clean(kernel):  # the t = 0 term, every block at t = 0 given the clean earlier ones
-            z0 = torch.where(keep, x, kernel.corrupt(x, torch.zeros(b, dtype=torch.float64), g))
-            logits = model.forward_block_diffusion(z0.to(device), x.to(device), torch.zeros(b, L, device=device))
-            if getattr(model, "predicts_posterior", False):
-                logits = loo_from_posterior(kernel, logits, z0.to(device), 0.0)
-            recon = kernel.reconstruction_terms(logits, x.to(device), z0.to(device)).double().cpu()
+            z0 = torch.where(keep, x, kernel.corrupt(x, torch.zeros(b, dtype=torch.float64), g)).to(device)
+            logits = objective.decoder_logits(model, z0, x.to(device))
+            recon = kernel.reconstruction_terms(logits, x.to(device), z0).double().cpu()
             totals[a : a + b] += recon[:, scored].sum(1)
     return totals
 

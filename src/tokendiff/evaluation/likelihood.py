@@ -113,34 +113,30 @@ def evaluate_likelihood(
     per_seq = torch.zeros(windows.shape[0], draws, dtype=torch.float64)  # v_nd, nats per token
     parts = torch.zeros(windows.shape[0], 2, dtype=torch.float64)  # below t_min, reconstruction (draw means)
     prior = torch.zeros(windows.shape[0], dtype=torch.float64)  # nats per token, the same in every draw
-    # the scored positions of each row, and how many: every position, or a chat example's response
-    scored = torch.ones(windows.shape, dtype=torch.bool) if roles is None else roles == RESPONSE  # (N, L)
-    counts = scored.sum(1).double()  # (N,)
+    # chat examples: only each response's positions count, and the figures are per response token
+    scored = None if roles is None else roles == RESPONSE  # (N, L)
+    counts = None if scored is None else scored.sum(1).double()  # (N,)
     if not exact:
-        prior = torch.cat(
-            [(estimator.kernel.prior_terms(w).double().cpu() * s).sum(1) for w, s in zip(windows.split(batch_size),
-                                                                                        scored.split(batch_size))]
-        ) / counts  # fmt: skip
-    extra = {} if roles is None else {"roles": None}
+        prior_terms = torch.cat([estimator.kernel.prior_terms(w).double().cpu() for w in windows.split(batch_size)])
+        prior = prior_terms.mean(1) if scored is None else (prior_terms * scored).sum(1) / counts  # (N,)
     for d in range(draws):
         for start in range(0, windows.shape[0], batch_size):
             x = windows[start : start + batch_size].to(device)  # (b, L)
             rows = slice(start, start + x.shape[0])
-            if roles is not None:
-                extra["roles"] = roles[rows].to(device)
-            n = counts[rows]  # (b,)
+            kwargs = {} if roles is None else {"roles": roles[rows].to(device)}
             with autocast():
                 if exact:
-                    terms = estimator.loss_terms(model, x, generator, **extra).double()  # (b, L')
-                    n = torch.full_like(n, terms.shape[1]) if roles is None else n
+                    terms = estimator.loss_terms(model, x, generator, **kwargs).double()  # (b, L')
                 else:
-                    bound = estimator.bound_terms(model, x, generator, split=t_min, share=importance_share, **extra)
+                    bound = estimator.bound_terms(model, x, generator, split=t_min, share=importance_share, **kwargs)
                     terms = bound.total()  # (b, L)
-                    below, recon = bound.below.sum(1).cpu() / n, bound.reconstruction.sum(1).cpu() / n
-                    parts[rows] += torch.stack([below, recon], 1) / draws
+            n = terms.shape[1] if counts is None else counts[rows]  # tokens per row the figures are per
+            if not exact:
+                below, recon = bound.below.sum(1).cpu() / n, bound.reconstruction.sum(1).cpu() / n
+                parts[rows] += torch.stack([below, recon], 1) / draws
             per_seq[rows, d] = terms.sum(dim=1).cpu() / n + prior[rows]
     tokens_per_sequence = windows.shape[1] - estimator.extra_tokens
-    if roles is not None:  # the responses' mean length: what the per-token figures are per
+    if counts is not None:  # the responses' mean length: what the per-token figures are per
         tokens_per_sequence = round(counts.mean().item())
     if world > 1:  # every process's rows (and their prior terms), in rank order
         joined = gather([(per_seq, prior, parts)])

@@ -112,6 +112,16 @@ class BlockDiffusionObjective(Objective):
             return self._terms(model, x0, t, generator)
         return self.kernel_terms(model, x0, t, generator)
 
+    def decoder_logits(self, model, z0: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """(B, L, V) logits of every block of ``z0`` at t = 0, each given the clean earlier blocks of ``x0``: what the
+        kernel's t = 0 decoder term reads (the leave-one-out law for a model that predicts the posterior)."""
+        if self.kernel.masked_diffusion:  # a time-agnostic model: no t
+            return model.forward_block_diffusion(z0, x0)
+        logits = model.forward_block_diffusion(z0, x0, torch.zeros(z0.shape, device=z0.device))
+        if getattr(model, "predicts_posterior", False):
+            logits = loo_from_posterior(self.kernel, logits, z0, 0.0)
+        return logits
+
     def loss_terms(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, progress: float = 1.0):
         """Per-token terms (B, L) at each block's time: for masks ``w(t_b) * -log p(x0^i | x_t, x0_<b)`` at masked
         positions, 0 elsewhere; for other kernels the kernel's NELBO integrand at every position."""
@@ -144,16 +154,10 @@ class BlockDiffusionObjective(Objective):
         terms = self._block_terms(model, x0, t, generator) * weight.repeat_interleave(self.block_size, dim=1)
         below = (t < split).repeat_interleave(self.block_size, dim=1)  # (B, L)
 
-        def decoder(z0):  # (B, L, V) every block at t = 0, each given the clean earlier ones
-            if self.kernel.masked_diffusion:  # a time-agnostic model: no t
-                return model.forward_block_diffusion(z0, x0)
-            logits = model.forward_block_diffusion(z0, x0, torch.zeros(z0.shape, device=z0.device))
-            if getattr(model, "predicts_posterior", False):  # the kernel's decoder term reads the leave-one-out law
-                logits = loo_from_posterior(self.kernel, logits, z0, 0.0)
-            return logits
-
         return BoundTerms(
             above=torch.where(below, torch.zeros_like(terms), terms),  # (B, L)
             below=torch.where(below, terms, torch.zeros_like(terms)),
-            reconstruction=reconstruction_terms(self.kernel, decoder, x0, generator),
+            reconstruction=reconstruction_terms(
+                self.kernel, lambda z0: self.decoder_logits(model, z0, x0), x0, generator
+            ),
         )

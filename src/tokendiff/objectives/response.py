@@ -70,14 +70,14 @@ class ResponseObjective(Objective):
     def _noised(self, x0, xt, roles):
         """``x_t`` with the prompt restored and the held positions masked."""
         xt = torch.where(roles == PROMPT, x0, xt)
-        if (roles == PAD).any():
-            if self.kernel.mask_token_id is None or self.kernel.name == "uniform":
+        if self.kernel.name == "uniform":  # no mask to hold (asked only here: it reads the roles back from a GPU)
+            if (roles == PAD).any():
                 raise TokenDiffError(
-                    f"data.chat_padding=mask holds padding masked, but {self.kernel.name} noise has no mask; "
+                    "data.chat_padding=mask holds padding masked, but uniform noise has no mask; "
                     "use data.chat_padding=eos"
                 )
-            xt = torch.where(roles == PAD, torch.full_like(xt, self.kernel.mask_token_id), xt)
-        return xt
+            return xt
+        return torch.where(roles == PAD, torch.full_like(xt, self.kernel.mask_token_id), xt)
 
     def loss_terms(self, model, x0, generator=None, progress: float = 1.0, roles=None):
         """Per-token terms (B, L): the kernel's NELBO terms at response positions, 0 elsewhere."""

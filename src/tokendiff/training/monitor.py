@@ -94,7 +94,7 @@ def eval_record(step: int, val: dict, train: dict | None) -> dict:
     }
 
 
-def eval_line(step: int, val: dict, seq_len: int) -> str:
+def eval_line(step: int, val: dict) -> str:
     """The evaluation as one line for the user."""
     line = f"step {step}: val loss {val['nelbo_nats_per_token']:.4f} nats/token"
     if val["bits_per_char"] is not None:

@@ -397,5 +397,5 @@ class Trainer:
         self.last_eval = eval_record(self.step, val, train)
         logger.log({f"eval/{k}": v for k, v in self.last_eval.items() if k != "step" and v is not None}, self.step)
         if self.is_main:
-            (bar.write if bar is not None else print)(eval_line(self.step, val, self.seq_len))
+            (bar.write if bar is not None else print)(eval_line(self.step, val))
         return self.last_eval
